@@ -1,0 +1,364 @@
+"""Typed run configuration: four dataclass sections, YAML presets, dotted overrides.
+
+A config is plain data. `load_config("tiny", ["train.lr=3e-4"])` reads the preset
+`slm_tui/configs/tiny.yaml` (or a YAML path), applies the overrides, type-checks every
+value against the dataclass fields and returns a `Config`. Unknown keys and wrong types
+raise `ConfigError` with a one-line message that names the key and lists the valid ones.
+Only `yaml.safe_load` is ever used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from slm_tui.errors import ConfigError
+
+DEFAULT_DATASET = "roneneldan/TinyStories"
+
+
+@dataclass
+class ModelConfig:
+    """The transformer's shape. Defaults: rotary positions, RMSNorm, SwiGLU, tied head, no biases."""
+
+    vocab_size: int | None = None  # None: taken from the tokenizer; if set, must match it
+    context_length: int = 256
+    n_layer: int = 4
+    n_head: int = 4
+    n_kv_head: int | None = None  # grouped-query attention; None = n_head (plain MHA)
+    d_model: int = 256
+    mlp: str = "swiglu"  # swiglu | gelu
+    mlp_hidden: int | None = None  # None: 4*d for gelu, 8/3*d rounded up to 32 for swiglu
+    norm: str = "rmsnorm"  # rmsnorm | layernorm
+    positions: str = "rope"  # rope | learned
+    rope_theta: float = 10000.0
+    bias: bool = False
+    tie_embeddings: bool = True
+    dropout: float = 0.0
+
+    def validate(self) -> None:
+        _choice("model.mlp", self.mlp, ("swiglu", "gelu"))
+        _choice("model.norm", self.norm, ("rmsnorm", "layernorm"))
+        _choice("model.positions", self.positions, ("rope", "learned"))
+        for name in ("vocab_size", "context_length", "n_layer", "n_head", "d_model"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"model.{name} must be at least 1, got {getattr(self, name)}")
+        if self.d_model % self.n_head:
+            raise ConfigError(
+                f"model.d_model ({self.d_model}) must be divisible by model.n_head ({self.n_head})"
+            )
+        head_dim = self.d_model // self.n_head
+        if self.positions == "rope" and head_dim % 2:
+            raise ConfigError(f"rotary positions need an even head size, got {head_dim}")
+        kv = self.n_kv_head or self.n_head
+        if kv < 1 or self.n_head % kv:
+            raise ConfigError(
+                f"model.n_kv_head ({kv}) must divide model.n_head ({self.n_head})"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass
+class TokenizerConfig:
+    """Which tokenizer a run uses: an existing directory (`path`) or one trained from the corpus."""
+
+    kind: str = "sentencepiece-bpe"
+    vocab_size: int = 4096
+    path: str | None = None  # an existing tokenizer directory; else train one into the run
+    max_sentences: int = 2_000_000  # sentencepiece samples at most this many sentences
+
+    def validate(self) -> None:
+        if self.vocab_size < 1:
+            raise ConfigError(f"tokenizer.vocab_size must be positive, got {self.vocab_size}")
+
+
+@dataclass
+class DataConfig:
+    """Where stories come from and where token shards go."""
+
+    dataset: str | None = DEFAULT_DATASET  # Hugging Face id, used when data_files is empty
+    data_files: list[str] = field(default_factory=list)  # local files or globs
+    train_split: str = "train"
+    val_split: str = "validation"
+    val_fraction: float = 0.005  # held out when the source has no validation split
+    shards_dir: str | None = None  # None: the user cache folder
+
+    def validate(self) -> None:
+        if not 0.0 < self.val_fraction < 0.5:
+            raise ConfigError(f"data.val_fraction must be in (0, 0.5), got {self.val_fraction}")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, schedule, evaluation and checkpoint cadence, device."""
+
+    max_steps: int = 2000
+    batch_size: int = 32  # global, in sequences per optimizer step (before grad_accum split)
+    grad_accum: int = 1
+    optimizer: str = "adamw"  # adamw | muon (Muon for matrices, AdamW for the rest)
+    lr: float = 1e-3
+    muon_lr: float = 0.02
+    min_lr_ratio: float = 0.1  # final lr as a fraction of the peak
+    warmup_steps: int = 100
+    schedule: str = "cosine"  # cosine | wsd (warmup-stable-decay)
+    decay_fraction: float = 0.2  # wsd: the share of steps spent decaying
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    grad_clip: float = 1.0  # 0 disables
+    eval_every: int = 250
+    eval_batches: int = 20
+    save_every: int = 250
+    log_every: int = 10
+    sample_tokens: int = 48  # tokens of each sample continuation written at evaluation
+    sample_prompts: list[str] = field(
+        default_factory=lambda: ["Once upon a time", "The little dog", "Lily wanted to"]
+    )
+    seed: int = 1337
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    dtype: str = "auto"  # auto (bf16 autocast on CUDA, float32 elsewhere) | float32 | bfloat16
+    compile: bool = False
+    threads: int = 0  # CPU intra-op threads; 0 = one per physical core
+
+    def validate(self) -> None:
+        _choice("train.optimizer", self.optimizer, ("adamw", "muon"))
+        _choice("train.schedule", self.schedule, ("cosine", "wsd"))
+        _choice("train.dtype", self.dtype, ("auto", "float32", "bfloat16"))
+        for name in ("max_steps", "batch_size", "grad_accum", "eval_every", "eval_batches",
+                     "save_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be at least 1, got {getattr(self, name)}")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.lr <= 0:
+            raise ConfigError(f"train.lr must be positive, got {self.lr}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ConfigError(f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if self.batch_size % self.grad_accum:
+            raise ConfigError(
+                f"train.batch_size ({self.batch_size}) must be divisible by "
+                f"train.grad_accum ({self.grad_accum})"
+            )
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> Config:
+        self.model.validate()
+        self.tokenizer.validate()
+        self.data.validate()
+        self.train.validate()
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+SECTIONS: dict[str, type] = {
+    "model": ModelConfig,
+    "tokenizer": TokenizerConfig,
+    "data": DataConfig,
+    "train": TrainConfig,
+}
+
+
+def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def list_presets() -> list[str]:
+    """Names of the bundled presets (`tiny`, `small`, `seed-gpt`, ...)."""
+    folder = resources.files("slm_tui") / "configs"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_yaml(name_or_path: str) -> tuple[dict[str, Any], str]:
+    path = Path(name_or_path)
+    if name_or_path.endswith((".yaml", ".yml")) or path.is_file() or "/" in name_or_path:
+        if path.is_dir():
+            raise ConfigError(f"config {name_or_path} is a directory, not a YAML file")
+        if not path.is_file():
+            raise ConfigError(
+                f"config file {name_or_path} not found (presets: {', '.join(list_presets())})"
+            )
+        text = path.read_text(encoding="utf-8")
+        origin = str(path)
+    else:
+        res = resources.files("slm_tui") / "configs" / f"{name_or_path}.yaml"
+        if not res.is_file():
+            raise ConfigError(
+                f"unknown config preset {name_or_path!r}; presets: {', '.join(list_presets())}"
+            )
+        text = res.read_text(encoding="utf-8")
+        origin = f"preset {name_or_path}"
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{origin} is not valid YAML{where}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin} must be a mapping of sections, got {type(data).__name__}")
+    return data, origin
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in fields(cls)}
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Check `value` against the annotation `tp`; convert the harmless cases (int -> float)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(key, value, arg)
+            except ConfigError:
+                continue
+        names = " or ".join("null" if a is type(None) else _type_name(a) for a in args)
+        raise ConfigError(f"{key} must be {names}, got {value!r}")
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if isinstance(value, str) and item is str:
+            return [value]
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        return [_coerce(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{key} must be an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key} must be a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key} must be a string, got {value!r}")
+    raise ConfigError(f"{key}: unsupported type {tp!r}")  # pragma: no cover
+
+
+def _type_name(tp: Any) -> str:
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+def _apply_section(section_obj: Any, section: str, values: Any, origin: str) -> None:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{origin}: section {section} must be a mapping, got {values!r}")
+    types_ = _field_types(type(section_obj))
+    for key, value in values.items():
+        if key not in types_:
+            raise ConfigError(
+                f"unknown config key {section}.{key} ({origin}); valid keys in {section}: "
+                f"{', '.join(types_)}"
+            )
+        setattr(section_obj, key, _coerce(f"{section}.{key}", value, types_[key]))
+
+
+def config_from_dict(data: dict[str, Any], origin: str = "config") -> Config:
+    cfg = Config()
+    for section, values in data.items():
+        if section not in SECTIONS:
+            raise ConfigError(
+                f"unknown config section {section!r} ({origin}); sections: {', '.join(SECTIONS)}"
+            )
+        if values is None:
+            continue
+        _apply_section(getattr(cfg, section), section, values, origin)
+    return cfg
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """`"train.lr=3e-4"` -> ("train", "lr", 3e-4); the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    dotted, raw = text.split("=", 1)
+    parts = dotted.strip().split(".")
+    if len(parts) != 2 or not all(parts):
+        raise ConfigError(
+            f"override key {dotted!r} must be section.key with section one of {', '.join(SECTIONS)}"
+        )
+    section, key = parts
+    if section not in SECTIONS:
+        raise ConfigError(f"unknown config section {section!r}; sections: {', '.join(SECTIONS)}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    # YAML reads "3e-4" as a string (no dot); accept it as a number when the field wants one.
+    if isinstance(value, str):
+        try:
+            value = float(value) if any(c in value for c in ".eE") else int(value)
+        except ValueError:
+            pass
+    return section, key, value
+
+
+def apply_overrides(cfg: Config, overrides: list[str] | None) -> Config:
+    for text in overrides or []:
+        section, key, value = parse_override(text)
+        types_ = _field_types(SECTIONS[section])
+        if key not in types_:
+            raise ConfigError(
+                f"unknown config key {section}.{key}; valid keys in {section}: {', '.join(types_)}"
+            )
+        tp = types_[key]
+        if tp is str and not isinstance(value, str):
+            value = text.split("=", 1)[1].strip()  # e.g. train.device=0 stays the string "0"
+        setattr(getattr(cfg, section), key, _coerce(f"{section}.{key}", value, tp))
+    return cfg
+
+
+def load_config(name_or_path: str | None = "tiny", overrides: list[str] | None = None) -> Config:
+    """Load a preset by name or a YAML file by path, apply `section.key=value` overrides,
+    validate, and return the config. Raises ConfigError on any problem."""
+    if name_or_path is None:
+        cfg = Config()
+    else:
+        data, origin = _read_yaml(name_or_path)
+        cfg = config_from_dict(data, origin)
+    apply_overrides(cfg, overrides)
+    return cfg.validate()
+
+
+def copy_config(cfg: Config) -> Config:
+    return dataclasses.replace(
+        cfg,
+        model=dataclasses.replace(cfg.model),
+        tokenizer=dataclasses.replace(cfg.tokenizer),
+        data=dataclasses.replace(cfg.data, data_files=list(cfg.data.data_files)),
+        train=dataclasses.replace(cfg.train, sample_prompts=list(cfg.train.sample_prompts)),
+    )
