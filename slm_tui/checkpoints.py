@@ -1,0 +1,317 @@
+"""Checkpoints: save a model atomically as a self-contained directory; load it validated.
+
+The directory format and discovery (`CheckpointInfo`, `is_checkpoint`, `resolve_checkpoint`,
+`read_info`, `list_checkpoints`, `bundled_demo_path`) live in `slm_tui.checkpoint_files`
+(torch-free) and are re-exported here, so `slm_tui.checkpoints` is the one public module.
+
+Notable:
+- Saving writes a hidden sibling `.tmp-<name>-<pid>`, fsyncs every file, then swaps it in:
+  the old directory is renamed to `.trash-<name>-<pid>`, the new one renamed into place, the
+  trash deleted. At no moment is there a half-written directory under the real name.
+- The tied output head is stored once; weights may be saved in bf16 to halve the file (the
+  bundled demo) and always load as float32.
+- Loading refuses, with one-line `CheckpointError`s: a folder that is not a checkpoint,
+  missing files, a corrupt or truncated weights file, an invalid config.yaml, weights whose
+  shapes differ from the config, and a tokenizer whose fingerprint differs from the one
+  recorded at save time (a checkpoint is a sealed unit).
+- trainer_state.pt is checked at save time to hold only what `torch.load(weights_only=True)`
+  accepts, so a resume never needs pickle.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from slm_tui.checkpoint_files import (
+    CONFIG_FILE,
+    FORMAT,
+    META_FILE,
+    MODEL_FILE,
+    TOKENIZER_DIR,
+    TRAINER_FILE,
+    VERSION,
+    CheckpointInfo,
+    bundled_demo_path,
+    fsync_dir,
+    fsync_tree,
+    info_from,
+    is_checkpoint,
+    list_checkpoints,
+    read_config,
+    read_info,
+    read_meta,
+    resolve_checkpoint,
+    safetensors_header,
+)
+from slm_tui.config import Config, copy_config
+from slm_tui.errors import CheckpointError, SlmError
+from slm_tui.model import GPT
+from slm_tui.tokenizers import Tokenizer, load_tokenizer
+
+__all__ = [
+    "CheckpointInfo",
+    "LoadedCheckpoint",
+    "bundled_demo_path",
+    "is_checkpoint",
+    "list_checkpoints",
+    "load_checkpoint",
+    "load_trainer_state",
+    "read_info",
+    "resolve_checkpoint",
+    "save_checkpoint",
+]
+
+
+@dataclass
+class LoadedCheckpoint:
+    model: GPT
+    tokenizer: Tokenizer
+    config: Config
+    info: CheckpointInfo
+    path: Path
+    device: torch.device
+
+    def __iter__(self):
+        yield self.model
+        yield self.tokenizer
+        yield self.config
+
+
+# ---- saving ------------------------------------------------------------------------------
+def _unwrap(model: torch.nn.Module) -> GPT:
+    """The GPT inside torch.compile (`_orig_mod`) and/or DDP (`module`) wrappers."""
+    for _ in range(4):
+        model = getattr(model, "_orig_mod", model)
+        model = getattr(model, "module", model)
+    if not isinstance(model, GPT):
+        raise TypeError(f"save_checkpoint needs a GPT, got {type(model).__name__}")
+    return model
+
+
+def _check_plain(value: Any, where: str) -> None:
+    """trainer_state must load under weights_only=True: tensors, numbers, strings, containers."""
+    if value is None or isinstance(value, (torch.Tensor, bool, int, float, str, bytes)):
+        return
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_plain(v, f"{where}[{i}]")
+        return
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, (str, int)):
+                raise CheckpointError(f"trainer_state key {where}[{k!r}] must be a str or int")
+            _check_plain(v, f"{where}[{k!r}]")
+        return
+    raise CheckpointError(
+        f"trainer_state{where} is a {type(value).__name__}; only tensors, numbers, strings, "
+        "lists and dicts can be loaded safely"
+    )
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN/inf; a non-finite metric is "unknown"
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return _json_safe(value.item())
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def weights_state(model: GPT, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """The tensors written to model.safetensors: contiguous CPU copies, the tied head once."""
+    state = model.state_dict()
+    if model.cfg.tie_embeddings:
+        state.pop("lm_head.weight", None)  # same storage as tok_emb.weight
+    out = {}
+    for key, t in state.items():
+        t = t.detach()
+        if dtype is not None and t.is_floating_point():
+            t = t.to(dtype)
+        out[key] = t.to("cpu").contiguous()
+    return out
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    model: torch.nn.Module,
+    config: Config,
+    tokenizer: Tokenizer,
+    meta: dict[str, Any],
+    *,
+    trainer_state: dict[str, Any] | None = None,
+    extra_files: dict[str, Path] | None = None,
+    weights_dtype: torch.dtype | None = None,
+) -> Path:
+    """Write a complete checkpoint at `path` atomically (replacing one already there).
+
+    The saved config's model section is the model's own config, so config.yaml always
+    describes the weights. Extra files whose source does not exist (yet) are skipped."""
+    gpt = _unwrap(model)
+    out = Path(path).expanduser().resolve()
+    if out.exists() and not out.is_dir():
+        raise CheckpointError(f"{out} is a file; choose a directory for the checkpoint")
+    if trainer_state is not None:
+        _check_plain(trainer_state, "")
+    cfg = copy_config(config)
+    cfg.model = dataclasses.replace(gpt.cfg)
+    full_meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "step": 0,
+        "tokens_seen": 0,
+        "val_loss": None,
+        "val_bpb": None,
+        **meta,
+        "params": gpt.num_params(),
+        "created": meta.get("created") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "tokenizer_kind": tokenizer.kind,
+        "tokenizer_fingerprint": tokenizer.fingerprint,
+        "weights_dtype": str(weights_dtype or gpt.tok_emb.weight.dtype).removeprefix("torch."),
+    }
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".tmp-{out.name}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir()
+        save_file(weights_state(gpt, weights_dtype), tmp / MODEL_FILE, metadata={"format": "pt"})
+        (tmp / CONFIG_FILE).write_text(cfg.to_yaml(), encoding="utf-8")
+        # A copy, so saving does not repoint the caller's tokenizer at our directory.
+        saved_tok = copy.copy(tokenizer)
+        saved_tok.path = None
+        saved_tok.save(tmp / TOKENIZER_DIR)
+        if saved_tok.fingerprint != tokenizer.fingerprint:
+            raise CheckpointError(
+                f"the tokenizer's files do not match its fingerprint {tokenizer.fingerprint[:12]}"
+                "; reload it from its directory before saving"
+            )
+        (tmp / META_FILE).write_text(
+            json.dumps(_json_safe(full_meta), indent=2) + "\n", encoding="utf-8"
+        )
+        if trainer_state is not None:
+            torch.save(trainer_state, tmp / TRAINER_FILE)
+        for name, src in (extra_files or {}).items():
+            if Path(src).exists():
+                shutil.copyfile(src, tmp / name)
+        fsync_tree(tmp)
+        trash = None
+        if out.exists():
+            trash = out.with_name(f".trash-{out.name}-{os.getpid()}")
+            shutil.rmtree(trash, ignore_errors=True)
+            os.replace(out, trash)
+        os.replace(tmp, out)
+        fsync_dir(out.parent)
+        if trash is not None:
+            shutil.rmtree(trash, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+# ---- loading -----------------------------------------------------------------------------
+def _load_weights(path: Path, model: GPT, header: dict[str, Any]) -> None:
+    expected = {k: tuple(v.shape) for k, v in weights_state_shapes(model).items()}
+    stored = {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
+    missing = sorted(expected.keys() - stored.keys())
+    unexpected = sorted(stored.keys() - expected.keys())
+    if missing or unexpected:
+        detail = f"missing {', '.join(missing[:3])}" if missing else ""
+        if unexpected:
+            detail += ("; " if detail else "") + f"unexpected {', '.join(unexpected[:3])}"
+        raise CheckpointError(f"{path}: weights do not match {CONFIG_FILE} ({detail})")
+    for key, shape in expected.items():
+        if stored[key] != shape:
+            raise CheckpointError(
+                f"{path}: weights do not match {CONFIG_FILE}: {key} is {list(stored[key])} "
+                f"but the config gives {list(shape)}"
+            )
+    try:
+        tensors = load_file(path / MODEL_FILE, device="cpu")
+    except Exception as exc:  # safetensors raises its own error type for bad files
+        raise CheckpointError(
+            f"{path}: {MODEL_FILE} is corrupt ({str(exc).splitlines()[0]}); re-save or re-train"
+        ) from None
+    tensors = {k: t.float() if t.is_floating_point() else t for k, t in tensors.items()}
+    model.load_state_dict(tensors, strict=False)  # strictness checked above (tied head)
+
+
+def weights_state_shapes(model: GPT) -> dict[str, torch.Tensor]:
+    """The state dict as stored (tied head left out), without copying anything."""
+    state = model.state_dict()
+    if model.cfg.tie_embeddings:
+        state.pop("lm_head.weight", None)
+    return state
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str], device: str | torch.device = "cpu"
+) -> LoadedCheckpoint:
+    """Load a checkpoint (or a run dir's best/ else latest/): model in eval mode, float32."""
+    p = resolve_checkpoint(path)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise CheckpointError(f"unknown device {device!r} (cpu, cuda, cuda:N, mps)") from None
+    cfg = read_config(p)
+    meta = read_meta(p)
+    header = safetensors_header(p / MODEL_FILE)
+    info = info_from(p, cfg, meta, header)
+    if not (p / TOKENIZER_DIR).is_dir():
+        raise CheckpointError(f"checkpoint {p} is incomplete: {TOKENIZER_DIR}/ is missing")
+    try:
+        tokenizer = load_tokenizer(p / TOKENIZER_DIR)
+    except SlmError as exc:
+        raise CheckpointError(f"{p}: its {TOKENIZER_DIR}/ cannot be loaded: {exc}") from None
+    recorded = meta.get("tokenizer_fingerprint")
+    if recorded != tokenizer.fingerprint:
+        raise CheckpointError(
+            f"{p}: {TOKENIZER_DIR}/ (fingerprint {tokenizer.fingerprint[:12]}) is not the "
+            f"tokenizer this model was trained with ({str(recorded)[:12]}); restore the original"
+        )
+    if tokenizer.vocab_size != cfg.model.vocab_size:
+        raise CheckpointError(
+            f"{p}: the tokenizer has {tokenizer.vocab_size} ids but the model "
+            f"{cfg.model.vocab_size}; the checkpoint is inconsistent"
+        )
+    model = GPT(cfg.model)
+    _load_weights(p, model, header)
+    model.to(dev).eval()
+    return LoadedCheckpoint(model, tokenizer, cfg, info, p, dev)
+
+
+def load_trainer_state(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """trainer_state.pt of a checkpoint dir (a run dir means its latest/), weights_only."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        if not (p / TRAINER_FILE).is_file() and (p / "latest" / TRAINER_FILE).is_file():
+            p = p / "latest"
+        p = p / TRAINER_FILE
+    if not p.is_file():
+        raise CheckpointError(f"{p.parent} has no {TRAINER_FILE}; it cannot be resumed")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling errors come in many types
+        raise CheckpointError(
+            f"{p} cannot be loaded ({type(exc).__name__}); it is corrupt or not a trainer state"
+        ) from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{p} does not hold a trainer state dict")
+    return state
