@@ -35,3 +35,53 @@ def _few_threads(monkeypatch):
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+# ---- a real tiny checkpoint (model + checkpoints helper) ----------------------------------
+_NAMES = ["Lily", "Tom", "Max", "Sue", "Ben", "Mia"]
+_THINGS = ["ball", "dog", "tree", "cake", "boat", "kite", "cat", "hat"]
+_VERBS = ["saw", "liked", "found", "wanted", "lost", "made"]
+_ENDS = ["It was fun.", "They were happy.", "She smiled.", "He laughed.", "The end."]
+
+
+def _synthetic_stories(n: int, seed: int = 0) -> list[str]:
+    """Small TinyStories-like documents with newlines, for training a tokenizer in tests."""
+    import random
+
+    rng = random.Random(seed)
+    stories = []
+    for _ in range(n):
+        who, what = rng.choice(_NAMES), rng.choice(_THINGS)
+        lines = [
+            f"Once upon a time, {who} {rng.choice(_VERBS)} a {rng.choice(['big', 'red', 'little'])} {what}.",
+            f'"Look at the {what}!" said {who}.',
+            rng.choice(_ENDS),
+        ]
+        stories.append("\n".join(lines))
+    return stories
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A real, loadable checkpoint: a sentencepiece-bpe tokenizer (vocab 384) trained on 300
+    synthetic stories, and a random-init GPT (2 layers, d_model 64, 4 heads, context 64).
+    Its parent folder is a checkpoints root holding only this one. Do not modify it."""
+    import torch
+
+    from slm_tui.checkpoints import save_checkpoint
+    from slm_tui.config import Config, ModelConfig
+    from slm_tui.model import GPT
+    from slm_tui.tokenizers import train_tokenizer
+
+    root = tmp_path_factory.mktemp("tiny-checkpoint")
+    tok = train_tokenizer(
+        "sentencepiece-bpe", _synthetic_stories(300), 384, root / "tokenizer", num_threads=1
+    )
+    cfg = Config()
+    cfg.model = ModelConfig(
+        vocab_size=tok.vocab_size, context_length=64, n_layer=2, n_head=4, d_model=64
+    )
+    torch.manual_seed(0)
+    model = GPT(cfg.model)
+    meta = {"step": 0, "tokens_seen": 0, "val_loss": None, "val_bpb": None}
+    return save_checkpoint(root / "checkpoints" / "tiny-random", model, cfg, tok, meta)

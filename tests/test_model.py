@@ -1,0 +1,224 @@
+"""The transformer: shapes, parameter counts of the presets, KV-cache equivalence with the full
+forward (the generation engine depends on it), left-padded batches, learning, tied weights."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from slm_tui.config import ModelConfig, load_config
+from slm_tui.model import GPT, mlp_hidden_size
+
+V = 97
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Models this small are faster on one thread, and two threads on a loaded 2-core box
+    # spin-wait each other into 10x slowdowns.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make(**changes) -> GPT:
+    fields = dict(vocab_size=V, context_length=48, n_layer=2, n_head=4, d_model=32)
+    fields.update(changes)
+    torch.manual_seed(0)
+    return GPT(ModelConfig(**fields)).eval()
+
+
+VARIANTS = {
+    "rope-mha": {},
+    "rope-gqa": {"n_kv_head": 2},
+    "rope-mqa": {"n_kv_head": 1},
+    "learned-mha": {"positions": "learned"},
+    "learned-gqa": {"positions": "learned", "n_kv_head": 2},
+    # the seed notebook's GPT-2 blocks
+    "gpt2": {
+        "positions": "learned",
+        "norm": "layernorm",
+        "mlp": "gelu",
+        "bias": True,
+        "dropout": 0.1,
+    },
+}
+
+
+def test_shapes_and_dtypes() -> None:
+    model = make()
+    idx = torch.randint(0, V, (3, 10))
+    logits, loss = model(idx)
+    assert logits.shape == (3, 10, V) and logits.dtype == torch.float32 and loss is None
+    logits, _ = model(idx, last_only=True)
+    assert logits.shape == (3, 1, V)
+    full, _ = model(idx)
+    torch.testing.assert_close(logits[:, 0], full[:, -1])
+
+    targets = torch.randint(0, V, (3, 10))
+    targets[0, :4] = -1  # ignored positions
+    _, mean = model(idx, targets)
+    _, total = model(idx, targets, reduction="sum")
+    _, each = model(idx, targets, reduction="none")
+    assert mean.shape == () and each.shape == (3, 10)
+    assert torch.all(each[0, :4] == 0)
+    torch.testing.assert_close(total, mean * 26)
+    torch.testing.assert_close(each.sum(), total)
+    # A fresh model predicts roughly uniformly: loss near ln(V).
+    assert abs(mean.item() - math.log(V)) < 0.5
+
+
+def test_bf16_autocast_still_returns_float32_logits() -> None:
+    model = make()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, loss = model(torch.randint(0, V, (2, 8)), torch.randint(0, V, (2, 8)))
+    assert logits.dtype == torch.float32 and torch.isfinite(loss)
+
+
+def test_preset_parameter_counts() -> None:
+    counts = {}
+    for name in ("tiny", "small", "seed-gpt"):
+        cfg = load_config(name).model
+        cfg.vocab_size = 4096
+        counts[name] = GPT(cfg).num_params()
+    assert 1.0e6 < counts["tiny"] < 2.0e6  # minutes on 2 CPU cores
+    assert 14.0e6 < counts["small"] < 17.0e6  # "about 15M"
+    # seed-gpt: 6 x 384 GPT-2 blocks, learned positions of 128, tied 4096-vocab head.
+    d, L, T = 384, 6, 128
+    block = (3 * d * d + 3 * d) + (d * d + d) + (8 * d * d + 5 * d) + 4 * d
+    assert counts["seed-gpt"] == L * block + 4096 * d + T * d + 2 * d
+
+
+def test_num_params_and_flops() -> None:
+    tied, untied = make(), make(tie_embeddings=False)
+    assert untied.num_params() - tied.num_params() == V * 32
+    assert tied.num_params(non_embedding=True) == untied.num_params(non_embedding=True) - V * 32
+    learned = make(positions="learned")
+    assert learned.num_params() - learned.num_params(non_embedding=True) == (V + 48) * 32
+    # 6N (N = every matmul weight, head included) + 12·L·T·d
+    n = tied.num_params(non_embedding=True) + V * 32
+    assert tied.flops_per_token(16) == 6 * n + 12 * 2 * 16 * 32
+    assert tied.flops_per_token() == tied.flops_per_token(48)
+
+
+def test_mlp_hidden_sizes() -> None:
+    assert mlp_hidden_size(ModelConfig(d_model=384)) == 1024
+    assert mlp_hidden_size(ModelConfig(d_model=128)) == 352  # 8/3·128 rounded up to 32
+    assert mlp_hidden_size(ModelConfig(d_model=128, mlp="gelu")) == 512
+    assert mlp_hidden_size(ModelConfig(d_model=128, mlp_hidden=200)) == 200
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_kv_cache_matches_full_forward(variant: str) -> None:
+    model = make(**VARIANTS[variant])
+    idx = torch.randint(0, V, (2, 30))
+    with torch.no_grad():
+        full, _ = model(idx)
+        cache = model.new_cache(2)
+        pieces = [model(idx[:, :9], cache=cache)[0], model(idx[:, 9:16], cache=cache)[0]]
+        for t in range(16, 30):  # then one token at a time
+            pieces.append(model(idx[:, t : t + 1], cache=cache, last_only=True)[0])
+    assert cache.length == 30
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-5, rtol=1e-4)
+
+    cache.reset()  # the same tensors serve a new sequence
+    with torch.no_grad():
+        again, _ = model(idx[:, :5], cache=cache)
+    assert cache.length == 5
+    torch.testing.assert_close(again, full[:, :5], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("variant", ["rope-gqa", "learned-mha", "gpt2"])
+def test_left_padded_batch_matches_single_rows(variant: str) -> None:
+    model = make(**VARIANTS[variant])
+    lengths = [12, 5, 9]
+    rows = [torch.randint(0, V, (n,)) for n in lengths]
+    width = max(lengths)
+    idx = torch.zeros(3, width, dtype=torch.long)  # pad id 0: its value must not matter
+    mask = torch.zeros(3, width, dtype=torch.bool)
+    for i, r in enumerate(rows):
+        idx[i, width - len(r) :] = r
+        mask[i, width - len(r) :] = True
+    positions = mask.long().cumsum(1) - 1
+    steps = 4
+    nxt = torch.randint(0, V, (3, steps))
+    with torch.no_grad():
+        cache = model.new_cache(3)
+        prefill, _ = model(idx, cache=cache, positions=positions, key_mask=mask, last_only=True)
+        decoded = []
+        for s in range(steps):
+            mask = torch.cat([mask, torch.ones(3, 1, dtype=torch.bool)], dim=1)
+            pos = positions[:, -1:] + 1 + s
+            decoded.append(model(nxt[:, s : s + 1], cache=cache, positions=pos, key_mask=mask)[0])
+        for i, r in enumerate(rows):
+            alone, _ = model(torch.cat([r, nxt[i]]).unsqueeze(0))
+            torch.testing.assert_close(prefill[i, -1], alone[0, len(r) - 1], atol=1e-5, rtol=1e-4)
+            got = torch.cat([d[i] for d in decoded])
+            torch.testing.assert_close(got, alone[0, len(r) :], atol=1e-5, rtol=1e-4)
+    assert torch.isfinite(prefill).all()
+
+
+def test_cache_limits() -> None:
+    model = make()
+    with pytest.raises(ValueError, match="context"):
+        model.new_cache(1, 49)
+    cache = model.new_cache(1, 8)
+    with torch.no_grad():
+        model(torch.zeros(1, 6, dtype=torch.long), cache=cache)
+        with pytest.raises(ValueError, match="do not fit"):
+            model(torch.zeros(1, 3, dtype=torch.long), cache=cache)
+        with pytest.raises(ValueError, match="do not fit"):
+            model(torch.zeros(1, 49, dtype=torch.long))
+
+
+def test_vocab_size_required() -> None:
+    with pytest.raises(ValueError, match="vocab_size"):
+        GPT(ModelConfig())
+
+
+@pytest.mark.parametrize("variant", ["rope-gqa", "gpt2"])
+def test_overfits_a_tiny_batch(variant: str) -> None:
+    model = make(**VARIANTS[variant]).train()
+    torch.manual_seed(1)
+    batch = torch.randint(0, V, (4, 33))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(40):
+        _, loss = model(batch[:, :-1], batch[:, 1:])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_tied_weights_are_one_tensor() -> None:
+    model = make()
+    assert model.lm_head.weight is model.tok_emb.weight
+    with torch.no_grad():
+        model.tok_emb.weight[5].fill_(0.5)
+    assert torch.all(model.lm_head.weight[5] == 0.5)
+    untied = make(tie_embeddings=False)
+    assert untied.lm_head.weight.data_ptr() != untied.tok_emb.weight.data_ptr()
+
+
+def test_residual_projections_are_scaled_down() -> None:
+    model = make(n_layer=8, d_model=128, vocab_size=500)
+    block = model.blocks[0]
+    std_qkv = block.attn.qkv.weight.std().item()
+    std_out = block.attn.proj.weight.std().item()
+    assert abs(std_qkv - 0.02) < 0.002
+    assert abs(std_out - 0.02 / math.sqrt(16)) < 0.001
+    assert abs(block.mlp.proj.weight.std().item() - 0.02 / 4) < 0.001
+
+
+def test_dropout_only_in_training() -> None:
+    model = make(**VARIANTS["gpt2"])
+    idx = torch.randint(0, V, (2, 10))
+    a, b = model(idx)[0], model(idx)[0]
+    torch.testing.assert_close(a, b)
+    model.train()
+    assert not torch.allclose(model(idx)[0], model(idx)[0])
