@@ -1,0 +1,321 @@
+"""`slm-generate`: write stories from a checkpoint, for scripts and shell pipelines.
+
+Prompts come from `--prompt` (repeatable), `--prompts FILE` (one per line, or JSONL with a
+`prompt` field) or, when neither is given, from stdin (when it is not a terminal). Every
+prompt is written `--num-samples` times; job j (prompt i, sample s, j = i·N + s) uses seed
+`--seed + j`, so one seed reproduces the whole output. Results go to stdout (nothing else
+does: progress, warnings and errors go to stderr) or to `--output FILE`, written atomically
+after the last story, so an error never leaves a partial file.
+
+Text output: each story is its prompt followed by the continuation; several stories are
+separated by a line `<|endoftext|>` (the TinyStories dump format, so the output can be read
+back as a corpus). JSONL output: one object per story with prompt, sample, text,
+finish_reason, tokens, seed and settings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from slm_tui.cli.common import cli_errors, err, warn
+from slm_tui.errors import GenerationError
+from slm_tui.generation import DEFAULTS, SamplingSettings, generate, generate_batch, prepare_prompt
+from slm_tui.generation.engine import row_seeds
+
+SEPARATOR = "<|endoftext|>"
+
+app = typer.Typer(
+    name="slm-generate",
+    help="Write stories with a trained checkpoint (batch or streaming).",
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _opt(help: str, metavar: str) -> typer.models.OptionInfo:
+    return typer.Option(help=help, metavar=metavar, show_default=False)
+
+
+@app.command()
+def main_command(
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            help="A checkpoint folder, or a run folder (its best/ else latest/). "
+            "Default: the bundled demo model."
+        ),
+    ] = None,
+    prompt: Annotated[
+        list[str] | None, typer.Option(help='A prompt (repeatable). "" starts from nothing.')
+    ] = None,
+    prompts: Annotated[
+        Path | None,
+        typer.Option(
+            help="A file of prompts: one per line, or JSONL with a "
+            '"prompt" field. Without --prompt/--prompts: stdin.'
+        ),
+    ] = None,
+    temperature: Annotated[
+        str | None, _opt(f"0 = greedy (default {DEFAULTS.temperature:g})", "FLOAT")
+    ] = None,
+    top_k: Annotated[
+        str | None,
+        _opt(f"Keep the k most likely tokens, 0 = off (default {DEFAULTS.top_k})", "INT"),
+    ] = None,
+    top_p: Annotated[
+        str | None, _opt(f"Nucleus mass, 1 = off (default {DEFAULTS.top_p:g})", "FLOAT")
+    ] = None,
+    min_p: Annotated[
+        str | None,
+        _opt(
+            f"Drop tokens below min_p x the top probability, 0 = off (default {DEFAULTS.min_p:g})",
+            "FLOAT",
+        ),
+    ] = None,
+    repetition_penalty: Annotated[
+        str | None,
+        _opt(
+            f"Penalty on the last {DEFAULTS.repetition_window} tokens, 1 = off "
+            f"(default {DEFAULTS.repetition_penalty:g})",
+            "FLOAT",
+        ),
+    ] = None,
+    max_new_tokens: Annotated[
+        str | None, _opt(f"Tokens to write per story (default {DEFAULTS.max_new_tokens})", "INT")
+    ] = None,
+    seed: Annotated[
+        str | None,
+        _opt("Seed of the first story (story j uses seed + j); default: random, reported", "INT"),
+    ] = None,
+    stop: Annotated[
+        list[str] | None, typer.Option(help="Stop when this text appears (repeatable).")
+    ] = None,
+    num_samples: Annotated[str, _opt("Stories per prompt (default 1)", "INT")] = "1",
+    batch_size: Annotated[str, _opt("Stories decoded together (default 8)", "INT")] = "8",
+    format: Annotated[str, typer.Option(help="text | jsonl")] = "text",
+    output: Annotated[
+        Path | None, typer.Option(help="Write results here (atomically) instead of stdout.")
+    ] = None,
+    stream: Annotated[
+        bool, typer.Option(help="Print tokens as they come (a single prompt, text output).")
+    ] = False,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N | mps")] = "auto",
+) -> None:
+    """Write stories from prompts with a trained checkpoint."""
+    with cli_errors():
+        changes = {
+            "temperature": _number("--temperature", temperature, float),
+            "top_k": _number("--top-k", top_k, int),
+            "top_p": _number("--top-p", top_p, float),
+            "min_p": _number("--min-p", min_p, float),
+            "repetition_penalty": _number("--repetition-penalty", repetition_penalty, float),
+            "max_new_tokens": _number("--max-new-tokens", max_new_tokens, int),
+            "seed": _number("--seed", seed, int),
+            "stop": tuple(stop) if stop else None,
+        }
+        settings = DEFAULTS.replace(**{k: v for k, v in changes.items() if v is not None})
+        samples = _number("--num-samples", num_samples, int)
+        batch = _number("--batch-size", batch_size, int)
+        if samples < 1:
+            raise GenerationError(f"--num-samples must be at least 1, got {samples}")
+        if batch < 1:
+            raise GenerationError(f"--batch-size must be at least 1, got {batch}")
+        if format not in ("text", "jsonl"):
+            raise GenerationError(f"--format must be text or jsonl, got {format!r}")
+        texts = _collect_prompts(prompt, prompts)
+        if stream and (len(texts) * samples != 1 or format != "text" or output is not None):
+            raise GenerationError("--stream needs one prompt, one sample, text output to stdout")
+        if output is not None and output.is_dir():
+            raise GenerationError(f"--output {output} is a directory; give a file name")
+
+        loaded = _load(checkpoint, device)
+        model, tokenizer = loaded.model, loaded.tokenizer
+        settings.validate(model.cfg.vocab_size)
+        context = model.cfg.context_length
+        for i, text in enumerate(texts):
+            ids, truncated = prepare_prompt(tokenizer, text, context)
+            if truncated:
+                warn(
+                    f"prompt {i + 1} is longer than the model's context ({context} tokens); "
+                    f"keeping its last {len(ids)} tokens"
+                )
+
+        if stream:
+            _stream(model, tokenizer, texts[0], settings)
+            return
+        jobs = [t for t in texts for _ in range(samples)]
+        seeds = row_seeds(len(jobs), settings.seed)
+        results = _run(model, tokenizer, jobs, settings, batch, seeds)
+        if format == "jsonl":
+            lines = []
+            for j, r in enumerate(results):
+                row = {
+                    "prompt": r.prompt,
+                    "sample": j % samples,
+                    "text": r.text,
+                    "finish_reason": r.finish_reason,
+                    "tokens": r.num_tokens,
+                    "seed": r.seed,
+                    "settings": settings.replace(seed=r.seed).to_dict(),
+                }
+                lines.append(json.dumps(row, ensure_ascii=False) + "\n")
+            body = "".join(lines)
+        else:
+            sep = f"\n{SEPARATOR}\n"
+            body = sep.join(r.prompt + r.text for r in results) + "\n"
+        if output is None:
+            sys.stdout.write(body)
+            sys.stdout.flush()
+        else:
+            write_atomic(output, body)
+            err.print(f"wrote {len(results)} stories to {output}", highlight=False)
+
+
+def _number(flag: str, value: str | None, kind: type) -> int | float | None:
+    """Parse a flag ourselves, so nonsense gets a one-line error (not click's usage box)."""
+    if value is None:
+        return None
+    try:
+        if kind is int:
+            return int(value.strip())
+        return float(value.strip())
+    except ValueError:
+        what = "a whole number" if kind is int else "a number"
+        raise GenerationError(f"{flag} must be {what}, got {value!r}") from None
+
+
+def read_prompts_file(path: Path) -> list[str]:
+    """Prompts from a file: JSONL (a `prompt` field per line) when the first non-blank line
+    starts with `{` or the name ends in .jsonl, else one prompt per non-blank line."""
+    try:
+        data = path.read_bytes()
+    except IsADirectoryError:
+        raise GenerationError(f"--prompts {path} is a directory; give a file") from None
+    except FileNotFoundError:
+        raise GenerationError(f"--prompts {path}: no such file") from None
+    return parse_prompts(data, str(path))
+
+
+def parse_prompts(data: bytes, origin: str) -> list[str]:
+    lines = data.split(b"\n")
+    decoded = []
+    for n, raw in enumerate(lines, 1):
+        try:
+            decoded.append(raw.decode("utf-8").rstrip("\r"))
+        except UnicodeDecodeError:
+            raise GenerationError(f"{origin} line {n} is not valid UTF-8 text") from None
+    first = next((line for line in decoded if line.strip()), "")
+    jsonl = origin.endswith(".jsonl") or first.lstrip().startswith("{")
+    out: list[str] = []
+    for n, line in enumerate(decoded, 1):
+        if not line.strip():
+            continue
+        if not jsonl:
+            out.append(line)
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise GenerationError(f"{origin} line {n} is not valid JSON ({exc.msg})") from None
+        if not isinstance(obj, dict) or not isinstance(obj.get("prompt"), str):
+            raise GenerationError(f'{origin} line {n} has no "prompt" text field')
+        out.append(obj["prompt"])
+    if not out:
+        raise GenerationError(f"{origin} holds no prompts")
+    return out
+
+
+def _collect_prompts(prompt: list[str] | None, prompts: Path | None) -> list[str]:
+    texts = list(prompt or [])
+    if prompts is not None:
+        texts += read_prompts_file(prompts)
+    if prompt is None and prompts is None:
+        if sys.stdin is None or sys.stdin.isatty():
+            raise GenerationError(
+                "no prompts: give --prompt TEXT, --prompts FILE, or pipe prompts on stdin"
+            )
+        texts = parse_prompts(sys.stdin.buffer.read(), "stdin")
+    return texts
+
+
+def _load(checkpoint: Path | None, device: str):
+    from slm_tui.checkpoints import bundled_demo_path, load_checkpoint
+
+    if checkpoint is None:
+        checkpoint = bundled_demo_path()
+        if checkpoint is None:
+            raise GenerationError("no --checkpoint given and no bundled demo model found")
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return load_checkpoint(checkpoint, device)
+
+
+def _run(
+    model, tokenizer, jobs: list[str], settings: SamplingSettings, batch: int, seeds: list[int]
+):
+    if len(jobs) == 1:
+        return generate_batch(model, tokenizer, jobs, settings, batch, seeds=seeds)
+    columns = (TextColumn("generating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task("generate", total=len(jobs))
+        return generate_batch(
+            model,
+            tokenizer,
+            jobs,
+            settings,
+            batch,
+            seeds=seeds,
+            progress=lambda done, total: bar.update(task, completed=done),
+        )
+
+
+def _stream(model, tokenizer, prompt: str, settings: SamplingSettings) -> None:
+    """Print the prompt, then each text delta as it arrives."""
+    sys.stdout.write(prompt)
+    sys.stdout.flush()
+    last = None
+    for event in generate(model, tokenizer, prompt, settings):
+        if event.text:
+            sys.stdout.write(event.text)
+            sys.stdout.flush()
+        last = event
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+    if last is not None:
+        err.print(
+            f"[dim]{last.index} tokens, {last.tokens_per_s:.1f} tokens/s, "
+            f"finish: {last.finish_reason}, seed {last.seed}[/]",
+            highlight=False,
+        )
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write to a temporary sibling, fsync, then rename over `path`."""
+    path = path.expanduser()
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise GenerationError(f"--output {path}: folder {parent} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,126 @@
+"""The sampler pipeline: small pure functions on a batch of logits, applied in a fixed order.
+
+Order (llama.cpp's default chain): repetition penalty over a look-back window → top-k →
+top-p → min-p → temperature → sample. The filters see the untempered distribution, so
+temperature only reshapes the survivors: raising it never lets in a token that top-p or
+min-p removed. Temperature 0 is greedy: argmax of the penalised logits (the filters cannot
+change the argmax, so they are skipped).
+
+Efficiency: when top-k cuts the vocabulary, everything after it works on the k survivors
+(sorted, with their vocabulary ids alongside). Without top-k, top-p sorts the vocabulary
+once; min-p and sampling need no sort. Sampling is inverse-CDF with one uniform number per
+row, drawn by the caller from the row's own generator, so a row's draws never depend on
+what other rows, or other stories, did.
+
+Every function takes logits of shape (B, N) (N = vocabulary or survivors) and works on each
+row independently: a row gives bit-identical results whatever else is in the batch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from slm_tui.generation.settings import SamplingSettings
+
+NEG_INF = float("-inf")
+
+
+def apply_repetition_penalty(logits: Tensor, history: Tensor, penalty: float) -> Tensor:
+    """CTRL-style penalty (llama.cpp's `repeat_penalty`) on every token seen in `history`.
+
+    logits (B, V); history (B, W) token ids, -1 marks an empty slot (left padding).
+    A seen token's logit is divided by `penalty` when positive and multiplied when negative,
+    once however often it occurs. penalty 1 (or an empty window) returns `logits` itself.
+    """
+    if penalty == 1.0 or history.numel() == 0:
+        return logits
+    valid = history >= 0
+    # Count occurrences with scatter_add: duplicate ids are fine, padding adds 0.
+    counts = torch.zeros_like(logits).scatter_add_(
+        1, history.clamp(min=0), valid.to(logits.dtype)
+    )  # (B, V)
+    penalized = torch.where(logits > 0, logits / penalty, logits * penalty)
+    return torch.where(counts > 0, penalized, logits)
+
+
+def top_k_filter(logits: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The k largest logits per row, sorted descending, and their ids: ((B, k), (B, k))."""
+    return torch.topk(logits, k, dim=-1, largest=True, sorted=True)
+
+
+def top_p_filter(logits: Tensor, p: float, *, is_sorted: bool = False) -> Tensor:
+    """Nucleus filter: keep the smallest set of most likely tokens whose mass reaches `p`.
+
+    The most likely token is always kept; removed entries become -inf. `is_sorted` says the
+    rows are already in descending order (after top-k), which saves the sort.
+    """
+    if p >= 1.0:
+        return logits
+    if not is_sorted:
+        values, order = logits.sort(dim=-1, descending=True)
+        kept = top_p_filter(values, p, is_sorted=True)
+        return torch.empty_like(logits).scatter_(-1, order, kept)
+    probs = torch.softmax(logits, dim=-1)  # (B, N)
+    mass_before = torch.cumsum(probs, dim=-1) - probs  # mass of the strictly more likely tokens
+    return logits.masked_fill(mass_before >= p, NEG_INF)
+
+
+def min_p_filter(logits: Tensor, min_p: float) -> Tensor:
+    """Keep tokens whose probability is at least `min_p` times the most likely one's.
+
+    p_i >= min_p * p_max  <=>  logit_i >= max_logit + ln(min_p): no softmax needed.
+    """
+    if min_p <= 0.0:
+        return logits
+    threshold = logits.amax(dim=-1, keepdim=True) + math.log(min_p)  # (B, 1)
+    return logits.masked_fill(logits < threshold, NEG_INF)
+
+
+def apply_temperature(logits: Tensor, temperature: float) -> Tensor:
+    """Divide by the temperature (> 0; temperature 0 is handled as greedy by the caller)."""
+    if temperature == 1.0:
+        return logits
+    return logits / temperature
+
+
+def sample_from_logits(logits: Tensor, uniform: Tensor) -> Tensor:
+    """Inverse-CDF sampling: row i picks the entry where its cumulative probability passes
+    `uniform[i]`. logits (B, N) (-inf = removed), uniform (B, 1) in [0, 1) -> (B,) indices.
+
+    The draw is clamped just below the total mass, so float rounding can never land on a
+    removed entry at the end of the row."""
+    cdf = torch.cumsum(torch.softmax(logits, dim=-1), dim=-1)  # (B, N)
+    total = cdf[:, -1:]
+    target = torch.minimum(uniform * total, torch.nextafter(total, torch.zeros_like(total)))
+    return torch.searchsorted(cdf, target, right=True).squeeze(-1)
+
+
+def sample_next(
+    logits: Tensor, settings: SamplingSettings, history: Tensor, uniform: Tensor
+) -> Tensor:
+    """The whole pipeline: (B, V) logits -> (B,) chosen token ids.
+
+    history (B, W): the rows' last tokens (-1 = empty), already cut to the look-back window.
+    uniform (B, 1): one draw per row from the row's generator (ignored when greedy).
+    """
+    if settings.repetition_window > 0:
+        logits = apply_repetition_penalty(logits, history, settings.repetition_penalty)
+    if settings.temperature == 0.0:
+        return logits.argmax(dim=-1)
+    vocab = logits.size(-1)
+    ids = None  # None: `values` columns are vocabulary ids themselves
+    values = logits
+    if 0 < settings.top_k < vocab:
+        values, ids = top_k_filter(logits, settings.top_k)
+    elif settings.top_p < 1.0:
+        values, ids = logits.sort(dim=-1, descending=True)
+    values = top_p_filter(values, settings.top_p, is_sorted=ids is not None)
+    values = min_p_filter(values, settings.min_p)
+    values = apply_temperature(values, settings.temperature)
+    choice = sample_from_logits(values, uniform)  # (B,)
+    if ids is None:
+        return choice
+    return ids.gather(1, choice.unsqueeze(1)).squeeze(1)

@@ -1,0 +1,225 @@
+"""Sampling settings: one frozen, validated dataclass, named presets, a thread-safe live holder.
+
+`SamplingSettings()` holds the defaults in one place (`DEFAULTS` below is the same object).
+Every constructor call validates, so an invalid value never reaches the engine: out-of-range
+numbers, NaN, booleans posing as numbers and empty stop strings raise `GenerationError` with
+one line naming the field. `validate(vocab_size)` adds the checks that need the model
+(`top_k` larger than the vocabulary).
+
+Defaults (temperature 0.8, top-p 0.95, min-p 0.05, repetition penalty 1.1 over 64 tokens):
+small TinyStories models write their most coherent stories a little below temperature 1;
+min-p cuts the long tail of unlikely tokens (the source of most nonsense words) in proportion
+to how confident the model is, and top-p trims what is left; a mild penalty over the last
+64 tokens stops the loops ("and they played and they played") that small models fall into
+under sampling, without banning the names a story keeps repeating.
+
+`LiveSettings` is shared between a UI and a running story: the engine reads it before every
+token, so a change applies to the next token; `version` bumps on each update and is reported
+in events.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from slm_tui.errors import GenerationError
+
+MAX_SEED = 2**63 - 1
+
+
+def _number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise GenerationError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise GenerationError(f"{name} must be a finite number, got {value}")
+    return value
+
+
+def _integer(name: str, value: Any) -> int:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise GenerationError(f"{name} must be a whole number, got {value!r}")
+    return value
+
+
+def _in_range(
+    name: str,
+    value: float,
+    low: float,
+    high: float | None,
+    hint: str,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
+    bad_low = value <= low if low_open else value < low
+    bad_high = high is not None and (value >= high if high_open else value > high)
+    if bad_low or bad_high:
+        lo = "(" if low_open else "["
+        hi = "∞)" if high is None else (f"{high:g})" if high_open else f"{high:g}]")
+        raise GenerationError(f"{name} must be in {lo}{low:g}, {hi}, got {value:g} ({hint})")
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How the next token is chosen. Off values: top_k 0, top_p 1, min_p 0, penalty 1.
+
+    temperature 0 means greedy decoding (argmax after the repetition penalty).
+    seed None: a fresh random seed is drawn per story and reported in its events.
+    """
+
+    temperature: float = 0.8
+    top_k: int = 0
+    top_p: float = 0.95
+    min_p: float = 0.05
+    repetition_penalty: float = 1.1
+    repetition_window: int = 64
+    max_new_tokens: int = 256
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        # Accept any sequence of stop strings (a list from JSON, one string) but store a tuple.
+        stop = self.stop
+        if isinstance(stop, str):
+            stop = (stop,)
+        if not isinstance(stop, (tuple, list)):
+            raise GenerationError(f"stop must be a list of strings, got {stop!r}")
+        object.__setattr__(self, "stop", tuple(stop))
+        for name in ("temperature", "top_p", "min_p", "repetition_penalty"):
+            object.__setattr__(self, name, _number(name, getattr(self, name)))
+        for name in ("top_k", "repetition_window", "max_new_tokens"):
+            object.__setattr__(self, name, _integer(name, getattr(self, name)))
+        if self.seed is not None:
+            object.__setattr__(self, "seed", _integer("seed", self.seed))
+        self._check()
+
+    def _check(self) -> None:
+        _in_range("temperature", self.temperature, 0.0, 100.0, "0 means greedy")
+        _in_range("top_p", self.top_p, 0.0, 1.0, "1 turns it off", low_open=True)
+        _in_range("min_p", self.min_p, 0.0, 1.0, "0 turns it off", high_open=True)
+        _in_range(
+            "repetition_penalty",
+            self.repetition_penalty,
+            0.0,
+            100.0,
+            "1 turns it off",
+            low_open=True,
+        )
+        _in_range("top_k", self.top_k, 0, None, "0 turns it off")
+        _in_range("repetition_window", self.repetition_window, 0, None, "0 turns it off")
+        _in_range("max_new_tokens", self.max_new_tokens, 1, None, "at least one token")
+        if self.seed is not None:
+            _in_range("seed", self.seed, 0, MAX_SEED, "or leave it unset for a random one")
+        for s in self.stop:
+            if not isinstance(s, str) or not s:
+                raise GenerationError(f"stop strings must be non-empty text, got {s!r}")
+
+    def validate(self, vocab_size: int | None = None) -> SamplingSettings:
+        """Check the settings against a model; return self. Raises `GenerationError`."""
+        self._check()
+        if vocab_size is not None and self.top_k > vocab_size:
+            raise GenerationError(
+                f"top_k {self.top_k} is larger than the vocabulary ({vocab_size} tokens); "
+                "use at most that, or 0 to turn it off"
+            )
+        return self
+
+    def replace(self, **changes: Any) -> SamplingSettings:
+        """A validated copy with `changes` applied; unknown names are a `GenerationError`."""
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise GenerationError(
+                f"unknown sampling setting {', '.join(unknown)}; valid: {', '.join(FIELDS)}"
+            )
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict (stop as a list)."""
+        d = dataclasses.asdict(self)
+        d["stop"] = list(self.stop)
+        return d
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+FIELDS = tuple(f.name for f in dataclasses.fields(SamplingSettings))
+DEFAULTS = SamplingSettings()
+
+# Named starting points (the TUI's preset picker, `--preset` style flags): field changes
+# applied to the defaults. "balanced" is the defaults themselves.
+PRESETS: dict[str, dict[str, Any]] = {
+    "greedy": {
+        "temperature": 0.0,
+        "top_k": 0,
+        "top_p": 1.0,
+        "min_p": 0.0,
+        "repetition_penalty": 1.1,
+    },
+    "balanced": {
+        "temperature": DEFAULTS.temperature,
+        "top_k": DEFAULTS.top_k,
+        "top_p": DEFAULTS.top_p,
+        "min_p": DEFAULTS.min_p,
+        "repetition_penalty": DEFAULTS.repetition_penalty,
+    },
+    "wild": {
+        "temperature": 1.2,
+        "top_k": 0,
+        "top_p": 1.0,
+        "min_p": 0.02,
+        "repetition_penalty": 1.05,
+    },
+}
+
+
+def preset(name: str, base: SamplingSettings | None = None) -> SamplingSettings:
+    """`base` (default: the defaults) with the named preset applied."""
+    if name not in PRESETS:
+        raise GenerationError(f"unknown sampling preset {name!r}; presets: {', '.join(PRESETS)}")
+    return (base or DEFAULTS).replace(**PRESETS[name])
+
+
+class LiveSettings:
+    """Thread-safe holder of the settings a running story reads before every token."""
+
+    def __init__(self, settings: SamplingSettings | None = None) -> None:
+        self._lock = threading.Lock()
+        self._settings = settings if settings is not None else DEFAULTS
+        self._version = 0
+
+    def get(self) -> SamplingSettings:
+        with self._lock:
+            return self._settings
+
+    def snapshot(self) -> tuple[SamplingSettings, int]:
+        """(settings, version) read together, so the version matches the settings."""
+        with self._lock:
+            return self._settings, self._version
+
+    @property
+    def version(self) -> int:
+        with self._lock:
+            return self._version
+
+    def update(self, **changes: Any) -> SamplingSettings:
+        """Apply validated changes (a `GenerationError` leaves the settings as they were)."""
+        with self._lock:
+            self._settings = self._settings.replace(**changes)
+            self._version += 1
+            return self._settings
+
+    def set(self, settings: SamplingSettings) -> SamplingSettings:
+        """Replace the settings wholesale (e.g. a preset)."""
+        with self._lock:
+            self._settings = settings
+            self._version += 1
+            return settings

@@ -1,0 +1,142 @@
+"""`generate()`: one story as a stream of events, for the TUI and `slm-generate --stream`.
+
+Each sampled token gives a "token" event (id, whole-character text delta, its probability
+and the top alternatives under the model's raw softmax, running timings, the settings
+version it was sampled with); the story ends with one "done" event carrying the finish
+reason: "eos" | "stop" | "length" | "cancelled" and any text that was held back.
+
+Settings are read before every token (`LiveSettings.snapshot()`), so a change applies to the
+next token. The seed is read once, at the start: it fixes the story's generator. The EOS
+token is not emitted as a token: the "done" event names it (`token_id`, `prob`).
+
+Work is lazy: nothing runs until the first event is asked for, and the next token is only
+computed when the consumer asks for the next event, so cancelling takes effect at once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from slm_tui.generation.engine import Decoder, fresh_seed, prepare_prompt
+from slm_tui.generation.settings import LiveSettings, SamplingSettings
+from slm_tui.generation.text import TextStream
+
+TOP_ALTERNATIVES = 5
+
+
+@dataclass(frozen=True)
+class TokenAlt:
+    token_id: int
+    text: str  # the token's display text (`tokenizer.token_text`)
+    prob: float
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str  # "token" | "done"
+    index: int  # tokens generated so far (this one included)
+    token_id: int | None
+    text: str  # text delta: whole UTF-8 characters only ("" while bytes are held)
+    prob: float | None  # the chosen token's probability under the raw softmax
+    top: tuple[TokenAlt, ...]  # the most likely tokens, same distribution
+    ttft: float | None  # seconds from the call to the first token
+    tokens_per_s: float  # tokens generated / seconds since the call
+    elapsed: float
+    settings_version: int  # LiveSettings.version the token was sampled with (0 if plain)
+    seed: int
+    finish_reason: str | None = None  # set on "done"
+
+
+def _reader(settings: SamplingSettings | LiveSettings, vocab_size: int):
+    """A function returning (validated settings, version), cheap when nothing changed."""
+    checked: list = [None]
+
+    def read() -> tuple[SamplingSettings, int]:
+        if isinstance(settings, LiveSettings):
+            s, version = settings.snapshot()
+        else:
+            s, version = settings, 0
+        if s is not checked[0]:
+            s.validate(vocab_size)
+            checked[0] = s
+        return s, version
+
+    return read
+
+
+def generate(
+    model,
+    tokenizer,
+    prompt: str,
+    settings: SamplingSettings | LiveSettings,
+    *,
+    cancel: threading.Event | None = None,
+    top_n: int = TOP_ALTERNATIVES,
+) -> Iterator[Event]:
+    """Stream one story. Raises `GenerationError` for invalid settings (on the first event)."""
+    start = time.perf_counter()
+    vocab = model.cfg.vocab_size
+    read = _reader(settings, vocab)
+    first, _ = read()
+    seed = first.seed if first.seed is not None else fresh_seed()
+    ids, _truncated = prepare_prompt(tokenizer, prompt, model.cfg.context_length)
+    decoder = Decoder(model, [ids], [seed])
+    text = TextStream()
+    eos = tokenizer.eos_id
+    top_n = max(0, min(top_n, vocab))
+    index, ttft = 0, None
+
+    def done(reason: str, version: int, token_id=None, prob=None) -> Event:
+        now = time.perf_counter() - start
+        rate = index / now if now > 0 else 0.0
+        return Event(
+            "done", index, token_id, text.flush(), prob, (), ttft, rate, now, version, seed, reason
+        )
+
+    while True:
+        s, version = read()
+        if cancel is not None and cancel.is_set():
+            yield done("cancelled", version)
+            return
+        if index >= s.max_new_tokens:
+            yield done("length", version)
+            return
+        next_ids = decoder.sample(s)  # (1,)
+        tok, prob, top = _read_token(decoder.logits, next_ids, top_n)  # the one host sync
+        if tok == eos:
+            yield done("eos", version, tok, prob)
+            return
+        delta = text.push(tokenizer.token_bytes(tok), s.stop)
+        index += 1
+        now = time.perf_counter() - start
+        if ttft is None:
+            ttft = now
+        alts = tuple(TokenAlt(t, tokenizer.token_text(t), p) for t, p in top)
+        yield Event("token", index, tok, delta, prob, alts, ttft, index / now, now, version, seed)
+        if text.stopped:
+            yield done("stop", version)
+            return
+        decoder.advance(next_ids, [tok])
+
+
+@torch.inference_mode()
+def _read_token(
+    logits: torch.Tensor, next_ids: torch.Tensor, top_n: int
+) -> tuple[int, float, list[tuple[int, float]]]:
+    """The chosen id, its raw-softmax probability and the top_n (id, prob), read to the host
+    in one transfer. logits (1, V), next_ids (1,)."""
+    row = logits[0]
+    lse = torch.logsumexp(row, dim=-1)
+    parts = [next_ids.double(), (row[next_ids] - lse).exp().double()]
+    if top_n:
+        vals, idx = torch.topk(row, top_n)
+        parts += [idx.double(), (vals - lse).exp().double()]
+    packed = torch.cat(parts).tolist()
+    tok, prob = int(packed[0]), packed[1]
+    top = [(int(packed[2 + j]), packed[2 + top_n + j]) for j in range(top_n)]
+    return tok, prob, top
