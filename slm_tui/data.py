@@ -1,0 +1,366 @@
+"""Token shards on disk and the batch sampler that reads them (corpus sources: corpus.py).
+
+A shard is one split: `<split>.bin` (token ids, uint16 when the vocab fits, else uint32) and
+`<split>.json` (dtype, token/byte/story counts, tokenizer and source fingerprints). Each
+story is written as BOS + ids + EOS.
+
+Notable:
+- Written incrementally in batches of stories (encode_batch on all cores), to temporary
+  files that are renamed into place; the JSON sidecars are written last, so a directory
+  with sidecars is complete. Memory stays flat in corpus size.
+- Cached by (source fingerprint, tokenizer fingerprint): a second run is free; shards from
+  another source or tokenizer are never reused (rebuilt in the cache, refused elsewhere
+  without `force`).
+- `BatchSampler` draws (B, T+1) windows at random offsets from a generator seeded by
+  (seed, cursor), so a run resumes exactly from a saved cursor, and every rank takes its
+  slice of the same global draw (DDP with N ranks sees what one process would).
+- `iter_eval_windows` tiles a shard with non-overlapping windows (stride T): each token is
+  a target once; the tail shorter than one window is left out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from slm_tui.corpus import (
+    CorpusSource,
+    SplitPlan,
+    corpus_source,
+    iter_stories,
+    plan_split,
+    source_fingerprint,
+    source_size,
+)
+from slm_tui.errors import DataError
+from slm_tui.tokenizers import Tokenizer
+
+__all__ = [
+    "BatchSampler",
+    "CorpusSource",
+    "Shards",
+    "SplitPlan",
+    "TokenShard",
+    "corpus_source",
+    "default_shards_dir",
+    "iter_eval_windows",
+    "iter_stories",
+    "load_shard",
+    "plan_split",
+    "prepare_shards",
+    "shard_tokens_per_byte",
+    "source_fingerprint",
+]
+
+SHARD_FORMAT = "slm-tui-shard"
+SHARD_VERSION = 1
+SPLITS = ("train", "val")
+_BATCH_BYTES = 1 << 20  # stories per encode_batch call: ~1 MB of text keeps both cores busy
+
+
+class TokenShard:
+    """One split on disk, memory-mapped read-only."""
+
+    def __init__(self, path: Path, meta: dict[str, Any], tokens: np.ndarray) -> None:
+        self.path = path
+        self.meta = meta
+        self.tokens = tokens  # (N,) uint16 | uint32
+        self.num_tokens = int(meta["tokens"])
+        self.num_bytes = int(meta["bytes"])
+        self.num_stories = int(meta["stories"])
+
+    def __len__(self) -> int:
+        return self.num_tokens
+
+    def __repr__(self) -> str:
+        return f"TokenShard({self.path}, tokens={self.num_tokens}, stories={self.num_stories})"
+
+
+def _sidecar(path: Path) -> tuple[Path, Path]:
+    path = Path(path)
+    stem = path.with_suffix("") if path.suffix in (".bin", ".json") else path
+    return stem.with_suffix(".bin"), stem.with_suffix(".json")
+
+
+def load_shard(path: str | os.PathLike[str]) -> TokenShard:
+    """Load `<split>.bin`/`.json` (either name, or the stem); DataError if incomplete."""
+    bin_path, json_path = _sidecar(Path(path))
+    if not json_path.is_file():
+        raise DataError(f"{json_path}: no such shard; write shards with `slm-train data`")
+    try:
+        meta = json.loads(json_path.read_text(encoding="utf-8"))
+        dtype = np.dtype(meta["dtype"])
+        n = int(meta["tokens"])
+        ok = meta.get("format") == SHARD_FORMAT and dtype in (np.uint16, np.uint32)
+    except (ValueError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise DataError(f"{json_path} is not a valid shard file; rebuild with --force")
+    if not bin_path.is_file() or bin_path.stat().st_size != n * dtype.itemsize:
+        raise DataError(f"{bin_path} is missing or truncated; rebuild with --force")
+    tokens = np.memmap(bin_path, dtype=dtype, mode="r") if n else np.zeros(0, dtype)
+    return TokenShard(bin_path, meta, tokens)
+
+
+@dataclass
+class Shards:
+    dir: Path
+    train: TokenShard
+    val: TokenShard
+    cached: bool = False  # True when nothing had to be written
+
+
+def _cache_root() -> Path:
+    env = os.environ.get("SLM_SHARDS_DIR")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return platformdirs.user_cache_path("slm-tui") / "shards"
+
+
+def _slug(source: CorpusSource) -> str:
+    name = Path(source.data_files[0]).stem if source.data_files else f"{source.dataset}"
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")[:40] or "corpus"
+
+
+def default_shards_dir(source: CorpusSource, tokenizer: Tokenizer) -> Path:
+    """<cache>/<name>-<source fp>-<kind>-<tokenizer fp> (cache: $SLM_SHARDS_DIR or user cache)."""
+    src = source_fingerprint(source)[:12]
+    return _cache_root() / f"{_slug(source)}-{src}-{tokenizer.kind}-{tokenizer.fingerprint[:12]}"
+
+
+def _dtype_for(tokenizer: Tokenizer) -> np.dtype:
+    return np.dtype(np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32)
+
+
+def _cached(out: Path, key: dict[str, str]) -> Shards | None:
+    try:
+        train, val = (load_shard(out / s) for s in SPLITS)
+    except DataError:
+        return None
+    for shard in (train, val):
+        if any(shard.meta.get(k) != v for k, v in key.items()):
+            return None
+    return Shards(out, train, val, cached=True)
+
+
+class _Writer:
+    """Appends (BOS + ids + EOS) per story to a temporary .bin; counts what it wrote."""
+
+    def __init__(self, out: Path, split: str, dtype: np.dtype, bos: int, eos: int) -> None:
+        self.tmp = out / f".{split}.bin.tmp"
+        self.f = open(self.tmp, "wb")  # noqa: SIM115 (closed in finish/abort)
+        self.dtype, self.bos, self.eos = dtype, bos, eos
+        self.tokens = self.bytes = self.stories = 0
+
+    def add(self, ids_list: list[list[int]], nbytes: int) -> None:
+        flat: list[int] = []
+        for ids in ids_list:
+            flat.append(self.bos)
+            flat.extend(ids)
+            flat.append(self.eos)
+        np.asarray(flat, dtype=self.dtype).tofile(self.f)
+        self.tokens += len(flat)
+        self.bytes += nbytes
+        self.stories += len(ids_list)
+
+    def finish(self, final: Path) -> None:
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        self.f.close()
+        os.replace(self.tmp, final)
+
+    def abort(self) -> None:
+        self.f.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def _write_json(path: Path, obj: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def prepare_shards(
+    source: CorpusSource,
+    tokenizer: Tokenizer,
+    output_dir: str | os.PathLike[str] | None = None,
+    *,
+    val_source: CorpusSource | None = None,
+    val_fraction: float = 0.005,
+    force: bool = False,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> Shards:
+    """Tokenize `source` into train/val shards (cached; see module docstring).
+
+    `progress` gets {stories, bytes, tokens, total_bytes, elapsed} after every batch.
+    """
+    plan = plan_split(source, val_source, val_fraction)
+    key = {"source_fingerprint": plan.fingerprint(), "tokenizer_fingerprint": tokenizer.fingerprint}
+    in_cache = output_dir is None
+    out = default_shards_dir(source, tokenizer) if in_cache else Path(output_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out} is a file; --output must be a directory")
+    if not force and (hit := _cached(out, key)) is not None:
+        return hit
+    if not in_cache and not force and out.is_dir() and any(out.iterdir()):
+        raise DataError(
+            f"{out} already holds files (shards of another source or tokenizer?); "
+            "use --force to replace them, or choose another --output"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    for split in SPLITS:  # from here on the directory is incomplete until the sidecars land
+        (out / f"{split}.json").unlink(missing_ok=True)
+
+    dtype = _dtype_for(tokenizer)
+    writers = {s: _Writer(out, s, dtype, tokenizer.bos_id, tokenizer.eos_id) for s in SPLITS}
+    total = source_size(plan.train)
+    t0 = time.perf_counter()
+    done_bytes = done_tokens = done_stories = 0
+    try:
+        batch: list[tuple[bool, str]] = []
+        batch_bytes = 0
+
+        def flush() -> None:
+            nonlocal batch, batch_bytes, done_bytes, done_tokens, done_stories
+            encoded = tokenizer.encode_batch([s for _, s in batch])
+            for split, flag in (("train", False), ("val", True)):
+                picked = [i for i, (is_val, _) in enumerate(batch) if is_val is flag]
+                if picked:
+                    nbytes = sum(len(batch[i][1].encode("utf-8")) for i in picked)
+                    writers[split].add([encoded[i] for i in picked], nbytes)
+            done_stories += len(batch)
+            done_bytes += batch_bytes
+            done_tokens = writers["train"].tokens + writers["val"].tokens
+            batch, batch_bytes = [], 0
+            if progress is not None:
+                progress(
+                    {
+                        "stories": done_stories,
+                        "bytes": done_bytes,
+                        "tokens": done_tokens,
+                        "total_bytes": total,
+                        "elapsed": time.perf_counter() - t0,
+                    }
+                )
+
+        for is_val, story in plan.iter_tagged():
+            batch.append((is_val, story))
+            batch_bytes += len(story)  # characters: a cheap stand-in for bytes when batching
+            if batch_bytes >= _BATCH_BYTES:
+                flush()
+        if batch:
+            flush()
+        for split in SPLITS:
+            if writers[split].stories == 0:
+                what = "training" if split == "train" else "validation"
+                raise DataError(
+                    f"{source.describe()} has too few stories: none left for {what} "
+                    f"({plan.describe()}); add more text"
+                )
+        base = {
+            "format": SHARD_FORMAT,
+            "version": SHARD_VERSION,
+            "dtype": dtype.name,
+            **key,
+            "tokenizer_kind": tokenizer.kind,
+            "vocab_size": tokenizer.vocab_size,
+            "bos_id": tokenizer.bos_id,
+            "eos_id": tokenizer.eos_id,
+            "source": source.describe(),
+            "split_rule": plan.describe(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        for split in SPLITS:
+            w = writers[split]
+            w.finish(out / f"{split}.bin")
+            meta = {**base, "split": split, "tokens": w.tokens, "bytes": w.bytes}
+            _write_json(out / f"{split}.json", {**meta, "stories": w.stories})
+    except BaseException:
+        for w in writers.values():
+            if not w.f.closed:
+                w.abort()
+        raise
+    train, val = (load_shard(out / s) for s in SPLITS)
+    return Shards(out, train, val, cached=False)
+
+
+class BatchSampler:
+    """Random (T+1)-token windows; deterministic from (seed, cursor); rank-sharded."""
+
+    def __init__(
+        self,
+        shard: TokenShard,
+        batch_size: int,
+        seq_len: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if batch_size < 1 or seq_len < 1:
+            raise DataError(
+                f"batch size and sequence length must be positive ({batch_size}, {seq_len})"
+            )
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise DataError(f"rank {rank} is not in a world of size {world_size}")
+        if batch_size % world_size:
+            raise DataError(
+                f"batch size {batch_size} does not split evenly over {world_size} ranks"
+            )
+        if shard.num_tokens < seq_len + 1:
+            raise DataError(
+                f"{shard.path} has {shard.num_tokens} tokens, fewer than one window of "
+                f"{seq_len + 1}; use more text or a shorter context"
+            )
+        self.shard, self.batch_size, self.seq_len, self.seed = shard, batch_size, seq_len, seed
+        self.rank, self.world_size = rank, world_size
+        self.local = batch_size // world_size
+        self.cursor = 0
+        self._span = np.arange(seq_len + 1)
+
+    def next_batch(self) -> np.ndarray:
+        """(batch_size // world_size, seq_len + 1) int64; this rank's rows of draw `cursor`."""
+        rng = np.random.default_rng([self.seed, self.cursor])
+        starts = rng.integers(0, self.shard.num_tokens - self.seq_len, size=self.batch_size)
+        mine = starts[self.rank * self.local : (self.rank + 1) * self.local]
+        self.cursor += 1
+        return self.shard.tokens[mine[:, None] + self._span].astype(np.int64)  # (b, T+1)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"cursor": self.cursor, "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.cursor = int(state["cursor"])
+
+
+def iter_eval_windows(
+    shard: TokenShard, seq_len: int, batch_size: int, max_batches: int | None = None
+) -> Iterator[np.ndarray]:
+    """Non-overlapping (b, seq_len + 1) int64 windows, stride seq_len, in shard order."""
+    n_windows = max(0, (shard.num_tokens - 1) // seq_len)
+    span = np.arange(seq_len + 1)
+    firsts = range(0, n_windows, batch_size)
+    if max_batches is not None:
+        firsts = firsts[:max_batches]
+    for first in firsts:
+        starts = np.arange(first, min(first + batch_size, n_windows)) * seq_len
+        yield shard.tokens[starts[:, None] + span].astype(np.int64)  # (b, T+1)
+
+
+def shard_tokens_per_byte(shard: TokenShard) -> float:
+    """Content tokens (BOS/EOS excluded) per UTF-8 byte of the story text."""
+    content = shard.num_tokens - 2 * shard.num_stories
+    return content / max(1, shard.num_bytes)
