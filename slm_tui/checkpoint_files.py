@@ -166,9 +166,14 @@ def safetensors_header(path: Path) -> dict[str, Any]:
 
 
 def read_config(path: Path) -> Config:
+    """config.yaml, parsed and validated like any user config (CheckpointError if not)."""
     try:
         data = yaml.safe_load((path / CONFIG_FILE).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise CheckpointError(f"{path}: {CONFIG_FILE} is not valid YAML{where}") from None
+    except (OSError, UnicodeDecodeError) as exc:
         raise CheckpointError(
             f"{path}: {CONFIG_FILE} is unreadable ({type(exc).__name__})"
         ) from None

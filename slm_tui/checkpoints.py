@@ -228,7 +228,7 @@ def save_checkpoint(
 
 # ---- loading -----------------------------------------------------------------------------
 def _load_weights(path: Path, model: GPT, header: dict[str, Any]) -> None:
-    expected = {k: tuple(v.shape) for k, v in weights_state_shapes(model).items()}
+    expected = {k: tuple(v.shape) for k, v in _stored_state(model).items()}
     stored = {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
     missing = sorted(expected.keys() - stored.keys())
     unexpected = sorted(stored.keys() - expected.keys())
@@ -253,7 +253,7 @@ def _load_weights(path: Path, model: GPT, header: dict[str, Any]) -> None:
     model.load_state_dict(tensors, strict=False)  # strictness checked above (tied head)
 
 
-def weights_state_shapes(model: GPT) -> dict[str, torch.Tensor]:
+def _stored_state(model: GPT) -> dict[str, torch.Tensor]:
     """The state dict as stored (tied head left out), without copying anything."""
     state = model.state_dict()
     if model.cfg.tie_embeddings:
