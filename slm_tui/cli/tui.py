@@ -1,0 +1,53 @@
+"""`slm-tui`: open the story REPL on a checkpoint (default: the bundled demo, else the newest).
+
+Flags are checked before the screen takes over, so a bad path is a one-line error (exit 2)
+on a normal terminal instead of a message lost in an alternate screen.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from slm_tui.cli.common import cli_errors, fail
+
+app = typer.Typer(
+    name="slm-tui",
+    help="Write stories with your own model, one token at a time (a Textual app).",
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.command()
+def tui(
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            help="Checkpoint (or run) directory to open; default: the bundled demo, else the newest."
+        ),
+    ] = None,
+    checkpoints_dir: Annotated[
+        Path, typer.Option(help="Folder listed in the checkpoint picker (F2); rescanned every 2 s.")
+    ] = Path("checkpoints"),
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+) -> None:
+    """Open the app. F1 lists the keys; Ctrl+Q quits."""
+    with cli_errors():
+        if checkpoint is not None and not checkpoint.exists():
+            fail(f"{checkpoint}: no such checkpoint directory")
+        if checkpoints_dir.exists() and not checkpoints_dir.is_dir():
+            fail(f"{checkpoints_dir}: not a directory")
+        from slm_tui.tui.app import SlmApp  # imported late: --help stays instant
+
+        SlmApp(checkpoint=checkpoint, checkpoints_dir=checkpoints_dir, device=device).run()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

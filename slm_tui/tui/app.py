@@ -1,0 +1,389 @@
+"""The slm-tui App: write a seed sentence, watch your own model continue it token by token.
+
+Layout (styles in app.tcss): the story (or the token view, F3) over the prompt and the
+tokenizer inspector; a side panel (F4) with the checkpoint, the sampling controls and the
+history; a status line. Notable:
+- Generation runs in a thread worker and reaches the screen in ≤30 Hz batches (`Streamer`),
+  so the UI keeps its frame rate at any token rate and the engine never waits on the UI.
+- Sampling changes made mid-story go through `LiveSettings.update`; the engine stamps each
+  token with the settings version it used, and the status line says from which token a
+  change applied (`applied_log` keeps the same facts for tests).
+- Checkpoints are rescanned every 2 s and loaded in a worker; a failed load keeps the model.
+- Every binding has an id (remap in keys.yaml), every action is in the command palette.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import BindingType
+from textual.containers import Horizontal, Vertical
+from textual.reactive import reactive
+from textual.widgets import Footer, TextArea
+
+from slm_tui.errors import GenerationError, SlmError
+from slm_tui.tui import checkpoint_host as ckpt
+from slm_tui.tui.dialogs import BINDING_IDS, KEYS, MAIN_ACTIONS, DialogsMixin
+from slm_tui.tui.store import History, Preferences, keymap_path, load_keymap
+from slm_tui.tui.story import Story, settings_dict
+from slm_tui.tui.stream import Streamer
+from slm_tui.tui.widgets.checkpoint_card import CheckpointCard
+from slm_tui.tui.widgets.empty_state import EmptyState
+from slm_tui.tui.widgets.history_list import HistoryList
+from slm_tui.tui.widgets.inspector import TokenInspector
+from slm_tui.tui.widgets.prompt_area import PromptArea
+from slm_tui.tui.widgets.sampling_panel import FIELDS, LIVE_FIELDS, SamplingPanel, format_value
+from slm_tui.tui.widgets.status_bar import StatusBar
+from slm_tui.tui.widgets.story_view import StoryView
+from slm_tui.tui.widgets.token_view import TokenView
+
+RESCAN_SECONDS = 2.0
+LABELS = {name: label for name, label, *_ in FIELDS}
+
+
+class SlmApp(DialogsMixin, App[None]):
+    CSS_PATH = "app.tcss"
+    TITLE = "slm-tui"
+    BINDINGS: ClassVar[list[BindingType]] = list(KEYS)
+    checkpoints: reactive[list[Any]] = reactive(list, always_update=True, init=False)
+
+    def __init__(
+        self,
+        checkpoint: Path | None = None,
+        checkpoints_dir: Path = Path("checkpoints"),
+        device: str = "auto",
+        rescan: bool = True,
+    ) -> None:
+        super().__init__()
+        self.initial_checkpoint = checkpoint
+        self.checkpoints_dir = Path(checkpoints_dir)
+        self.device = device
+        self.rescan_enabled = rescan
+        self.loaded: Any | None = None  # LoadedCheckpoint
+        self.loading: Path | None = None
+        self.scanned = False
+        self.current: Story | None = None
+        self.session: list[Story] = []
+        self.history = History()
+        self.prefs = Preferences()
+        self.keymap: dict[str, str] = {}
+        self.streamer = Streamer(self, "generate", self._stream_update, self._settings_applied)
+        self.pending: dict[int, dict[str, Any]] = {}  # settings version -> changes not yet seen
+        self.applied_log: list[
+            tuple[str, int, int, dict[str, Any]]
+        ] = []  # story, version, token, changes
+        self._scan_signature: tuple = ()
+
+    # -- layout ------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="main"):
+            with Vertical(id="story-column"):
+                yield EmptyState(self.checkpoints_dir, id="empty")
+                yield StoryView(id="story")
+                yield TokenView(id="tokens")
+                yield PromptArea(id="prompt")
+                yield TokenInspector(id="inspector")
+            with Vertical(id="side"):
+                yield CheckpointCard(id="card")
+                yield SamplingPanel(id="sampling")
+                yield HistoryList(id="history")
+        yield StatusBar(id="status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        prefs = self.prefs.load()
+        if prefs.get("theme") in self.available_themes:
+            self.theme = prefs["theme"]
+        self.theme_changed_signal.subscribe(self, lambda theme: self.prefs.set("theme", theme.name))
+        if prefs.get("side_panel") is False:
+            self.query_one("#side").display = False
+        if isinstance(prefs.get("sampling"), dict):
+            self.query_one(SamplingPanel).set_values(prefs["sampling"])
+        self.keymap, problems = load_keymap(keymap_path(), BINDING_IDS)
+        if self.keymap:
+            self.set_keymap(self.keymap)
+        for problem in problems:
+            self.notify(problem, severity="warning", timeout=8)
+        self.history.load()
+        if self.history.skipped:
+            self.notify(
+                f"{self.history.skipped} unreadable history lines skipped", severity="warning"
+            )
+        self._refresh_history()
+        self.query_one("#tokens").display = False
+        self.query_one("#story").display = False
+        self.query_one("#prompt").focus()
+        self.action_rescan()
+        if self.rescan_enabled:
+            self.set_interval(RESCAN_SECONDS, self.action_rescan, name="rescan")
+
+    # -- checkpoints -------------------------------------------------------------------
+    def action_rescan(self) -> None:
+        self._scan()
+
+    @work(thread=True, exclusive=True, group="scan", exit_on_error=False)
+    def _scan(self) -> None:
+        extra = (self.initial_checkpoint,) if self.initial_checkpoint else ()
+        try:
+            infos = ckpt.scan_checkpoints(self.checkpoints_dir, extra)
+        except (OSError, SlmError):
+            infos = []
+        self.post_message(ckpt.CheckpointsScanned(infos))
+
+    def on_checkpoints_scanned(self, message: ckpt.CheckpointsScanned) -> None:
+        first = not self.scanned
+        self.scanned = True
+        signature = ckpt.scan_signature(message.infos)
+        if signature != self._scan_signature or first:
+            self._scan_signature = signature
+            self.checkpoints = message.infos
+        if self.loaded is None and self.loading is None:
+            target = self._startup_target(first)
+            if target is not None:
+                self.load_checkpoint(target)
+            else:
+                self._show_empty()
+
+    def _startup_target(self, first: bool) -> Path | None:
+        if first and self.initial_checkpoint is not None:
+            return self.initial_checkpoint
+        demo = ckpt.bundled_demo_path()
+        if demo is not None and first:
+            return demo
+        usable = [i for i in self.checkpoints if not i.error]
+        return Path(usable[0].path) if usable and (first or not self.initial_checkpoint) else None
+
+    def load_checkpoint(self, path: Path) -> None:
+        """Load `path` in a worker; the current model stays until the new one is ready."""
+        self.loading = Path(path)
+        self.query_one(CheckpointCard).loading = True
+        self.query_one(StatusBar).set_note(f"loading {Path(path).name}…", "$text-accent")
+        self._load(Path(path))
+
+    @work(thread=True, exclusive=True, group="load", exit_on_error=False)
+    def _load(self, path: Path) -> None:
+        try:
+            loaded = ckpt.load(path, self.device)
+        except SlmError as exc:
+            self.post_message(ckpt.CheckpointFailed(path, str(exc)))
+        else:
+            self.post_message(ckpt.CheckpointLoaded(loaded))
+
+    def on_checkpoint_loaded(self, message: ckpt.CheckpointLoaded) -> None:
+        self.loading = None
+        self.loaded = message.loaded
+        info, device = self.loaded.info, str(self.loaded.device)
+        self.query_one(CheckpointCard).loading = False
+        self.query_one(CheckpointCard).show(info, device)
+        status = self.query_one(StatusBar)
+        status.set_checkpoint(info.name, device)
+        status.set_note(f"loaded {info.name}", "$text-success")
+        self.query_one("#empty").display = False
+        self._show_story_area()
+        self._inspect()
+        self.mutate_reactive(SlmApp.checkpoints)  # the picker marks the loaded one
+
+    def on_checkpoint_failed(self, message: ckpt.CheckpointFailed) -> None:
+        self.loading = None
+        self.query_one(CheckpointCard).loading = False
+        keep = f"; still using {self.loaded.info.name}" if self.loaded else ""
+        self.query_one(StatusBar).set_note(f"load failed: {message.path.name}", "$text-error")
+        self.notify(
+            f"{message.reason}{keep}", title="Cannot load checkpoint", severity="error", timeout=10
+        )
+        if self.loaded is None:
+            self._show_empty()
+
+    @property
+    def loaded_path(self) -> Path | None:
+        return None if self.loaded is None else Path(self.loaded.path)
+
+    def _show_empty(self) -> None:
+        if self.loaded is not None:
+            return
+        empty = self.query_one(EmptyState)
+        empty.set_scanning(not self.scanned)
+        empty.display = True
+        self.query_one("#story").display = False
+        self.query_one("#tokens").display = False
+
+    def _show_story_area(self) -> None:
+        tokens = self.query_one(TokenView)
+        self.query_one("#story").display = not tokens.display
+
+    # -- writing -----------------------------------------------------------------------
+    @on(PromptArea.Submitted)
+    def _submitted(self, event: PromptArea.Submitted) -> None:
+        if not event.text.strip():
+            self.bell()
+            return
+        if self.write(event.text):
+            event.prompt_area.clear()
+
+    def write(self, prompt: str, story: Story | None = None) -> bool:
+        """Start a new story from `prompt`, or continue `story` (prompt = its whole text)."""
+        if self.loaded is None:
+            self.notify("No checkpoint loaded: press F2 to pick one.", severity="warning")
+            return False
+        settings = self.query_one(SamplingPanel).settings
+        try:
+            settings = settings.validate(self.loaded.tokenizer.vocab_size)
+        except GenerationError as exc:
+            self.notify(str(exc), severity="error")
+            return False
+        if story is None:
+            story = Story(
+                prompt=prompt, checkpoint=self.loaded.info.name, settings=settings_dict(settings)
+            )
+            self.history.add(story)
+            self.session.append(story)
+            text = prompt
+        else:
+            story.finish_reason = story.error = None
+            text = story.prompt + story.text
+        self.pending.clear()
+        self.current = story
+        self.query_one(StoryView).follow()
+        self.query_one(StatusBar).set_note("")
+        self.streamer.start(self.loaded, story, text, settings)
+        self._stream_update(story, [])
+        self._refresh_history()
+        return True
+
+    def _stream_update(self, story: Story, events: list[Any]) -> None:
+        if story is self.current:
+            self._draw(story)
+        if any(e.kind == "done" for e in events):
+            self.history.save(story)
+            self._refresh_history()
+            if story.finish_reason == "error":
+                self.notify(
+                    story.error or "generation failed", title="Generation stopped", severity="error"
+                )
+
+    def _settings_applied(self, story: Story, version: int, index: int) -> None:
+        changes: dict[str, Any] = {}
+        for v in sorted(self.pending):
+            if v <= version:
+                changes.update(self.pending.pop(v))
+        self.applied_log.append((story.id, version, index, changes))
+        what = ", ".join(f"{LABELS.get(k, k)} {format_value(v)}" for k, v in changes.items())
+        self.query_one(StatusBar).set_note(
+            f"{what or 'settings'} from token {index}", "$text-accent"
+        )
+
+    def _draw(self, story: Story | None) -> None:
+        self.query_one(StoryView).show(story)
+        self.query_one(TokenView).show(story)
+        self.query_one(StatusBar).set_story(story)
+
+    def _refresh_history(self) -> None:
+        self.query_one(HistoryList).set_stories(
+            self.history.stories, self.current and self.current.id
+        )
+
+    @on(HistoryList.Picked)
+    def _picked(self, event: HistoryList.Picked) -> None:
+        story = next((s for s in self.history.stories if s.id == event.story_id), None)
+        if story is not None:
+            self.current = story
+            self._draw(story)
+            self.query_one(StoryView).follow()
+
+    @on(SamplingPanel.Changed)
+    def _sampling_changed(self, event: SamplingPanel.Changed) -> None:
+        live = {k: v for k, v in event.changes.items() if k in LIVE_FIELDS}
+        if live and self.streamer.running:
+            version = self.streamer.update_settings(**live)
+            if version is not None:
+                self.pending[version] = live
+                what = ", ".join(f"{LABELS[k]} {format_value(v)}" for k, v in live.items())
+                self.query_one(StatusBar).set_note(
+                    f"{what}: applies from the next token", "$text-accent"
+                )
+
+    @on(TextArea.Changed, "#prompt")
+    def _inspect(self) -> None:
+        tokenizer = self.loaded.tokenizer if self.loaded else None
+        self.query_one(TokenInspector).inspect(self.query_one(PromptArea).text, tokenizer)
+
+    # -- actions -----------------------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in MAIN_ACTIONS and len(self.screen_stack) > 1:
+            return False
+        if action == "cancel":
+            return self.streamer.running
+        return True
+
+    def action_cancel(self) -> None:
+        if self.streamer.cancel():
+            self.query_one(StatusBar).set_note("stopping…", "$text-warning")
+
+    def action_regenerate(self) -> None:
+        source = self.current or (self.history.stories[-1] if self.history.stories else None)
+        if source is None:
+            self.notify("Nothing to regenerate yet: write a seed sentence first.")
+            return
+        self.write(source.prompt)
+
+    def action_continue_story(self) -> None:
+        if self.current is None:
+            self.notify("Nothing to continue yet: write a seed sentence first.")
+            return
+        if self.current.streaming:
+            self.notify("The story is still being written.")
+            return
+        self.write(self.current.prompt, story=self.current)
+
+    def action_pin_seed(self) -> None:
+        panel = self.query_one(SamplingPanel)
+        if panel.settings.seed is not None:
+            panel.set_values({"seed": None})
+            self.notify("Seed unpinned: every story starts from a fresh seed.")
+            return
+        seed = self.current.seed if self.current and self.current.seed is not None else 0
+        panel.set_values({"seed": seed})
+        self.notify(f"Seed pinned to {seed}: stories repeat until you change it.")
+
+    def action_preset(self, name: str) -> None:
+        self.query_one(SamplingPanel).apply_preset(name)
+        self.notify(f"Preset: {name}", timeout=2)
+
+    def action_toggle_tokens(self) -> None:
+        tokens = self.query_one(TokenView)
+        if self.loaded is None and not self.current:
+            return
+        tokens.display = not tokens.display
+        self._show_story_area()
+        if tokens.display:
+            tokens.show(self.current)
+            tokens.focus()
+        else:
+            self.query_one(PromptArea).focus()
+
+    def action_toggle_side(self) -> None:
+        side = self.query_one("#side")
+        side.display = not side.display
+        self.prefs.set("side_panel", bool(side.display))
+
+    def action_focus_history(self) -> None:
+        self.query_one("#side").display = True
+        self.query_one(HistoryList).focus()
+
+    def action_clear_history(self) -> None:
+        n = len(self.history.stories)
+        self.history.clear()
+        self.session = [s for s in self.session if s.streaming]
+        self.history.stories.extend(self.session)
+        self._refresh_history()
+        self.notify(f"History cleared ({n} stories).")
+
+    async def action_quit(self) -> None:
+        self.streamer.cancel()
+        self.prefs.set(
+            "sampling", {k: getattr(self.query_one(SamplingPanel).settings, k) for k in LIVE_FIELDS}
+        )
+        self.exit()

@@ -1,0 +1,109 @@
+"""F2: every checkpoint under the checkpoints folder (plus the bundled demo), with its numbers.
+
+The list follows the app's periodic rescan, so a checkpoint a training run saves while the
+picker is open appears in it. Enter loads the highlighted checkpoint (in a worker, by the
+app); a folder that cannot be read is listed with the reason instead of being hidden.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.content import Content
+from textual.screen import ModalScreen
+from textual.widgets import DataTable, Label, Static
+
+from slm_tui.tui.widgets.checkpoint_card import human, info_lines
+
+COLUMNS = ("", "checkpoint", "params", "steps", "tokens", "val bpb", "tokenizer", "date")
+
+
+def row_for(info: Any, current: Path | None) -> tuple:
+    mark = "●" if current is not None and Path(info.path) == current else " "
+    if info.error:
+        return (mark, info.name, Content.styled("unreadable", "$text-error"), "", "", "", "", "")
+    bpb = "—" if info.val_bpb is None else f"{info.val_bpb:.3f}"
+    return (
+        mark,
+        info.name,
+        human(info.params),
+        str(info.step),
+        human(info.tokens_seen),
+        bpb,
+        f"{info.tokenizer_kind.removeprefix('sentencepiece-')}·{info.vocab_size}",
+        (info.created or "")[:10],
+    )
+
+
+def detail_for(info: Any | None) -> Content:
+    if info is None:
+        return Content.styled("No checkpoints found.", "$text-muted")
+    if info.error:
+        return Content.assemble((f"{info.path}\n", "$text-muted"), (info.error, "$text-error"))
+    parts: list = [(f"{info.path}\n", "$text-muted")]
+    for label, value in info_lines(info):
+        parts += [(f"{label}: ", "$text-muted"), value, "   "]
+    return Content.assemble(*parts)
+
+
+class CheckpointPicker(ModalScreen[Path | None]):
+    """Returns the chosen checkpoint path, or None."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,f2", "dismiss_none", "close", show=False),
+        Binding("r", "rescan", "rescan", show=False),
+    ]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="picker-box"):
+            yield Label("Checkpoints  (Enter: load · Esc: close)", classes="title")
+            yield DataTable(id="picker-table", cursor_type="row", zebra_stripes=True)
+            yield Static("", id="picker-detail", markup=False)
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        table.add_columns(*COLUMNS)
+        self.infos: list[Any] = []
+        self.watch(self.app, "checkpoints", self._fill)
+        table.focus()
+
+    def _fill(self, infos: list[Any]) -> None:
+        table = self.query_one(DataTable)
+        keep = None
+        if self.infos and 0 <= table.cursor_row < len(self.infos):
+            keep = str(self.infos[table.cursor_row].path)
+        current = getattr(self.app, "loaded_path", None)
+        self.infos = list(infos)
+        table.clear()
+        for info in self.infos:
+            table.add_row(*row_for(info, current), key=str(info.path))
+        paths = [str(i.path) for i in self.infos]
+        if keep in paths:
+            table.move_cursor(row=paths.index(keep))
+        elif current is not None and str(current) in paths:
+            table.move_cursor(row=paths.index(str(current)))
+        self._show_detail()
+
+    def _show_detail(self) -> None:
+        table = self.query_one(DataTable)
+        info = self.infos[table.cursor_row] if 0 <= table.cursor_row < len(self.infos) else None
+        self.query_one("#picker-detail", Static).update(detail_for(info))
+
+    @on(DataTable.RowHighlighted)
+    def _highlighted(self) -> None:
+        self._show_detail()
+
+    @on(DataTable.RowSelected)
+    def _selected(self, event: DataTable.RowSelected) -> None:
+        self.dismiss(Path(str(event.row_key.value)))
+
+    def action_rescan(self) -> None:
+        self.app.action_rescan()  # type: ignore[attr-defined]
+
+    def action_dismiss_none(self) -> None:
+        self.dismiss(None)

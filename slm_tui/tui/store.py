@@ -1,0 +1,208 @@
+"""What the TUI keeps on disk: story history, remembered preferences, the user's key map.
+
+Locations follow the platform convention (platformdirs): history and preferences in
+`user_data_dir("slm-tui")`, the key map in `user_config_dir("slm-tui")/keys.yaml`.
+`SLM_TUI_DATA_DIR` and `SLM_TUI_CONFIG_DIR` override them (tests, portable installs).
+
+History is append-only JSONL: a story is appended when it finishes (again after a
+"continue"; the last line for an id wins), so a crash can tear at most the last line,
+which loading skips. Clearing and preference writes are atomic (temp sibling + fsync +
+os.replace). Nothing here raises for a damaged file: the app starts with what it can read
+and reports the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from platformdirs import user_config_dir, user_data_dir
+
+from slm_tui.tui.story import Story
+
+APP_NAME = "slm-tui"
+HISTORY_LIMIT = (
+    500  # stories kept in memory and in the list; the file keeps its lines until cleared
+)
+
+
+def data_dir() -> Path:
+    env = os.environ.get("SLM_TUI_DATA_DIR")
+    return Path(env) if env else Path(user_data_dir(APP_NAME))
+
+
+def config_dir() -> Path:
+    env = os.environ.get("SLM_TUI_CONFIG_DIR")
+    return Path(env) if env else Path(user_config_dir(APP_NAME))
+
+
+def keymap_path() -> Path:
+    return config_dir() / "keys.yaml"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` so that a crash leaves either the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class History:
+    """The session's stories plus every earlier session's, persisted as JSONL."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or data_dir() / "history.jsonl"
+        self.stories: list[Story] = []
+        self.skipped = 0  # unreadable lines found on load (reported once by the app)
+
+    def load(self) -> list[Story]:
+        by_id: dict[str, Story] = {}
+        try:
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            lines = []
+        except OSError:
+            lines = []
+            self.skipped += 1
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                story = Story.from_dict(json.loads(line))
+            except (ValueError, TypeError, KeyError, IndexError):
+                self.skipped += 1
+                continue
+            by_id.pop(story.id, None)  # re-insert so a continued story moves to the end
+            by_id[story.id] = story
+        self.stories = list(by_id.values())[-HISTORY_LIMIT:]
+        return self.stories
+
+    def add(self, story: Story) -> None:
+        if story not in self.stories:
+            self.stories.append(story)
+            del self.stories[:-HISTORY_LIMIT]
+
+    def save(self, story: Story) -> None:
+        """Append the story's current state (call when it finishes)."""
+        self.add(story)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        line = json.dumps(story.to_dict(), ensure_ascii=False)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def clear(self) -> None:
+        self.stories.clear()
+        atomic_write_text(self.path, "")
+
+
+class Preferences:
+    """Small remembered choices: theme, side panel, last sampling settings."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or data_dir() / "settings.json"
+        self.values: dict[str, Any] = {}
+
+    def load(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            self.values = data if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            self.values = {}
+        return self.values
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+    def set(self, key: str, value: Any) -> None:
+        if self.values.get(key) == value:
+            return
+        self.values[key] = value
+        atomic_write_text(self.path, json.dumps(self.values, indent=2, sort_keys=True) + "\n")
+
+
+def load_keymap(
+    path: Path | None = None, valid_ids: Iterable[str] = ()
+) -> tuple[dict[str, str], list[str]]:
+    """Read `binding-id: keys` pairs from a YAML file; return (keymap, problems).
+
+    Keys are Textual key names, several separated by commas ("f3,ctrl+t"). Unknown ids and
+    unreadable files are reported as problems, never raised, so a typo cannot stop the app.
+    """
+    path = path or keymap_path()
+    if not path.is_file():
+        return {}, []
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return {}, [f"{path}: cannot read key map ({first})"]
+    if not isinstance(data, dict):
+        return {}, [f"{path}: expected a mapping of binding id to keys"]
+    valid = set(valid_ids)
+    keymap: dict[str, str] = {}
+    problems: list[str] = []
+    for key, value in data.items():
+        binding_id = str(key)
+        if valid and binding_id not in valid:
+            problems.append(f"{path}: unknown binding id {binding_id!r}")
+            continue
+        if isinstance(value, list):
+            value = ",".join(str(v) for v in value)
+        if not isinstance(value, str) or not value.strip():
+            problems.append(f"{path}: keys for {binding_id!r} must be a string like 'ctrl+r'")
+            continue
+        keymap[binding_id] = value.replace(" ", "")
+    return keymap, problems
+
+
+# -- export ----------------------------------------------------------------------------
+def _settings_line(settings: dict[str, Any]) -> str:
+    order = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "max_new_tokens")
+    return " · ".join(f"{k} {settings[k]}" for k in order if k in settings)
+
+
+def stories_to_markdown(stories: list[Story]) -> str:
+    parts = ["# slm-tui stories", ""]
+    for n, s in enumerate(stories, 1):
+        parts += [
+            f"## {n}. {s.title}",
+            "",
+            f"*{s.checkpoint or 'unknown checkpoint'} · seed {s.seed} · {s.created}*",
+            "",
+            f"**{s.prompt.strip()}**{s.text}",
+            "",
+            f"> {_settings_line(s.settings)} · {s.num_tokens} tokens · "
+            f"finished: {s.finish_reason or 'streaming'}",
+            "",
+        ]
+    return "\n".join(parts)
+
+
+def stories_to_jsonl(stories: list[Story]) -> str:
+    return "".join(json.dumps(s.to_dict(tokens=False), ensure_ascii=False) + "\n" for s in stories)
+
+
+def export_stories(stories: list[Story], path: Path) -> Path:
+    """Write stories to `path` (.jsonl or .json: JSON lines; anything else: Markdown), atomically."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; give a file name")
+    fmt = "jsonl" if path.suffix.lower() in (".jsonl", ".json") else "md"
+    text = stories_to_jsonl(stories) if fmt == "jsonl" else stories_to_markdown(stories)
+    atomic_write_text(path, text)
+    return path

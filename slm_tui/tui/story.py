@@ -1,0 +1,151 @@
+"""A story as the TUI keeps it: seed sentence, continuation, tokens, settings and stats.
+
+Plain data, no Textual and no torch, so history, export and tests can use it directly.
+`Story.apply(event)` folds one engine `Event` into the story; the engine's events are
+duck-typed here (kind, index, token_id, text, prob, top, ttft, tokens_per_s, seed,
+finish_reason, settings_version) so this module does not import the engine.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+FINISH_LABELS = {
+    "eos": "end of story",
+    "stop": "stop string",
+    "length": "max tokens",
+    "cancelled": "cancelled",
+    "error": "error",
+}
+
+
+@dataclass(frozen=True)
+class Alt:
+    """One alternative the model considered for a position (token id, its text, probability)."""
+
+    token_id: int
+    text: str
+    prob: float
+
+
+@dataclass
+class TokenRecord:
+    """One generated token: what it added to the text and how likely the model found it."""
+
+    token_id: int
+    text: str  # the text delta this token produced ("" while a UTF-8 character is incomplete)
+    prob: float | None
+    piece: str = ""  # the tokenizer's printable piece ("▁the", "<0x0A>"), for the token view
+    top: tuple[Alt, ...] = ()  # kept in memory only; not persisted (history stays small)
+    settings_version: int = 0
+
+
+@dataclass
+class Story:
+    """A seed sentence and everything the model wrote after it (continuations included)."""
+
+    prompt: str
+    checkpoint: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)
+    text: str = ""
+    tokens: list[TokenRecord] = field(default_factory=list)
+    seed: int | None = None
+    finish_reason: str | None = None
+    tokens_per_s: float = 0.0
+    ttft: float | None = None
+    error: str | None = None  # why the engine stopped, when it failed (not persisted)
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    created: str = field(
+        default_factory=lambda: (
+            datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+        )
+    )
+    started: float = field(default_factory=time.monotonic, repr=False)
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def streaming(self) -> bool:
+        return self.finish_reason is None
+
+    @property
+    def title(self) -> str:
+        """One line for lists: the seed sentence, shortened."""
+        line = " ".join(self.prompt.split()) or "(empty seed)"
+        return line if len(line) <= 60 else line[:59] + "…"
+
+    def apply(self, event: Any, piece: str = "") -> None:
+        """Fold one engine event (token or done) into the story."""
+        if event.kind == "token":
+            top = tuple(Alt(a.token_id, a.text, a.prob) for a in (event.top or ()))
+            self.tokens.append(
+                TokenRecord(
+                    event.token_id, event.text, event.prob, piece, top, event.settings_version
+                )
+            )
+            self.text += event.text
+        else:
+            # The done event may carry text the engine held back (an incomplete character).
+            self.text += event.text or ""
+            self.finish_reason = event.finish_reason
+        if event.ttft is not None and self.ttft is None:
+            self.ttft = event.ttft
+        self.tokens_per_s = event.tokens_per_s or self.tokens_per_s
+        self.seed = event.seed
+
+    # -- persistence -------------------------------------------------------------------
+    def to_dict(self, *, tokens: bool = True) -> dict[str, Any]:
+        d = {
+            "id": self.id,
+            "created": self.created,
+            "checkpoint": self.checkpoint,
+            "prompt": self.prompt,
+            "text": self.text,
+            "seed": self.seed,
+            "settings": self.settings,
+            "finish_reason": self.finish_reason,
+            "num_tokens": self.num_tokens,
+            "tokens_per_s": round(self.tokens_per_s, 2),
+            "ttft": None if self.ttft is None else round(self.ttft, 4),
+        }
+        if tokens:
+            # [id, text, prob, piece]: enough to redraw the token view after a restart.
+            d["tokens"] = [
+                [t.token_id, t.text, None if t.prob is None else round(t.prob, 5), t.piece]
+                for t in self.tokens
+            ]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Story:
+        tokens = [
+            TokenRecord(int(t[0]), str(t[1]), t[2], str(t[3]) if len(t) > 3 else "")
+            for t in d.get("tokens", [])
+        ]
+        story = cls(
+            prompt=str(d.get("prompt", "")),
+            checkpoint=str(d.get("checkpoint", "")),
+            settings=dict(d.get("settings") or {}),
+            text=str(d.get("text", "")),
+            tokens=tokens,
+            seed=d.get("seed"),
+            finish_reason=d.get("finish_reason") or "cancelled",
+            tokens_per_s=float(d.get("tokens_per_s") or 0.0),
+            ttft=d.get("ttft"),
+        )
+        story.id = str(d.get("id") or story.id)
+        story.created = str(d.get("created") or story.created)
+        return story
+
+
+def settings_dict(settings: Any) -> dict[str, Any]:
+    """A SamplingSettings (a dataclass) as JSON-safe data."""
+    d = asdict(settings)
+    d["stop"] = list(d.get("stop") or ())
+    return d

@@ -1,0 +1,44 @@
+"""Shown instead of the story when no checkpoint exists: the exact commands that make one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual.content import Content
+from textual.widgets import Static
+
+
+def empty_state_content(checkpoints_dir: Path, scanning: bool = False) -> Content:
+    if scanning:
+        return Content.styled("Looking for checkpoints…", "$text-muted")
+    cmd = "bold $text-accent"
+    return Content.assemble(
+        ("No checkpoint yet.\n\n", "bold"),
+        "Train a tiny model on a text file of stories (a few CPU minutes):\n\n",
+        ("  slm-train tokenizer --data-files stories.txt --output tokenizers/tiny\n", cmd),
+        (
+            "  slm-train model --config tiny --tokenizer tokenizers/tiny --data-files stories.txt\n\n",
+            cmd,
+        ),
+        "or on TinyStories from the Hugging Face hub:\n\n",
+        ("  slm-train model --config tiny\n\n", cmd),
+        (
+            f"Watching {checkpoints_dir}: a checkpoint saved there opens here by itself.\n",
+            "$text-muted",
+        ),
+        (
+            "Open another folder with  slm-tui --checkpoints-dir DIR  or  --checkpoint DIR.",
+            "$text-muted",
+        ),
+    )
+
+
+class EmptyState(Static):
+    def __init__(self, checkpoints_dir: Path, **kwargs) -> None:
+        super().__init__(
+            empty_state_content(checkpoints_dir, scanning=True), markup=False, **kwargs
+        )
+        self.checkpoints_dir = checkpoints_dir
+
+    def set_scanning(self, scanning: bool) -> None:
+        self.update(empty_state_content(self.checkpoints_dir, scanning))
