@@ -1,0 +1,270 @@
+"""`slm-train model` and `slm-train eval`: thin wrappers over `slm_tui.trainer`.
+
+`model` resolves the config (preset or YAML, `--set` overrides, corpus and tokenizer flags),
+prints it in full to stderr, and runs the trainer with a rich live display (step, loss, val
+loss, bits per byte, tokens/s, MFU on GPU, ETA); without a terminal it prints one line per
+log step instead. `eval` prints loss and bits per byte, or one JSON object with `--json`.
+Under torchrun only rank 0 prints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from slm_tui.cli.common import cli_errors, err, is_tty, out
+from slm_tui.trainer.report import Reporter
+
+
+def _rank0() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _fmt(value: Any, spec: str = ".4f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _abs_files(files: list[str]) -> list[str]:
+    # Saved configs must still find the corpus when run from elsewhere (eval, resume).
+    return [str(Path(f).expanduser().absolute()) for f in files]
+
+
+class RichReporter(Reporter):
+    """The trainer's hooks drawn as a rich progress bar plus printed evaluations."""
+
+    def __init__(self, live: bool) -> None:
+        self.live = live
+        self.progress: Progress | None = None
+        self.task = None
+        self.fields = {"loss": "-", "val": "-", "bpb": "-", "tps": "-", "mfu": ""}
+
+    def _print(self, text: str) -> None:
+        console = self.progress.console if self.progress is not None else err
+        console.print(text, highlight=False)
+
+    def on_message(self, text: str) -> None:
+        self._print(f"[cyan]{text}[/]")
+
+    def on_start(self, info: dict[str, Any]) -> None:
+        self._print(
+            f"[bold]training[/] {info['params'] / 1e6:.2f}M parameters on {info['device']}"
+            f" (x{info['world_size']}), {info['tokens_per_step']:,} tokens/step, "
+            f"{info['train_tokens']:,} train tokens, {info['tokenizer']} vocab "
+            f"{info['vocab_size']} -> {info['output']}"
+            + (f" [yellow](resumed at step {info['step']})[/]" if info["resumed"] else "")
+        )
+        if self.live:
+            self.progress = Progress(
+                TextColumn("step {task.completed}/{task.total}"),
+                BarColumn(),
+                TextColumn(
+                    "loss {task.fields[loss]}  val {task.fields[val]}  "
+                    "bpb {task.fields[bpb]}  {task.fields[tps]} tok/s{task.fields[mfu]}"
+                ),
+                TimeRemainingColumn(),
+                console=err,
+                transient=False,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task(
+                "train", total=info["max_steps"], completed=info["step"], **self.fields
+            )
+
+    def on_log(self, rec: dict[str, Any]) -> None:
+        self.fields["loss"] = _fmt(rec["loss"])
+        self.fields["tps"] = f"{rec['tokens_per_s']:,.0f}"
+        if rec.get("mfu") is not None:
+            self.fields["mfu"] = f"  MFU {rec['mfu'] * 100:.1f}%"
+        if self.progress is not None:
+            self.progress.update(self.task, completed=rec["step"], **self.fields)
+        else:
+            eta = rec.get("eta_s")
+            self._print(
+                f"step {rec['step']}  loss {self.fields['loss']}  lr {rec['lr']:.2e}  "
+                f"{self.fields['tps']} tok/s{self.fields['mfu']}"
+                + (f"  eta {eta:.0f}s" if eta is not None else "")
+            )
+
+    def on_eval(self, rec: dict[str, Any]) -> None:
+        self.fields["val"] = _fmt(rec["val_loss"])
+        self.fields["bpb"] = _fmt(rec["val_bpb"], ".3f")
+        if self.progress is not None:
+            self.progress.update(self.task, **self.fields)
+        self._print(
+            f"[green]eval[/] step {rec['step']}: val loss {self.fields['val']} "
+            f"nats/token, {self.fields['bpb']} bits/byte"
+        )
+
+    def on_samples(self, step: int, samples: list[dict[str, str]]) -> None:
+        for s in samples:
+            text = " ".join(s["text"].split())
+            self._print(f"  [dim]{s['prompt']}[/][italic]{text[:160]}[/]")
+
+    def on_save(self, path: Path, kind: str) -> None:
+        if kind == "best" or self.progress is None:
+            self._print(f"[dim]saved {kind} -> {path}[/]")
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+def model(
+    config: Annotated[
+        str | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Preset name (tiny, small, seed-gpt) or a YAML file. Default: tiny, or the run's own config with --resume.",
+        ),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a config value: section.key=value (repeatable)."),
+    ] = None,
+    tokenizer: Annotated[
+        str | None,
+        typer.Option(
+            "--tokenizer",
+            help="An existing tokenizer directory; without it one is trained into <output>/tokenizer.",
+        ),
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", help="Hugging Face dataset id to train on.")
+    ] = None,
+    data_files: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--data-files", help="Local corpus files (.txt/.jsonl/.json/.parquet), repeatable."
+        ),
+    ] = None,
+    output: Annotated[
+        str | None,
+        typer.Option("--output", "-o", help="Run folder (default checkpoints/<preset>)."),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="Continue the run in --output from its latest checkpoint."),
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Replace a run already in --output (its checkpoints are deleted)."
+        ),
+    ] = False,
+) -> None:
+    """Train a model from text (tokenizer and shards are built first when missing)."""
+    with cli_errors():
+        from slm_tui.config import load_config
+        from slm_tui.trainer import train
+
+        name = config or "tiny"
+        out_dir = Path(output) if output else Path("checkpoints") / Path(name).stem
+        base = name
+        if resume and config is None and (out_dir / "latest" / "config.yaml").is_file():
+            base = str(out_dir / "latest" / "config.yaml")
+        cfg = load_config(base, list(set_ or []))
+        if data_files:
+            cfg.data.data_files = _abs_files(list(data_files))
+        elif dataset:
+            cfg.data.dataset, cfg.data.data_files = dataset, []
+        cfg.validate()
+        rank0 = _rank0()
+        if rank0:
+            err.print(
+                f"[bold]config[/] ({'resumed run ' + str(out_dir) if base != name else name})",
+                highlight=False,
+            )
+            err.print(cfg.to_yaml().rstrip(), highlight=False, markup=False)
+        reporter = RichReporter(live=is_tty() and rank0)
+        try:
+            result = train(
+                cfg,
+                out_dir,
+                resume=resume,
+                force=force,
+                tokenizer_path=tokenizer,
+                reporter=reporter,
+            )
+        finally:
+            reporter.close()
+        if rank0:
+            verb = "stopped (interrupted)" if result.status == "interrupted" else "finished"
+            err.print(
+                f"[bold]{verb}[/] at step {result.step}, {result.tokens_seen:,} tokens in "
+                f"{result.seconds:.0f}s; val loss {_fmt(result.val_loss)}, "
+                f"{_fmt(result.val_bpb, '.3f')} bits/byte; checkpoints in {result.output}"
+                + (" — continue with --resume" if result.status == "interrupted" else ""),
+                highlight=False,
+            )
+
+
+def evaluate(
+    checkpoint: Annotated[
+        str,
+        typer.Option(
+            "--checkpoint", help="Checkpoint folder or run folder (its best/, else latest/)."
+        ),
+    ],
+    data_files: Annotated[
+        list[str] | None, typer.Option("--data-files", help="Local corpus files to evaluate on.")
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", help="Hugging Face dataset id.")
+    ] = None,
+    split: Annotated[
+        str, typer.Option("--split", help="Dataset split (with --dataset).")
+    ] = "validation",
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object to stdout.")] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Windows per forward pass.")] = 16,
+    max_tokens: Annotated[
+        int | None,
+        typer.Option("--max-tokens", help="Stop reading after this many tokens (whole stories)."),
+    ] = None,
+    context_length: Annotated[
+        int | None,
+        typer.Option("--context-length", help="Window length (default: the model's context)."),
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N, mps.")] = "auto",
+) -> None:
+    """Loss (nats/token) and bits per byte of a checkpoint on a corpus, with its own tokenizer.
+
+    Without --data-files/--dataset: the checkpoint's own validation shard."""
+    with cli_errors():
+        from slm_tui.trainer import evaluate as run_eval
+
+        files = _abs_files(list(data_files)) if data_files else None
+        result = run_eval(
+            checkpoint,
+            dataset=dataset,
+            data_files=files,
+            split=split,
+            batch_size=batch_size,
+            max_tokens=max_tokens,
+            context_length=context_length,
+            device=device,
+        )
+        if json_:
+            typer.echo(json.dumps(result))
+            return
+        table = Table(title=f"eval of {result['checkpoint']}", show_header=False)
+        for key, label, spec in (
+            ("loss", "loss (nats/token)", ".4f"),
+            ("bpb", "bits per byte", ".4f"),
+            ("perplexity", "perplexity", ".2f"),
+            ("tokens", "tokens", ","),
+            ("bytes", "bytes", ","),
+            ("stories", "stories", ","),
+            ("corpus", "corpus", ""),
+            ("context_length", "context", ""),
+            ("seconds", "seconds", ""),
+        ):
+            table.add_row(label, format(result[key], spec))
+        out.print(table)

@@ -1,0 +1,151 @@
+"""Devices and distributed data parallel: one code path for one process or many.
+
+`torchrun --nproc_per_node N slm-train model ...` sets RANK / LOCAL_RANK / WORLD_SIZE; without
+them this is a world of one and no process group is created. NCCL on CUDA, gloo elsewhere.
+Only rank 0 writes files or reports. The global batch is split evenly across ranks (the
+sampler hands rank r its slice of the same global draw), so N processes compute the same
+gradient as one process with the same `train.batch_size`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import psutil
+import torch
+import torch.distributed as dist
+
+from slm_tui.config import TrainConfig
+from slm_tui.errors import ConfigError
+
+
+@dataclass
+class DistInfo:
+    rank: int
+    local_rank: int
+    world_size: int
+    local_world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def env_world() -> tuple[int, int, int, int]:
+    """(rank, local_rank, world_size, local_world_size) from torchrun's environment."""
+
+    def _int(name: str, default: int) -> int:
+        try:
+            return int(os.environ.get(name, default))
+        except ValueError:
+            return default
+
+    world = _int("WORLD_SIZE", 1)
+    return (
+        _int("RANK", 0),
+        _int("LOCAL_RANK", 0),
+        world,
+        _int("LOCAL_WORLD_SIZE", world),
+    )
+
+
+def pick_device(preference: str = "auto", local_rank: int = 0) -> torch.device:
+    """`auto`: CUDA (this rank's GPU) > MPS > CPU; or exactly what `train.device` names."""
+    pref = (preference or "auto").strip().lower()
+    if pref == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank % torch.cuda.device_count())
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if pref.isdigit():
+        pref = f"cuda:{pref}"
+    try:
+        device = torch.device(pref)
+    except RuntimeError:
+        raise ConfigError(
+            f"train.device {preference!r} is not a device; use auto, cpu, cuda, cuda:N or mps"
+        ) from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("train.device is cuda but no CUDA GPU is available; use auto or cpu")
+        if device.index is None:
+            device = torch.device("cuda", local_rank % torch.cuda.device_count())
+        elif device.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"train.device {preference} does not exist ({torch.cuda.device_count()} GPUs)"
+            )
+    elif device.type == "mps" and not (
+        getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    ):
+        raise ConfigError("train.device is mps but MPS is not available; use auto or cpu")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"train.device {preference!r} is not supported; use auto, cpu, cuda, mps")
+    return device
+
+
+def check_batch(cfg: TrainConfig, world_size: int) -> int:
+    """Rows per micro-step on each rank; ConfigError when the global batch does not divide."""
+    parts = cfg.grad_accum * world_size
+    if cfg.batch_size % parts:
+        raise ConfigError(
+            f"train.batch_size ({cfg.batch_size}) must be divisible by train.grad_accum "
+            f"({cfg.grad_accum}) x processes ({world_size}) = {parts}"
+        )
+    return cfg.batch_size // parts
+
+
+def cpu_threads(requested: int, local_world_size: int = 1) -> int:
+    """Intra-op threads: `requested`, or the physical cores shared among local ranks.
+
+    Hyper-threads share one core's vector units; matmul-bound training gains nothing from
+    them and loses to contention, so the default counts physical cores only.
+    """
+    if requested > 0:
+        return requested
+    cores = psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    return max(1, cores // max(1, local_world_size))
+
+
+def setup(cfg: TrainConfig) -> DistInfo:
+    """Pick the device, set threads, join the process group when launched by torchrun."""
+    rank, local_rank, world, local_world = env_world()
+    check_batch(cfg, world)
+    device = pick_device(cfg.device, local_rank)
+    if device.type == "cpu":
+        torch.set_num_threads(cpu_threads(cfg.threads, local_world))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, device_id=device if backend == "nccl" else None)
+    return DistInfo(rank, local_rank, world, local_world, device)
+
+
+def teardown(info: DistInfo) -> None:
+    if info.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_mean(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Mean of a tensor over ranks (identity for one process)."""
+    if info.distributed:
+        value = value.clone()
+        dist.all_reduce(value, op=dist.ReduceOp.SUM)
+        value /= info.world_size
+    return value
+
+
+def any_rank(flag: bool, info: DistInfo) -> bool:
+    """True when `flag` is true on any rank (used to agree on stopping together)."""
+    if not info.distributed:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=info.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())

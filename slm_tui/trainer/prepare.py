@@ -1,0 +1,268 @@
+"""Getting a run ready: output folder rules, tokenizer, token shards, resume checks.
+
+Everything that can be wrong with the input is found here, before a single file of an
+existing run is touched: a folder that holds another run (refused without `--resume` or
+`--force`), `--resume` without a checkpoint or with a different model shape, a context
+longer than the checkpoint supports, a tokenizer whose vocabulary differs from
+`model.vocab_size`, shards written by another tokenizer, a validation shard too small for one
+window. A tokenizer trained for the run goes to a hidden temporary folder first and is moved
+to `<output>/tokenizer` only once every check has passed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from slm_tui.config import Config, ModelConfig
+from slm_tui.errors import ConfigError, DataError, TrainingError
+from slm_tui.trainer.report import Reporter
+
+RUN_ENTRIES = ("latest", "best", "metrics.jsonl", "loss.png")
+
+
+@dataclass
+class RunPlan:
+    config: Config
+    output: Path
+    tokenizer: Any
+    shards: Any
+    resume_from: Path | None = None
+    replaced: bool = False
+    pending_tokenizer: Path | None = None  # trained into a temp folder, moved in by `commit`
+
+    def commit(self, reporter: Reporter) -> None:
+        """Apply the changes to the output folder (called once all checks passed, rank 0)."""
+        self.output.mkdir(parents=True, exist_ok=True)
+        if self.replaced:
+            for name in RUN_ENTRIES:
+                target = self.output / name
+                if target.is_dir():
+                    shutil.rmtree(target)
+                elif target.exists():
+                    target.unlink()
+            reporter.on_message(f"--force: replaced the previous run in {self.output}")
+        if self.pending_tokenizer is not None:
+            final = self.output / "tokenizer"
+            if final.exists():
+                shutil.rmtree(final)
+            self.pending_tokenizer.rename(final)
+            from slm_tui.tokenizers import load_tokenizer
+
+            self.tokenizer = load_tokenizer(final)
+            self.pending_tokenizer = None
+
+    def abandon(self) -> None:
+        if self.pending_tokenizer is not None:
+            shutil.rmtree(self.pending_tokenizer.parent, ignore_errors=True)
+            self.pending_tokenizer = None
+
+
+def describe_output(output: Path) -> str | None:
+    """None when `output` can take a new run; else what is in the way."""
+    if not output.exists():
+        return None
+    if not output.is_dir():
+        return f"{output} is a file, not a folder"
+    entries = [p.name for p in output.iterdir() if not p.name.startswith(".")]
+    if any(name in RUN_ENTRIES for name in entries):
+        step = _latest_step(output)
+        return f"{output} holds another run" + (f" (step {step})" if step is not None else "")
+    others = [e for e in entries if e != "tokenizer"]
+    if others:
+        return f"{output} is not empty (holds {', '.join(sorted(others)[:3])})"
+    return None
+
+
+def _latest_step(output: Path) -> int | None:
+    try:
+        from slm_tui.checkpoints import read_info
+
+        return read_info(output / "latest").step
+    except Exception:
+        return None
+
+
+def corpus_sources(cfg: Config) -> tuple[Any, Any]:
+    """(train source, validation source or None) from the data section."""
+    from slm_tui.data import corpus_source
+
+    d = cfg.data
+    if d.data_files:
+        return corpus_source(None, d.data_files, split=d.train_split), None
+    if not d.dataset:
+        raise ConfigError("no corpus: pass --data-files F or --dataset ID (or set data.dataset)")
+    return (
+        corpus_source(d.dataset, None, split=d.train_split),
+        corpus_source(d.dataset, None, split=d.val_split) if d.val_split else None,
+    )
+
+
+def shards_for(cfg: Config, source: Any, val_source: Any, tokenizer: Any, reporter=None) -> Any:
+    """Token shards for (source, tokenizer): cached, built when missing; checked to match."""
+    from slm_tui.data import prepare_shards
+
+    out = Path(cfg.data.shards_dir).expanduser() if cfg.data.shards_dir else None
+    shards = prepare_shards(
+        source,
+        tokenizer,
+        out,
+        val_source=val_source,
+        val_fraction=cfg.data.val_fraction,
+        progress=reporter.on_prepare if reporter is not None else None,
+    )
+    for shard in (shards.train, shards.val):
+        fp = shard.meta.get("tokenizer_fingerprint")
+        if fp != tokenizer.fingerprint:
+            raise DataError(
+                f"shard {shard.path} was made with another tokenizer ({str(fp)[:12]}, this one is "
+                f"{tokenizer.fingerprint[:12]}); rebuild it with `slm-train data` or use another "
+                "data.shards_dir"
+            )
+    return shards
+
+
+def model_differences(a: ModelConfig, b: ModelConfig) -> list[str]:
+    da, db = dataclasses.asdict(a), dataclasses.asdict(b)
+    return [k for k in da if da[k] != db[k] and not (k == "vocab_size" and None in (da[k], db[k]))]
+
+
+def _check_vocab(cfg: Config, tokenizer: Any) -> None:
+    if cfg.model.vocab_size is None:
+        cfg.model.vocab_size = tokenizer.vocab_size
+    elif cfg.model.vocab_size != tokenizer.vocab_size:
+        raise ConfigError(
+            f"model.vocab_size is {cfg.model.vocab_size} but the tokenizer at {tokenizer.path} "
+            f"has {tokenizer.vocab_size} ids; drop model.vocab_size or use a matching tokenizer"
+        )
+
+
+def _check_resume(cfg: Config, output: Path, tokenizer_path: str | None) -> tuple[Path, Any]:
+    from slm_tui.checkpoints import is_checkpoint
+    from slm_tui.config import load_config
+    from slm_tui.tokenizers import load_tokenizer
+
+    latest = output / "latest"
+    if not is_checkpoint(latest):
+        raise TrainingError(
+            f"--resume: no checkpoint in {latest}; start a fresh run without --resume"
+        )
+    saved = load_config(str(latest / "config.yaml"))
+    if cfg.model.context_length > saved.model.context_length:
+        raise ConfigError(
+            f"model.context_length {cfg.model.context_length} is larger than the checkpoint's "
+            f"{saved.model.context_length} (the most positions it was built for); keep "
+            f"{saved.model.context_length} to resume"
+        )
+    diffs = model_differences(cfg.model, saved.model)
+    if diffs:
+        pairs = ", ".join(
+            f"{k} {getattr(saved.model, k)} -> {getattr(cfg.model, k)}" for k in diffs[:4]
+        )
+        raise TrainingError(
+            f"--resume: the checkpoint in {latest} has a different model shape ({pairs}); "
+            "resume with its config or start a new run in another --output"
+        )
+    tok = load_tokenizer(latest / "tokenizer")
+    if tokenizer_path is not None:
+        other = load_tokenizer(tokenizer_path)
+        if other.fingerprint != tok.fingerprint:
+            raise TrainingError(
+                f"--resume: --tokenizer {tokenizer_path} is not the tokenizer the run was "
+                "trained with; drop --tokenizer to use the checkpoint's own"
+            )
+    return latest, tok
+
+
+def plan_run(
+    cfg: Config,
+    output: str | Path,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    tokenizer_path: str | None = None,
+    reporter: Reporter | None = None,
+    build: bool = True,
+) -> RunPlan:
+    """Check everything and build what is missing (tokenizer, shards) without touching the
+    output folder's existing files. `build=False` (non-zero ranks): load, never write."""
+    from slm_tui.tokenizers import load_tokenizer, train_tokenizer
+
+    reporter = reporter or Reporter()
+    output = Path(output).expanduser()
+    if resume and force:
+        raise ConfigError("--resume and --force contradict each other; pass one")
+    replaced = False
+    resume_from = None
+    if resume:
+        resume_from, tok = _check_resume(cfg, output, tokenizer_path)
+    else:
+        problem = describe_output(output) if build else None
+        if problem is not None:
+            if not force or not output.is_dir():
+                raise TrainingError(
+                    f"{problem}; pass --resume to continue it, --force to replace it, "
+                    "or choose another --output"
+                )
+            replaced = True
+        tok = None
+        path = tokenizer_path or cfg.tokenizer.path
+        if path is not None:
+            tok = load_tokenizer(path)
+            if tokenizer_path is not None:
+                cfg.tokenizer.path = str(Path(tokenizer_path).expanduser().resolve())
+    source, val_source = corpus_sources(cfg)
+    pending = None
+    if tok is None and not build:
+        tok = load_tokenizer(output / "tokenizer")
+    elif tok is None:
+        from slm_tui.data import iter_stories
+
+        vocab = cfg.model.vocab_size
+        spm = cfg.tokenizer.kind != "byte"
+        if vocab is not None and spm and vocab != cfg.tokenizer.vocab_size:
+            raise ConfigError(
+                f"model.vocab_size is {vocab} but tokenizer.vocab_size is "
+                f"{cfg.tokenizer.vocab_size}; drop model.vocab_size or make them equal"
+            )
+        output.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tokenizer-", dir=output.parent))
+        tmp.chmod(0o755)
+        size = "" if cfg.tokenizer.kind == "byte" else f" (vocab {cfg.tokenizer.vocab_size})"
+        reporter.on_message(
+            f"training a {cfg.tokenizer.kind} tokenizer{size} for {output / 'tokenizer'}"
+        )
+        options: dict[str, Any] = {}
+        if cfg.tokenizer.kind.startswith("sentencepiece"):
+            options["max_sentences"] = cfg.tokenizer.max_sentences
+        try:
+            tok = train_tokenizer(
+                cfg.tokenizer.kind,
+                iter_stories(source),
+                cfg.tokenizer.vocab_size,
+                tmp / "tokenizer",
+                **options,
+            )
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        pending = tmp / "tokenizer"
+    try:
+        _check_vocab(cfg, tok)
+        shards = shards_for(cfg, source, val_source, tok, reporter if build else None)
+        need = cfg.model.context_length + 1
+        for name, shard in (("train", shards.train), ("validation", shards.val)):
+            if shard.num_tokens < need:
+                raise DataError(
+                    f"the {name} shard has {shard.num_tokens} tokens, fewer than one window of "
+                    f"{need}; use a larger corpus or a smaller model.context_length"
+                )
+    except BaseException:
+        if pending is not None:
+            shutil.rmtree(pending.parent, ignore_errors=True)
+        raise
+    return RunPlan(cfg, output, tok, shards, resume_from, replaced, pending)
