@@ -345,3 +345,9 @@ def test_plugin_visible_to_a_fresh_process(plugin_site) -> None:
         env={"PYTHONPATH": str(plugin_site), "PATH": ""},
     ).stdout
     assert "mirror-bytes" in out.split(",")
+
+
+def test_training_is_deterministic(stories, tmp_path) -> None:
+    a = train_tokenizer("sentencepiece-bpe", stories, 400, tmp_path / "a")
+    b = train_tokenizer("sentencepiece-bpe", stories, 400, tmp_path / "b")
+    assert a.fingerprint == b.fingerprint  # same corpus, same tokenizer: shards get reused

@@ -60,6 +60,7 @@ class Tokenizer(ABC):
 
     kind: ClassVar[str] = ""
     files: ClassVar[tuple[str, ...]] = ()  # the kind's own files inside the directory
+    fixed_vocab_size: ClassVar[int | None] = None  # set by kinds that need no vocab size
 
     path: Path | None
     vocab_size: int

@@ -19,6 +19,7 @@ _NAMES = {256: "<pad>", 257: "<unk>", 258: "<bos>", 259: "<eos>"}
 class ByteTokenizer(Tokenizer):
     kind = "byte"
     files = ()
+    fixed_vocab_size = 260
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path

@@ -17,6 +17,7 @@ Ids: pad 0, unk 1, bos 2, eos 3, "\\n\\n" 4, "\\n" 5, then 256 byte pieces, then
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import tempfile
@@ -122,6 +123,7 @@ class _SentencePiece(Tokenizer):
         max_sentence_length: int = 1 << 16,
         num_threads: int | None = None,
         tmp_dir: str | None = None,
+        seed: int = 0,
         **extra: Any,
     ) -> Tokenizer:
         """Train on `stories`; `extra` is passed to SentencePieceTrainer (expert knobs)."""
@@ -143,35 +145,40 @@ class _SentencePiece(Tokenizer):
                 "max_sentences": max_sentences,
                 "training_lines": lines,
             }
-            prefix = Path(tmp) / "spm"
+            # Lines are fed back from the file through an iterator and the model is written
+            # to memory: no temporary paths end up inside the model, so with a fixed seed the
+            # same corpus gives byte-identical models (and the same fingerprint).
+            model = io.BytesIO()
+            spm.set_random_generator_seed(seed)
             try:
-                spm.SentencePieceTrainer.train(
-                    input=str(text_path),
-                    model_prefix=str(prefix),
-                    model_type=cls.model_type,
-                    vocab_size=vocab_size,
-                    character_coverage=character_coverage,
-                    normalization_rule_name="identity",
-                    add_dummy_prefix=False,
-                    remove_extra_whitespaces=False,
-                    byte_fallback=True,
-                    split_digits=True,
-                    allow_whitespace_only_pieces=True,
-                    user_defined_symbols=["\n\n", "\n"],
-                    pad_id=0,
-                    unk_id=1,
-                    bos_id=2,
-                    eos_id=3,
-                    input_sentence_size=max_sentences,
-                    shuffle_input_sentence=True,
-                    max_sentence_length=max_sentence_length,
-                    num_threads=num_threads or os.cpu_count() or 1,
-                    minloglevel=2,
-                    **extra,
-                )
+                with open(text_path, encoding="utf-8", newline="\n") as f:
+                    spm.SentencePieceTrainer.train(
+                        sentence_iterator=(line[:-1] for line in f),
+                        model_writer=model,
+                        model_type=cls.model_type,
+                        vocab_size=vocab_size,
+                        character_coverage=character_coverage,
+                        normalization_rule_name="identity",
+                        add_dummy_prefix=False,
+                        remove_extra_whitespaces=False,
+                        byte_fallback=True,
+                        split_digits=True,
+                        allow_whitespace_only_pieces=True,
+                        user_defined_symbols=["\n\n", "\n"],
+                        pad_id=0,
+                        unk_id=1,
+                        bos_id=2,
+                        eos_id=3,
+                        input_sentence_size=max_sentences,
+                        shuffle_input_sentence=True,
+                        max_sentence_length=max_sentence_length,
+                        num_threads=num_threads or os.cpu_count() or 1,
+                        minloglevel=2,
+                        **extra,
+                    )
             except (RuntimeError, OSError) as exc:
                 raise _translate_error(exc, vocab_size) from None
-            model_bytes = (Path(tmp) / "spm.model").read_bytes()
+            model_bytes = model.getvalue()
         tok = cls(model_bytes, None, options)
         tok.save(output_dir)
         return tok
