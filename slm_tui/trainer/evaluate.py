@@ -193,14 +193,16 @@ def evaluate(
             batch: list[str] = []
 
             def flush() -> np.ndarray:
-                ids = tok.encode_batch(batch)
-                parts = [np.asarray([tok.bos_id, *x, tok.eos_id], dtype=np.int64) for x in ids]
-                stats["stories"] += len(batch)
-                stats["bytes"] += sum(len(s.encode("utf-8")) for s in batch)
-                arr = np.concatenate(parts)
-                stats["read_tokens"] += arr.size
+                parts = []
+                for story, ids in zip(batch, tok.encode_batch(batch), strict=True):
+                    parts.append(np.asarray([tok.bos_id, *ids, tok.eos_id], dtype=np.int64))
+                    stats["stories"] += 1
+                    stats["bytes"] += len(story.encode("utf-8"))
+                    stats["read_tokens"] += parts[-1].size
+                    if max_tokens and stats["read_tokens"] >= max_tokens:
+                        break  # whole stories only, so the byte count stays exact
                 batch.clear()
-                return arr
+                return np.concatenate(parts)
 
             for story in iter_stories(source):
                 batch.append(story)
