@@ -176,7 +176,8 @@ def main_command(
             sys.stdout.flush()
         else:
             write_atomic(output, body)
-            err.print(f"wrote {len(results)} stories to {output}", highlight=False)
+            n = len(results)
+            err.print(f"wrote {n} {'story' if n == 1 else 'stories'} to {output}", highlight=False)
 
 
 def _number(flag: str, value: str | None, kind: type) -> int | float | None:
