@@ -38,8 +38,9 @@ def _abs_files(files: list[str]) -> list[str]:
 class RichReporter(Reporter):
     """The trainer's hooks drawn as a rich progress bar plus printed evaluations."""
 
-    def __init__(self, live: bool) -> None:
+    def __init__(self, live: bool, title: str = "") -> None:
         self.live = live
+        self.title = title
         self.progress: Progress | None = None
         self.task = None
         self.fields = {"loss": "-", "val": "-", "bpb": "-", "tps": "-", "mfu": ""}
@@ -52,6 +53,9 @@ class RichReporter(Reporter):
         self._print(f"[cyan]{text}[/]")
 
     def on_start(self, info: dict[str, Any]) -> None:
+        # The config is printed once every check has passed, so a refusal stays one line.
+        err.print(f"[bold]config[/] ({self.title})", highlight=False)
+        err.print(info["config"].to_yaml().rstrip(), highlight=False, markup=False)
         self._print(
             f"[bold]training[/] {info['params'] / 1e6:.2f}M parameters on {info['device']}"
             f" (x{info['world_size']}), {info['tokens_per_step']:,} tokens/step, "
@@ -177,13 +181,8 @@ def model(
             cfg.data.dataset, cfg.data.data_files = dataset, []
         cfg.validate()
         rank0 = _rank0()
-        if rank0:
-            err.print(
-                f"[bold]config[/] ({'resumed run ' + str(out_dir) if base != name else name})",
-                highlight=False,
-            )
-            err.print(cfg.to_yaml().rstrip(), highlight=False, markup=False)
-        reporter = RichReporter(live=is_tty() and rank0)
+        title = f"resumed run {out_dir}" if base != name else name
+        reporter = RichReporter(live=is_tty() and rank0, title=title)
         try:
             result = train(
                 cfg,

@@ -212,7 +212,8 @@ def _run(plan, dist: D.DistInfo, rep: Reporter, resume: bool, stop, BatchSampler
         opt.load_state_dict(state["optimizer"])
         sampler.load_state_dict(state["sampler"])
         step, tokens_seen = int(state["step"]), int(state["tokens_seen"])
-        best = float(state.get("best_val_loss", math.inf))
+        best = state.get("best_val_loss")
+        best = math.inf if best is None else float(best)
         elapsed_before = float(state.get("elapsed", 0.0))
         if main:  # metrics continue from the save, not from any steps logged after it
             records = MetricsLog.read(plan.resume_from / "metrics.jsonl")
@@ -256,6 +257,7 @@ def _run(plan, dist: D.DistInfo, rep: Reporter, resume: bool, stop, BatchSampler
                 "vocab_size": plan.tokenizer.vocab_size,
                 "train_tokens": plan.shards.train.num_tokens,
                 "dtype": tc.dtype,
+                "config": cfg,
             }
         )
         log.append(
@@ -422,6 +424,10 @@ def _run(plan, dist: D.DistInfo, rep: Reporter, resume: bool, stop, BatchSampler
                 if step % tc.save_every:
                     save("latest")
                 break
+    if dist.distributed:
+        import torch.distributed as tdist
+
+        tdist.barrier()  # rank 0 may still be evaluating/saving; leave the group together
     if main and status == "finished":
         plot_loss(log.records, out / "loss.png", title=out.name)
         if start_step == step:

@@ -1,0 +1,244 @@
+"""`slm-train model` and `slm-train eval` as a user runs them: text to model in one command,
+eval --json, SIGTERM mid-run (a real subprocess), DDP through a real `torchrun` with two
+gloo processes against one process, and every bad input: one line on stderr, exit code 2,
+the existing run untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import _synthetic_stories
+from typer.testing import CliRunner
+
+from slm_tui.cli.train import app
+
+BIN = Path(sys.executable).parent
+TINY = [
+    "model", "--config", "tiny",
+    "--set", "model.d_model=32", "--set", "model.n_layer=1", "--set", "model.n_head=2",
+    "--set", "model.context_length=32", "--set", "train.batch_size=8",
+    "--set", "train.max_steps=12", "--set", "train.warmup_steps=3",
+    "--set", "train.eval_every=6", "--set", "train.save_every=6",
+    "--set", "train.eval_batches=2", "--set", "train.log_every=1",
+    "--set", "train.sample_tokens=4", "--set", "train.threads=1", "--set", "train.device=cpu",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """Corpus, a byte tokenizer, a finished run; shards cached in a private folder."""
+    from slm_tui.tokenizers import train_tokenizer
+
+    root = tmp_path_factory.mktemp("cli-train")
+    corpus = root / "stories.txt"
+    stories = _synthetic_stories(300, seed=5)
+    corpus.write_text("".join(s + "\n<|endoftext|>\n" for s in stories), encoding="utf-8")
+    byte_tok = train_tokenizer("byte", [], 256, root / "byte-tok")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SLM_SHARDS_DIR", str(root / "shards-cache"))
+        run = root / "run"
+        res = invoke(*TINY, "--tokenizer", str(byte_tok.path), "--data-files", str(corpus),
+                     "--output", str(run))  # fmt: skip
+        assert res.exit_code == 0, res.output
+    return {"root": root, "corpus": corpus, "byte": byte_tok.path, "run": run}
+
+
+@pytest.fixture(autouse=True)
+def _shards(env, monkeypatch):
+    monkeypatch.setenv("SLM_SHARDS_DIR", str(env["root"] / "shards-cache"))
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int, str]]:
+    return {
+        str(p.relative_to(folder)): (
+            p.stat().st_size,
+            p.stat().st_mtime_ns,
+            hashlib.sha1(p.read_bytes()).hexdigest(),
+        )
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def assert_refused(result, *needles: str) -> None:
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    assert "Traceback" not in result.output
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def train_losses(run: Path) -> dict[int, float]:
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in records if r["kind"] == "train"}
+
+
+# ---- the happy paths ------------------------------------------------------------------------
+def test_text_to_model_in_one_command_then_eval_json(env, tmp_path):
+    run = tmp_path / "run"
+    res = invoke(*TINY, "--set", "tokenizer.kind=sentencepiece-bpe",
+                 "--set", "tokenizer.vocab_size=300",
+                 "--data-files", str(env["corpus"]), "--output", str(run))  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "context_length: 32" in res.stderr  # the resolved config is printed
+    assert (run / "tokenizer" / "tokenizer.json").is_file()
+    assert json.loads((run / "latest" / "meta.json").read_text())["step"] == 12
+    assert (run / "loss.png").is_file() and (run / "latest" / "loss.png").is_file()
+
+    res = invoke("eval", "--checkpoint", str(run), "--data-files", str(env["corpus"]), "--json")
+    assert res.exit_code == 0, res.output
+    (line,) = res.stdout.strip().splitlines()
+    result = json.loads(line)
+    assert {"loss", "bpb", "tokens", "bytes"} <= set(result)
+    assert result["bytes"] == sum(len(s.encode()) for s in _synthetic_stories(300, seed=5))
+    assert 0 < result["bpb"] < 8
+
+    res = invoke("eval", "--checkpoint", str(run))  # default: the run's own validation shard
+    assert res.exit_code == 0, res.output
+    assert "bits per byte" in res.stdout
+
+
+def test_force_replaces_a_run_and_says_so(env, tmp_path):
+    run = tmp_path / "run"
+    args = [*TINY, "--tokenizer", str(env["byte"]), "--data-files", str(env["corpus"]),
+            "--output", str(run), "--set", "train.max_steps=3"]  # fmt: skip
+    assert invoke(*args).exit_code == 0
+    (run / "latest" / "marker").write_text("old run")
+    res = invoke(*args, "--force")
+    assert res.exit_code == 0, res.output
+    assert "replaced the previous run" in res.stderr
+    assert not (run / "latest" / "marker").exists()
+
+
+def test_sigterm_saves_and_exits_cleanly_then_resumes(env, tmp_path):
+    run = tmp_path / "run"
+    args = [*TINY, "--tokenizer", str(env["byte"]), "--data-files", str(env["corpus"]),
+            "--output", str(run), "--set", "train.max_steps=100000",
+            "--set", "train.save_every=100000", "--set", "train.eval_every=100000"]  # fmt: skip
+    child_env = {**os.environ, "SLM_SHARDS_DIR": str(env["root"] / "shards-cache")}
+    proc = subprocess.Popen([str(BIN / "slm-train"), *args], env=child_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            metrics = run / "metrics.jsonl"
+            if metrics.is_file() and len(train_losses(run)) >= 3:
+                break
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    step = json.loads((run / "latest" / "meta.json").read_text())["step"]
+    assert step >= 3 and max(train_losses(run)) == step
+
+    res = invoke(*args, "--resume", "--set", f"train.max_steps={step + 2}")
+    assert res.exit_code == 0, res.output
+    assert json.loads((run / "latest" / "meta.json").read_text())["step"] == step + 2
+
+
+def test_ddp_two_gloo_processes_match_one_process(env, tmp_path):
+    common = [*TINY, "--tokenizer", str(env["byte"]), "--data-files", str(env["corpus"]),
+              "--set", "train.max_steps=6", "--set", "train.grad_accum=2"]  # fmt: skip
+    child_env = {**os.environ, "SLM_SHARDS_DIR": str(env["root"] / "shards-cache"),
+                 "OMP_NUM_THREADS": "1"}  # fmt: skip
+    one = invoke(*common, "--output", str(tmp_path / "one"))
+    assert one.exit_code == 0, one.output
+    cmd = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2",
+           str(BIN / "slm-train"), *common, "--output", str(tmp_path / "two")]  # fmt: skip
+    two = subprocess.run(cmd, env=child_env, capture_output=True, text=True, timeout=240)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = train_losses(tmp_path / "one"), train_losses(tmp_path / "two")
+    assert sorted(a) == sorted(b) == list(range(1, 7))
+    for step in a:
+        assert b[step] == pytest.approx(a[step], abs=1e-5), step
+    meta = json.loads((tmp_path / "two" / "latest" / "meta.json").read_text())
+    assert meta["world_size"] == 2
+
+
+# ---- bad input: one line, exit 2, nothing touched -------------------------------------------
+def test_output_holding_another_run_is_refused(env):
+    before = snapshot(env["run"])
+    res = invoke(*TINY, "--tokenizer", str(env["byte"]), "--data-files", str(env["corpus"]),
+                 "--output", str(env["run"]))  # fmt: skip
+    assert_refused(res, "holds another run", "--resume", "--force")
+    assert snapshot(env["run"]) == before
+
+
+def test_resume_without_a_checkpoint_is_refused(env, tmp_path):
+    res = invoke(*TINY, "--data-files", str(env["corpus"]), "--output", str(tmp_path / "none"),
+                 "--resume")  # fmt: skip
+    assert_refused(res, "no checkpoint")
+    assert not (tmp_path / "none").exists()
+
+
+def test_resume_with_another_model_shape_is_refused(env):
+    before = snapshot(env["run"])
+    res = invoke(*TINY, "--set", "model.d_model=64", "--data-files", str(env["corpus"]),
+                 "--output", str(env["run"]), "--resume")  # fmt: skip
+    assert_refused(res, "different model shape", "d_model")
+    assert snapshot(env["run"]) == before
+
+
+def test_context_longer_than_the_model_supports_is_refused(env):
+    before = snapshot(env["run"])
+    res = invoke(*TINY, "--set", "model.context_length=64", "--data-files", str(env["corpus"]),
+                 "--output", str(env["run"]), "--resume")  # fmt: skip
+    assert_refused(res, "context_length 64", "32")
+    res = invoke("eval", "--checkpoint", str(env["run"]), "--data-files", str(env["corpus"]),
+                 "--context-length", "64")  # fmt: skip
+    assert_refused(res, "context length 64")
+    assert snapshot(env["run"]) == before
+
+
+def test_tokenizer_vocab_differing_from_the_model_is_refused(env, tmp_path):
+    res = invoke(*TINY, "--set", "model.vocab_size=999", "--tokenizer", str(env["byte"]),
+                 "--data-files", str(env["corpus"]), "--output", str(tmp_path / "a"))  # fmt: skip
+    assert_refused(res, "model.vocab_size is 999")
+    res = invoke(*TINY, "--set", "model.vocab_size=999", "--set", "tokenizer.vocab_size=300",
+                 "--data-files", str(env["corpus"]), "--output", str(tmp_path / "b"))  # fmt: skip
+    assert_refused(res, "model.vocab_size is 999")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_shards_made_with_another_tokenizer_are_refused(env, tmp_path):
+    from slm_tui.data import corpus_source, prepare_shards
+    from slm_tui.tokenizers import train_tokenizer
+
+    other = train_tokenizer("sentencepiece-bpe", _synthetic_stories(200), 300,
+                            tmp_path / "spm", num_threads=1)  # fmt: skip
+    shards = tmp_path / "shards"
+    prepare_shards(corpus_source(None, [str(env["corpus"])]), other, shards)
+    before = snapshot(shards)
+    res = invoke(*TINY, "--tokenizer", str(env["byte"]), "--data-files", str(env["corpus"]),
+                 "--set", f"data.shards_dir={shards}", "--output", str(tmp_path / "run"))  # fmt: skip
+    assert_refused(res, "tokenizer")
+    assert snapshot(shards) == before
+
+
+def test_batch_that_does_not_divide_across_ranks_is_refused(env, tmp_path, monkeypatch):
+    # The environment torchrun gives rank 0 of two; the check runs before any process group.
+    for name, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "2",
+                        "LOCAL_WORLD_SIZE": "2"}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    res = invoke(*TINY, "--set", "train.batch_size=6", "--set", "train.grad_accum=2",
+                 "--tokenizer", str(env["byte"]), "--data-files", str(env["corpus"]),
+                 "--output", str(tmp_path / "run"))  # fmt: skip
+    assert_refused(res, "train.batch_size (6)", "processes (2)")
+    assert not (tmp_path / "run").exists()
