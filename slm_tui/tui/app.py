@@ -56,8 +56,10 @@ class SlmApp(DialogsMixin, App[None]):
         checkpoints_dir: Path = Path("checkpoints"),
         device: str = "auto",
         rescan: bool = True,
+        demo: bool = True,
     ) -> None:
         super().__init__()
+        self.demo = demo  # list and open the bundled demo (tests turn it off)
         self.initial_checkpoint = checkpoint
         self.checkpoints_dir = Path(checkpoints_dir)
         self.device = device
@@ -72,10 +74,10 @@ class SlmApp(DialogsMixin, App[None]):
         self.keymap: dict[str, str] = {}
         self.streamer = Streamer(self, "generate", self._stream_update, self._settings_applied)
         self.pending: dict[int, dict[str, Any]] = {}  # settings version -> changes not yet seen
-        self.applied_log: list[
-            tuple[str, int, int, dict[str, Any]]
-        ] = []  # story, version, token, changes
+        # (story id, settings version, first token index using it, the changes): for tests.
+        self.applied_log: list[tuple[str, int, int, dict[str, Any]]] = []
         self._scan_signature: tuple = ()
+        self._failed: set[Path] = set()  # never auto-load these again this session
 
     # -- layout ------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -128,12 +130,14 @@ class SlmApp(DialogsMixin, App[None]):
     def _scan(self) -> None:
         extra = (self.initial_checkpoint,) if self.initial_checkpoint else ()
         try:
-            infos = ckpt.scan_checkpoints(self.checkpoints_dir, extra)
+            infos = ckpt.scan_checkpoints(self.checkpoints_dir, extra, demo=self.demo)
         except (OSError, SlmError):
             infos = []
         self.post_message(ckpt.CheckpointsScanned(infos))
 
     def on_checkpoints_scanned(self, message: ckpt.CheckpointsScanned) -> None:
+        if self._torn_down:
+            return  # a worker finished while the app was closing
         first = not self.scanned
         self.scanned = True
         signature = ckpt.scan_signature(message.infos)
@@ -148,13 +152,15 @@ class SlmApp(DialogsMixin, App[None]):
                 self._show_empty()
 
     def _startup_target(self, first: bool) -> Path | None:
+        """What to open while nothing is loaded: --checkpoint, else the demo, else the newest."""
         if first and self.initial_checkpoint is not None:
             return self.initial_checkpoint
-        demo = ckpt.bundled_demo_path()
-        if demo is not None and first:
+        demo = ckpt.bundled_demo_path() if self.demo else None
+        if first and demo is not None:
             return demo
-        usable = [i for i in self.checkpoints if not i.error]
-        return Path(usable[0].path) if usable and (first or not self.initial_checkpoint) else None
+        usable = [Path(i.path) for i in self.checkpoints if not i.error]
+        usable = [p for p in usable if p not in self._failed]
+        return usable[0] if usable else None
 
     def load_checkpoint(self, path: Path) -> None:
         """Load `path` in a worker; the current model stays until the new one is ready."""
@@ -173,6 +179,8 @@ class SlmApp(DialogsMixin, App[None]):
             self.post_message(ckpt.CheckpointLoaded(loaded))
 
     def on_checkpoint_loaded(self, message: ckpt.CheckpointLoaded) -> None:
+        if self._torn_down:
+            return  # a worker finished while the app was closing
         self.loading = None
         self.loaded = message.loaded
         info, device = self.loaded.info, str(self.loaded.device)
@@ -187,7 +195,10 @@ class SlmApp(DialogsMixin, App[None]):
         self.mutate_reactive(SlmApp.checkpoints)  # the picker marks the loaded one
 
     def on_checkpoint_failed(self, message: ckpt.CheckpointFailed) -> None:
+        if self._torn_down:
+            return  # a worker finished while the app was closing
         self.loading = None
+        self._failed.add(message.path)
         self.query_one(CheckpointCard).loading = False
         keep = f"; still using {self.loaded.info.name}" if self.loaded else ""
         self.query_one(StatusBar).set_note(f"load failed: {message.path.name}", "$text-error")
@@ -198,8 +209,12 @@ class SlmApp(DialogsMixin, App[None]):
             self._show_empty()
 
     @property
+    def _torn_down(self) -> bool:
+        return not self.default_screen.query(CheckpointCard)
+
+    @property
     def loaded_path(self) -> Path | None:
-        return None if self.loaded is None else Path(self.loaded.path)
+        return None if self.loaded is None else Path(self.loaded.path).resolve()
 
     def _show_empty(self) -> None:
         if self.loaded is not None:
@@ -254,9 +269,14 @@ class SlmApp(DialogsMixin, App[None]):
         return True
 
     def _stream_update(self, story: Story, events: list[Any]) -> None:
+        if self._torn_down:
+            return  # a worker finished while the app was closing
         if story is self.current:
             self._draw(story)
         if any(e.kind == "done" for e in events):
+            status = self.query_one(StatusBar)
+            if story is self.current and status.note == "stopping…":
+                status.set_note("")
             self.history.save(story)
             self._refresh_history()
             if story.finish_reason == "error":

@@ -15,22 +15,28 @@ from typing import Any
 
 from textual.message import Message
 
-from slm_tui.checkpoints import bundled_demo_path, list_checkpoints, load_checkpoint, read_info
+from slm_tui.checkpoints import (
+    bundled_demo_path,
+    list_checkpoints,
+    load_checkpoint,
+    read_info,
+    resolve_checkpoint,
+)
 from slm_tui.errors import SlmError
 
 
-def scan_checkpoints(root: Path, extra: tuple[Path, ...] = ()) -> list[Any]:
-    """Checkpoints under `root` (newest first), then the bundled demo and `extra` ones."""
+def scan_checkpoints(root: Path, extra: tuple[Path, ...] = (), demo: bool = True) -> list[Any]:
+    """Checkpoints under `root` (newest first), then `extra` ones and the bundled demo."""
     infos = list(list_checkpoints(root)) if root.is_dir() else []
     seen = {Path(i.path).resolve() for i in infos}
-    demo = bundled_demo_path()
-    for path in (*extra, *([demo] if demo else [])):
-        resolved = Path(path).resolve()
-        if resolved in seen or not resolved.exists():
-            continue
+    demo_path = bundled_demo_path() if demo else None
+    for path in (*extra, *([demo_path] if demo_path else [])):
         try:
+            resolved = resolve_checkpoint(path).resolve()
+            if resolved in seen:
+                continue
             infos.append(read_info(resolved))
-        except SlmError:
+        except (SlmError, OSError):
             continue  # an explicit path that is broken is reported when it is loaded
         seen.add(resolved)
     return infos

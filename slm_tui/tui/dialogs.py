@@ -66,7 +66,7 @@ class DialogsMixin:
         from slm_tui.tui.screens.checkpoint_picker import CheckpointPicker
 
         def chosen(path: Path | None) -> None:
-            if path is not None and path != self.loaded_path:
+            if path is not None and path.resolve() != self.loaded_path:
                 self.load_checkpoint(path)
 
         self.push_screen(CheckpointPicker(), chosen)

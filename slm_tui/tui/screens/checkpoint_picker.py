@@ -24,7 +24,7 @@ COLUMNS = ("", "checkpoint", "params", "steps", "tokens", "val bpb", "tokenizer"
 
 
 def row_for(info: Any, current: Path | None) -> tuple:
-    mark = "●" if current is not None and Path(info.path) == current else " "
+    mark = "●" if current is not None and Path(info.path).resolve() == current else " "
     if info.error:
         return (mark, info.name, Content.styled("unreadable", "$text-error"), "", "", "", "", "")
     bpb = "—" if info.val_bpb is None else f"{info.val_bpb:.3f}"
@@ -85,8 +85,10 @@ class CheckpointPicker(ModalScreen[Path | None]):
         paths = [str(i.path) for i in self.infos]
         if keep in paths:
             table.move_cursor(row=paths.index(keep))
-        elif current is not None and str(current) in paths:
-            table.move_cursor(row=paths.index(str(current)))
+        elif current is not None:
+            resolved = [str(Path(p).resolve()) for p in paths]
+            if str(current) in resolved:
+                table.move_cursor(row=resolved.index(str(current)))
         self._show_detail()
 
     def _show_detail(self) -> None:

@@ -15,13 +15,20 @@ from textual.widgets import Static
 from slm_tui.tui.story import FINISH_LABELS, Story
 
 CURSOR = "▌"
+# C0 control characters (a young model emits them) drawn as their Unicode control pictures,
+# so they neither vanish nor move the terminal's cursor; newline and tab stay as they are.
+_CONTROL_PICTURES = {c: 0x2400 + c for c in range(32) if chr(c) not in "\n\t"} | {127: 0x2421}
+
+
+def visible(text: str) -> str:
+    return text.translate(_CONTROL_PICTURES)
 
 
 def story_content(story: Story | None) -> Content:
     if story is None:
         return Content.styled("Write a seed sentence below and press Enter.", "$text-muted")
-    parts: list[tuple[str, str] | str] = [(story.prompt, "bold $text-accent")]
-    parts.append((story.text, "$foreground"))
+    parts: list[tuple[str, str] | str] = [(visible(story.prompt), "bold $text-accent")]
+    parts.append((visible(story.text), "$foreground"))
     if story.streaming:
         parts.append((CURSOR, "$accent"))
     elif story.finish_reason:

@@ -23,6 +23,7 @@ from textual.style import Style
 from textual.widgets import Static
 
 from slm_tui.tui.story import Story, TokenRecord
+from slm_tui.tui.widgets.story_view import visible
 
 # Probability → background, low to high; the legend shows the same bins.
 BINS = ((0.1, "#b23a48"), (0.3, "#d9822b"), (0.6, "#c9b53a"), (0.85, "#6aa84f"), (1.01, "#2e8b57"))
@@ -42,13 +43,13 @@ def prob_color(prob: float | None) -> Color:
 def display_text(token: TokenRecord) -> str:
     """What a token shows: its text, or its piece while it only holds part of a character."""
     text = token.text if token.text else (token.piece or f"<{token.token_id}>")
-    return text.replace("\n", "↵\n")
+    return visible(text.replace("\n", "↵\n"))
 
 
 def tokens_content(story: Story | None, selected: int) -> Content:
     if story is None:
         return Content.styled("No story yet.", "$text-muted")
-    parts: list = [(story.prompt, "bold $text-accent")]
+    parts: list = [(visible(story.prompt), "bold $text-accent")]
     for i, token in enumerate(story.tokens):
         bg = prob_color(token.prob)
         if i % 2:

@@ -1,0 +1,194 @@
+"""F8: one seed sentence written twice, side by side, streaming together.
+
+Side A is the loaded checkpoint with the panel's settings. Side B is either the same
+checkpoint under a preset (greedy / balanced / wild) or another checkpoint with the same
+settings. Both sides share one seed (the pinned one, else a fresh one drawn here), so
+the only difference between them is the thing being compared. Each side has its own
+streamer (thread worker + 30 Hz flush); Esc stops both, a second Esc closes the screen.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any, ClassVar
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Input, Label, Select
+
+from slm_tui.errors import GenerationError, SlmError
+from slm_tui.generation import PRESETS
+from slm_tui.tui import checkpoint_host as ckpt
+from slm_tui.tui.story import Story, settings_dict
+from slm_tui.tui.stream import Streamer
+from slm_tui.tui.widgets.status_bar import StatusBar
+from slm_tui.tui.widgets.story_view import StoryView
+
+
+class CompareScreen(Screen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "stop_or_close", "stop / close", id="compare_close"),
+        Binding("ctrl+r", "run", "again", id="compare_again", priority=True),
+        Binding("f8", "app.pop_screen", "close", show=False),
+    ]
+
+    def __init__(self, seed_text: str = "") -> None:
+        super().__init__()
+        self.seed_text = seed_text
+        self.sides = {
+            "a": Streamer(self, "compare-a", partial_update(self, "a")),
+            "b": Streamer(self, "compare-b", partial_update(self, "b")),
+        }
+        self.b_loaded: Any | None = None  # LoadedCheckpoint for side B, when it is another one
+        self.stories: dict[str, Story] = {}
+
+    def compose(self) -> ComposeResult:
+        app: Any = self.app
+        current = app.loaded_path
+        others = [
+            (f"{info.name} · same settings", f"ckpt:{info.path}")
+            for info in app.checkpoints
+            if not info.error and Path(info.path).resolve() != current
+        ]
+        choices = [(f"same model · {name}", f"preset:{name}") for name in PRESETS] + others
+        # Another checkpoint when there is one (the usual question), else the wildest preset.
+        default = others[0][1] if others else f"preset:{list(PRESETS)[-1]}"
+        with Horizontal(id="compare-top"):
+            yield Input(
+                self.seed_text, placeholder="seed sentence, Enter writes both", id="compare-seed"
+            )
+            yield Select(choices, value=default, allow_blank=False, id="compare-b-choice")
+        with Horizontal(id="compare-panes"):
+            for side in ("a", "b"):
+                with Vertical(classes="compare-pane", id=f"pane-{side}"):
+                    yield Label("", classes="compare-title", id=f"title-{side}")
+                    yield StoryView(id=f"story-{side}")
+                    yield StatusBar(id=f"status-{side}")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._titles()
+        self.query_one("#compare-seed", Input).focus()
+        self._choose_b(self.query_one(Select).value)
+
+    # -- side B ------------------------------------------------------------------------
+    @on(Select.Changed, "#compare-b-choice")
+    def _b_changed(self, event: Select.Changed) -> None:
+        self._choose_b(event.value)
+
+    def _choose_b(self, value: Any) -> None:
+        self.b_loaded = None
+        if isinstance(value, str) and value.startswith("ckpt:"):
+            path = Path(value.removeprefix("ckpt:"))
+            self.query_one("#pane-b").loading = True
+            self._load_b(path)
+        self._titles()
+
+    @work(thread=True, exclusive=True, group="compare-load", exit_on_error=False)
+    def _load_b(self, path: Path) -> None:
+        try:
+            loaded = ckpt.load(path, self.app.device)  # type: ignore[attr-defined]
+        except SlmError as exc:
+            self.post_message(ckpt.CheckpointFailed(path, str(exc)))
+        else:
+            self.post_message(ckpt.CheckpointLoaded(loaded))
+
+    def on_checkpoint_loaded(self, message: ckpt.CheckpointLoaded) -> None:
+        message.stop()
+        self.b_loaded = message.loaded
+        self.query_one("#pane-b").loading = False
+        self._titles()
+
+    def on_checkpoint_failed(self, message: ckpt.CheckpointFailed) -> None:
+        message.stop()
+        self.query_one("#pane-b").loading = False
+        self.query_one("#status-b", StatusBar).set_note(message.reason, "$text-error")
+
+    def _b_choice(self) -> str:
+        return str(self.query_one(Select).value)
+
+    def _side_setup(self, side: str) -> tuple[Any, Any] | None:
+        """(loaded checkpoint, settings) for a side; None while side B is still loading."""
+        app: Any = self.app
+        settings = app.query_one("#sampling").settings
+        if side == "a":
+            return app.loaded, settings
+        choice = self._b_choice()
+        if choice.startswith("preset:"):
+            return app.loaded, settings.replace(**PRESETS[choice.removeprefix("preset:")])
+        return (self.b_loaded, settings) if self.b_loaded is not None else None
+
+    def _titles(self) -> None:
+        for side in ("a", "b"):
+            setup = self._side_setup(side)
+            label = self.query_one(f"#title-{side}", Label)
+            if setup is None:
+                label.update(f"{side.upper()} · loading…")
+                continue
+            loaded, s = setup
+            label.update(
+                f"{side.upper()} · {loaded.info.name} · T {s.temperature:g} top-k {s.top_k} "
+                f"top-p {s.top_p:g} min-p {s.min_p:g}"
+            )
+            self.query_one(f"#status-{side}", StatusBar).set_checkpoint(
+                loaded.info.name, str(loaded.device)
+            )
+
+    # -- running -----------------------------------------------------------------------
+    @on(Input.Submitted, "#compare-seed")
+    def action_run(self) -> None:
+        prompt = self.query_one("#compare-seed", Input).value
+        if not prompt.strip():
+            self.app.bell()
+            return
+        setups = {side: self._side_setup(side) for side in ("a", "b")}
+        if setups["b"] is None:
+            self.notify("Side B is still loading.", severity="warning")
+            return
+        seed = setups["a"][1].seed  # type: ignore[index]
+        if seed is None:
+            seed = random.randrange(2**31)  # one fresh seed shared by both sides
+        for side, (loaded, settings) in setups.items():  # type: ignore[misc]
+            try:
+                settings = settings.replace(seed=seed).validate(loaded.tokenizer.vocab_size)
+            except GenerationError as exc:
+                self.notify(str(exc), severity="error")
+                return
+            story = Story(
+                prompt=prompt, checkpoint=loaded.info.name, settings=settings_dict(settings)
+            )
+            self.stories[side] = story
+            self.query_one(f"#story-{side}", StoryView).follow()
+            self.sides[side].start(loaded, story, prompt, settings)
+            self._update(side, story)
+
+    def _update(self, side: str, story: Story) -> None:
+        self.query_one(f"#story-{side}", StoryView).show(story)
+        self.query_one(f"#status-{side}", StatusBar).set_story(story)
+
+    @property
+    def running(self) -> bool:
+        return any(s.running for s in self.sides.values())
+
+    def action_stop_or_close(self) -> None:
+        if self.running:
+            for streamer in self.sides.values():
+                streamer.cancel()
+        else:
+            self.app.pop_screen()
+
+    def on_unmount(self) -> None:
+        for streamer in self.sides.values():
+            streamer.cancel()
+
+
+def partial_update(screen: CompareScreen, side: str):
+    def update(story: Story, events: list[Any]) -> None:
+        if screen.stories.get(side) is story:
+            screen._update(side, story)
+
+    return update

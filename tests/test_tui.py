@@ -1,0 +1,376 @@
+"""The Textual app driven through its Pilot with a real tiny checkpoint: writing, cancelling,
+live settings, checkpoint swaps, token view, inspector, export, history, key maps, compare.
+
+Waits poll the app's state (never fixed sleeps), and the settings-change test asserts
+through the settings version the engine stamped on each token, not through timing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from slm_tui.cli.tui import app as cli_app
+from slm_tui.generation import PRESETS
+from slm_tui.tui.app import SlmApp
+from slm_tui.tui.screens.checkpoint_picker import CheckpointPicker
+from slm_tui.tui.screens.compare import CompareScreen
+from slm_tui.tui.screens.export import ExportScreen
+from slm_tui.tui.screens.help import HelpScreen
+from slm_tui.tui.widgets.history_list import HistoryList
+from slm_tui.tui.widgets.inspector import TokenInspector
+from slm_tui.tui.widgets.sampling_panel import SamplingPanel, SettingInput
+from slm_tui.tui.widgets.status_bar import StatusBar
+from slm_tui.tui.widgets.story_view import visible
+from slm_tui.tui.widgets.token_view import TokenView
+
+SIZE = (100, 30)
+
+
+async def until(pilot, condition, timeout: float = 20.0) -> None:
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > timeout:
+            raise AssertionError("timed out waiting for the app")
+        await pilot.pause(0.02)
+
+
+def make_app(root: Path, name: str = "alpha", **kwargs) -> SlmApp:
+    kwargs.setdefault("rescan", False)
+    return SlmApp(checkpoint=root / name, checkpoints_dir=root, demo=False, **kwargs)
+
+
+async def ready(pilot, app: SlmApp) -> None:
+    await until(pilot, lambda: app.loaded is not None and app.scanned)
+
+
+async def type_setting(pilot, field: str, text: str) -> None:
+    """Focus a sampling input, clear it and type `text`, as a user would."""
+    inp = pilot.app.query_one(f"#set-{field}", SettingInput)
+    inp.focus()
+    await pilot.press("end", *["backspace"] * (len(inp.value) + 1), *text)
+
+
+async def write(pilot, app: SlmApp, prompt: str = "Once upon a time") -> None:
+    app.query_one("#prompt").focus()
+    await pilot.press(*prompt, "enter")
+    await until(pilot, lambda: app.current is not None and app.current.prompt == prompt)
+
+
+def status(app) -> str:
+    return app.query_one("#status", StatusBar).plain_text
+
+
+async def test_write_a_story(tui_checkpoints, tui_env):
+    app = make_app(tui_checkpoints)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await write(pilot, app)
+        await until(pilot, lambda: not app.current.streaming)
+        story = app.current
+        assert story.num_tokens > 0 and story.finish_reason in ("eos", "length")
+        shown = str(app.query_one("#story-text").render())
+        assert shown.startswith("Once upon a time") and visible(story.text)[:20] in shown
+        assert f"{story.num_tokens} tok" in status(app) and "alpha" in status(app)
+        assert app.query_one(HistoryList).option_count == 1
+        assert app.query_one("#prompt").text == ""  # the seed moved into the story
+
+
+async def test_escape_cancels_mid_stream(tui_checkpoints, tui_env):
+    app = make_app(tui_checkpoints)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await type_setting(pilot, "max_new_tokens", "100000")
+        for attempt in range(5):  # a random tiny model may end a story (EOS) before Esc lands
+            await write(pilot, app, f"Once upon a time {attempt}")
+            await until(pilot, lambda: app.current.num_tokens >= 2 or not app.current.streaming)
+            await pilot.press("escape")
+            await until(pilot, lambda: not app.current.streaming)
+            if app.current.finish_reason == "cancelled":
+                break
+        assert app.current.finish_reason == "cancelled"
+        assert app.current.num_tokens < 100000
+        assert "cancelled" in status(app)
+        assert "[cancelled]" in str(app.query_one("#story-text").render())
+
+
+async def test_settings_change_applies_mid_stream(tui_checkpoints, tui_env):
+    app = make_app(tui_checkpoints)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await type_setting(pilot, "max_new_tokens", "100000")
+        for attempt in range(5):  # a random tiny model may end a story (EOS) before the change
+            await write(pilot, app, f"Once upon a time {attempt}")
+            await until(pilot, lambda: app.current.num_tokens >= 2 or not app.current.streaming)
+            app.query_one("#set-temperature").focus()
+            await pilot.press(("up", "down")[attempt % 2])  # one step: one settings version
+            await until(pilot, lambda: app.applied_log or not app.current.streaming)
+            if app.applied_log:
+                break
+        story_id, version, index, changes = app.applied_log[-1]
+        assert story_id == app.current.id and version >= 1 and index > 1
+        assert changes == {"temperature": app.query_one(SamplingPanel).settings.temperature}
+        assert f"from token {index}" in status(app)
+        await pilot.press("escape")
+        await until(pilot, lambda: not app.current.streaming)
+        tokens = app.current.tokens
+        # The engine sampled every token before `index` with the old settings, the rest with the new.
+        assert all(t.settings_version < version for t in tokens[: index - 1])
+        assert all(t.settings_version >= version for t in tokens[index - 1 :])
+
+
+async def test_sampling_controls_validate_step_and_presets(tui_checkpoints, tui_env):
+    app = make_app(tui_checkpoints)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        panel = app.query_one(SamplingPanel)
+        before = panel.settings
+        await type_setting(pilot, "top_p", "2")
+        assert app.query_one("#set-top_p").has_class("-invalid")
+        assert panel.settings.top_p <= 1.0  # an invalid value never reaches the engine
+        assert "top_p" in str(app.query_one("#sampling-error").render())
+        await type_setting(pilot, "top_p", "0.9")
+        assert panel.settings.top_p == 0.9
+        app.query_one("#set-temperature").focus()
+        await pilot.press("up", "up")
+        assert panel.settings.temperature == pytest.approx(before.temperature + 0.2)
+        await pilot.click("#inc-top_k")
+        assert panel.settings.top_k == before.top_k + 5
+        await pilot.press("f5")
+        for field, value in PRESETS["greedy"].items():
+            assert getattr(panel.settings, field) == value
+        await pilot.press("f7")
+        for field, value in PRESETS["wild"].items():
+            assert getattr(panel.settings, field) == value
+
+
+async def test_regenerate_continue_and_pinned_seed(tui_checkpoints, tui_env):
+    app = make_app(tui_checkpoints)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await type_setting(pilot, "max_new_tokens", "20")
+        await write(pilot, app)
+        await until(pilot, lambda: not app.current.streaming)
+        first = app.current
+        await pilot.press("ctrl+l")  # pin this story's seed
+        assert app.query_one(SamplingPanel).settings.seed == first.seed
+        await pilot.press("ctrl+r")
+        await until(pilot, lambda: app.current is not first and not app.current.streaming)
+        again = app.current
+        assert again.prompt == first.prompt and again.seed == first.seed
+        assert again.text == first.text  # same seed sentence, seed and settings: same story
+        n = again.num_tokens
+        if again.finish_reason == "length":
+            await pilot.press("ctrl+o")
+            await until(pilot, lambda: not app.current.streaming)
+            assert app.current is again and again.num_tokens > n
+        await pilot.press("ctrl+l")  # unpin: fresh seeds again
+        assert app.query_one(SamplingPanel).settings.seed is None
+        assert len(app.history.stories) == 2
+
+
+async def test_checkpoint_swap_and_corrupt_checkpoint(tui_checkpoints, tui_env):
+    app = make_app(tui_checkpoints)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await pilot.press("f2")
+        await until(pilot, lambda: isinstance(app.screen, CheckpointPicker))
+        picker = app.screen
+        names = [i.name for i in picker.infos]
+        assert {"alpha", "beta", "corrupt"} <= set(names)
+        table = picker.query_one("DataTable")
+        table.move_cursor(row=names.index("beta"))
+        await pilot.press("enter")
+        await until(pilot, lambda: app.loaded.info.name == "beta")
+        assert "beta" in status(app)
+        # A corrupt checkpoint: the picker says why, loading it fails, the current one stays.
+        await pilot.press("f2")
+        await until(pilot, lambda: isinstance(app.screen, CheckpointPicker))
+        picker = app.screen
+        names = [i.name for i in picker.infos]
+        picker.query_one("DataTable").move_cursor(row=names.index("corrupt"))
+        await pilot.pause()
+        assert "corrupt" in str(picker.query_one("#picker-detail").render())
+        await pilot.press("enter")
+        await until(pilot, lambda: app.loading is None and "load failed" in status(app))
+        assert app.loaded.info.name == "beta"
+        await write(pilot, app, "The dog")
+        await until(pilot, lambda: not app.current.streaming)
+        assert app.current.checkpoint == "beta" and app.current.num_tokens > 0
+
+
+async def test_new_checkpoint_appears_without_restart(tiny_checkpoint, tmp_path, tui_env):
+    import shutil
+
+    root = tmp_path / "checkpoints"
+    app = SlmApp(checkpoints_dir=root, demo=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.scanned)
+        empty = app.query_one("#empty")
+        assert empty.display and "slm-train model --config tiny" in str(empty.render())
+        shutil.copytree(
+            tiny_checkpoint, root / "fresh"
+        )  # a training run saves its first checkpoint
+        await until(pilot, lambda: app.loaded is not None, timeout=15)
+        assert app.loaded.info.name == "fresh" and not app.query_one("#empty").display
+
+
+async def test_token_view_and_inspector(tui_checkpoints, tui_env):
+    app = make_app(tui_checkpoints)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await pilot.press(*"Once upon a time")
+        inspector = app.query_one(TokenInspector)
+        expected = app.loaded.tokenizer.encode("Once upon a time")
+        assert inspector.ids == expected
+        shown = str(inspector.render())
+        assert shown.startswith(f"{len(expected)} tokens")
+        assert app.loaded.tokenizer.token_text(expected[1]) in shown and str(expected[1]) in shown
+        await pilot.press("enter")
+        await until(pilot, lambda: app.current is not None and not app.current.streaming)
+        await pilot.press("f3")
+        view = app.query_one(TokenView)
+        assert view.display and not app.query_one("#story").display
+        await pilot.press("home")
+        detail = str(view.query_one("#token-detail").render())
+        first = app.current.tokens[0]
+        assert f"id {first.token_id}" in detail and "alternatives:" in detail
+        assert first.top and first.top[0].text in detail
+        await pilot.press("right")
+        assert view.selected == 1
+        strip = str(view.query_one("#token-strip").render())
+        assert strip.startswith("Once upon a time")
+        await pilot.press("f3")
+        assert app.query_one("#story").display
+
+
+async def test_export_writes_markdown_and_jsonl(tui_checkpoints, tui_env):
+    app = make_app(tui_checkpoints)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await write(pilot, app)
+        await until(pilot, lambda: not app.current.streaming)
+        for name in ("story.md", "session.jsonl"):
+            await pilot.press("f9")
+            await until(pilot, lambda: isinstance(app.screen, ExportScreen))
+            if name.endswith("jsonl"):
+                await pilot.click("#scope-session")
+            path_input = app.screen.query_one("#export-path")
+            path_input.value = str(tui_env / name)
+            path_input.focus()
+            await pilot.press("enter")
+            await until(pilot, lambda: not isinstance(app.screen, ExportScreen))
+        md = (tui_env / "story.md").read_text()
+        assert "Once upon a time" in md and app.current.text[:10] in md
+        rows = [json.loads(line) for line in (tui_env / "session.jsonl").read_text().splitlines()]
+        assert rows[0]["prompt"] == "Once upon a time" and rows[0]["text"] == app.current.text
+
+
+async def test_history_survives_restart_and_clears(tui_checkpoints, tui_env):
+    app = make_app(tui_checkpoints)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await write(pilot, app, "A little girl")
+        await until(pilot, lambda: not app.current.streaming)
+        text = app.current.text
+    again = make_app(tui_checkpoints)
+    async with again.run_test(size=SIZE) as pilot:
+        await ready(pilot, again)
+        history = again.query_one(HistoryList)
+        assert history.option_count == 1
+        history.focus()
+        history.highlighted = 0
+        await pilot.press("enter")
+        assert again.current is not None and again.current.text == text
+        assert str(again.query_one("#story-text").render()).startswith("A little girl")
+        again.action_clear_history()
+        assert history.option_count == 0
+    third = make_app(tui_checkpoints)
+    async with third.run_test(size=SIZE) as pilot:
+        await ready(pilot, third)
+        assert third.query_one(HistoryList).option_count == 0
+
+
+async def test_bindings_remappable_from_keys_file(tui_checkpoints, tui_env):
+    keys = tui_env / "config" / "keys.yaml"
+    keys.parent.mkdir(parents=True)
+    keys.write_text("token_view: f12\nregenerate: ctrl+g\nno_such_action: f11\n")
+    app = make_app(tui_checkpoints)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        assert any("no_such_action" in n.message for n in app._notifications)
+        await write(pilot, app)
+        await until(pilot, lambda: not app.current.streaming)
+        await pilot.press("f3")  # no longer bound
+        assert not app.query_one(TokenView).display
+        await pilot.press("f12")
+        assert app.query_one(TokenView).display
+        first = app.current
+        await pilot.press("ctrl+g")
+        await until(pilot, lambda: app.current is not first)
+        assert app.current.prompt == first.prompt
+        await pilot.press("f1")
+        assert isinstance(app.screen, HelpScreen)
+        assert "ctrl+g" in str(app.screen.query_one("#help-text").render())
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+
+
+async def test_every_action_is_in_the_command_palette(tui_checkpoints, tui_env):
+    app = make_app(tui_checkpoints)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        titles = {c.title for c in app.get_system_commands(app.screen)}
+        for title in (
+            "Help",
+            "Models",
+            "Tokens",
+            "Compare",
+            "Export",
+            "Again",
+            "Continue",
+            "Stop",
+            "Clear history",
+            "Rescan checkpoints",
+            "Load checkpoint beta",
+        ):
+            assert title in titles
+
+
+async def test_theme_is_remembered(tui_checkpoints, tui_env):
+    app = make_app(tui_checkpoints)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        app.theme = "nord"
+        await pilot.pause()
+    again = make_app(tui_checkpoints)
+    async with again.run_test(size=SIZE) as pilot:
+        assert again.theme == "nord"
+
+
+async def test_compare_two_checkpoints_side_by_side(tui_checkpoints, tui_env):
+    app = make_app(tui_checkpoints)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await pilot.press(*"Once upon a time", "f8")
+        await until(pilot, lambda: isinstance(app.screen, CompareScreen))
+        screen = app.screen
+        await until(pilot, lambda: screen.b_loaded is not None)
+        await pilot.press("enter")
+        await until(pilot, lambda: len(screen.stories) == 2 and not screen.running)
+        a, b = screen.stories["a"], screen.stories["b"]
+        assert a.checkpoint == "alpha" and b.checkpoint != "alpha"
+        assert a.seed == b.seed and a.num_tokens > 0 and b.num_tokens > 0
+        assert a.text == b.text  # alpha and beta are copies of one model: the same seed agrees
+        await pilot.press("escape")
+        assert not isinstance(app.screen, CompareScreen)
+
+
+def test_cli_rejects_a_missing_checkpoint(tmp_path):
+    result = CliRunner().invoke(cli_app, ["--checkpoint", str(tmp_path / "nope")])
+    assert result.exit_code == 2 and "no such checkpoint" in result.output
+    assert "--checkpoints-dir" in CliRunner().invoke(cli_app, ["--help"]).output
