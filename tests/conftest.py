@@ -85,3 +85,31 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     model = GPT(cfg.model)
     meta = {"step": 0, "tokens_seen": 0, "val_loss": None, "val_bpb": None}
     return save_checkpoint(root / "checkpoints" / "tiny-random", model, cfg, tok, meta)
+
+
+# ---- the TUI (tui helper) ------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def tui_checkpoints(tiny_checkpoint, tmp_path_factory) -> Path:
+    """A checkpoints root for the TUI: two loadable copies of the tiny checkpoint ("alpha",
+    "beta") and a "corrupt" one whose weights file is garbage. Do not modify it."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("tui") / "checkpoints"
+    for name in ("alpha", "beta", "corrupt"):
+        shutil.copytree(tiny_checkpoint, root / name)
+    (root / "corrupt" / "model.safetensors").write_bytes(b"\x00not a safetensors file" * 8)
+    return root
+
+
+@pytest.fixture
+def tui_env(tmp_path, monkeypatch) -> Path:
+    """Per-test data and config folders for the TUI (history, preferences, keys.yaml), with
+    remembered sampling settings of 24 new tokens so stories finish fast on 2 loaded cores."""
+    import json
+
+    monkeypatch.setenv("SLM_TUI_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("SLM_TUI_CONFIG_DIR", str(tmp_path / "config"))
+    (tmp_path / "data").mkdir()
+    prefs = {"sampling": {"max_new_tokens": 24}}
+    (tmp_path / "data" / "settings.json").write_text(json.dumps(prefs))
+    return tmp_path
