@@ -402,3 +402,21 @@ def test_batch_seeds_and_errors(model, byte_tok):
     with pytest.raises(GenerationError):
         generate_batch(model, byte_tok, ["a"], s, batch_size=0)
     assert math.isfinite(results[0].seed)
+
+
+@pytest.mark.parametrize("min_p", [0.0, 0.05])
+def test_nucleus_on_the_vocabulary_head_equals_a_full_sort(min_p):
+    """Top-p without top-k works on the head of the vocabulary when it can; a row's picks
+    are the same as with a full sort (forced here by a flat row in the same batch)."""
+    torch.manual_seed(0)
+    peaked = torch.randn(1, 4096) * 4.0  # a trained-model-like, peaked distribution
+    flat = torch.randn(1, 4096) * 0.01  # its nucleus is most of the vocabulary
+    s = PLAIN.replace(top_p=0.9, min_p=min_p, temperature=0.7)
+    n = 512
+    uniform = ((torch.arange(n) + 0.5) / n).unsqueeze(1)
+    empty = torch.empty(n, 0, dtype=torch.long)
+    alone = sample_next(peaked.repeat(n, 1), s, empty, uniform)
+    mixed = sample_next(torch.cat([peaked.repeat(n, 1), flat]), s, torch.empty(n + 1, 0,
+                        dtype=torch.long), torch.cat([uniform, torch.zeros(1, 1)]))  # fmt: skip
+    assert torch.equal(alone, mixed[:n])
+    assert len(set(alone.tolist())) > 1  # it did sample, not pick one token

@@ -14,7 +14,7 @@ each row has its own generator and sees only its own tokens.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from slm_tui.errors import GenerationError
 from slm_tui.generation.engine import Decoder, prepare_prompt, row_seeds
@@ -32,7 +32,6 @@ class GenerationResult:
     num_tokens: int
     prompt_truncated: bool = False
     prompt_tokens: int = 0  # tokens the model saw as prompt, BOS included
-    extra: dict = field(default_factory=dict)
 
 
 def generate_batch(

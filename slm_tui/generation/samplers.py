@@ -7,10 +7,11 @@ min-p removed. Temperature 0 is greedy: argmax of the penalised logits (the filt
 change the argmax, so they are skipped).
 
 Efficiency: when top-k cuts the vocabulary, everything after it works on the k survivors
-(sorted, with their vocabulary ids alongside). Without top-k, top-p sorts the vocabulary
-once; min-p and sampling need no sort. Sampling is inverse-CDF with one uniform number per
-row, drawn by the caller from the row's own generator, so a row's draws never depend on
-what other rows, or other stories, did.
+(sorted, with their vocabulary ids alongside). Without top-k, top-p works on the head of
+the sorted vocabulary that can survive (the tokens passing min-p, or the top 64 when they
+hold the nucleus; a full sort only when neither is small); min-p and sampling need no sort.
+Sampling is inverse-CDF with one uniform number per row, drawn by the caller from the row's
+own generator, so a row's draws never depend on what other rows, or other stories, did.
 
 Every function takes logits of shape (B, N) (N = vocabulary or survivors) and works on each
 row independently: a row gives bit-identical results whatever else is in the batch.
@@ -51,19 +52,26 @@ def top_k_filter(logits: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return torch.topk(logits, k, dim=-1, largest=True, sorted=True)
 
 
-def top_p_filter(logits: Tensor, p: float, *, is_sorted: bool = False) -> Tensor:
+def top_p_filter(
+    logits: Tensor, p: float, *, is_sorted: bool = False, lse: Tensor | None = None
+) -> Tensor:
     """Nucleus filter: keep the smallest set of most likely tokens whose mass reaches `p`.
 
     The most likely token is always kept; removed entries become -inf. `is_sorted` says the
-    rows are already in descending order (after top-k), which saves the sort.
+    rows are already in descending order (after top-k), which saves the sort. Probabilities
+    are normalised over the given entries, or, with `lse` (B, 1), by that log-normaliser
+    (the rows are then the head of a larger distribution, e.g. the top 64 of the vocabulary).
     """
     if p >= 1.0:
         return logits
     if not is_sorted:
         values, order = logits.sort(dim=-1, descending=True)
-        kept = top_p_filter(values, p, is_sorted=True)
+        kept = top_p_filter(values, p, is_sorted=True, lse=lse)
         return torch.empty_like(logits).scatter_(-1, order, kept)
-    probs = torch.softmax(logits, dim=-1)  # (B, N)
+    if lse is None:
+        probs = torch.softmax(logits, dim=-1)  # (B, N)
+    else:
+        probs = torch.exp(logits - lse)
     mass_before = torch.cumsum(probs, dim=-1) - probs  # mass of the strictly more likely tokens
     return logits.masked_fill(mass_before >= p, NEG_INF)
 
@@ -90,12 +98,45 @@ def sample_from_logits(logits: Tensor, uniform: Tensor) -> Tensor:
     """Inverse-CDF sampling: row i picks the entry where its cumulative probability passes
     `uniform[i]`. logits (B, N) (-inf = removed), uniform (B, 1) in [0, 1) -> (B,) indices.
 
-    The draw is clamped just below the total mass, so float rounding can never land on a
-    removed entry at the end of the row."""
-    cdf = torch.cumsum(torch.softmax(logits, dim=-1), dim=-1)  # (B, N)
+    The CDF is a running sum of exp(logit - max), not normalised: trailing removed entries
+    add exact zeros, so a row sorted best-first gives the same pick whether it carries 64 or
+    4096 columns. The draw is clamped just below the total, so float rounding can never land
+    on a removed entry at the end of the row."""
+    weights = torch.exp(logits - logits.amax(dim=-1, keepdim=True))  # (B, N)
+    cdf = torch.cumsum(weights, dim=-1)
     total = cdf[:, -1:]
     target = torch.minimum(uniform * total, torch.nextafter(total, torch.zeros_like(total)))
     return torch.searchsorted(cdf, target, right=True).squeeze(-1)
+
+
+NUCLEUS_HEAD = 64
+
+
+def _nucleus_head(logits: Tensor, p: float, min_p: float) -> tuple[Tensor, Tensor, Tensor]:
+    """The best-first candidates top-p needs over the whole vocabulary, and its normaliser.
+
+    Sorting 4096 logits per row costs more than the model's forward at batch 16 on CPU, and
+    only the head of the sorted vocabulary can survive: with min-p on, only the tokens that
+    pass min-p (which comes next and is a prefix of the same ranking); else the top 64 when
+    they already hold `p` of the mass (the usual case for a trained model). The result is
+    the same as a full sort (probabilities use the full-vocabulary normaliser `lse`). On an
+    accelerator the size check would be a host sync per token, so there it always sorts.
+    """
+    lse = torch.logsumexp(logits, dim=-1, keepdim=True)  # (B, 1)
+    vocab = logits.size(-1)
+    if logits.device.type == "cpu" and vocab > 2 * NUCLEUS_HEAD:
+        if min_p > 0.0:
+            threshold = logits.amax(dim=-1, keepdim=True) + math.log(min_p)
+            head = int((logits >= threshold).sum(dim=-1).max())
+            if head <= vocab // 4:
+                values, ids = torch.topk(logits, head, dim=-1)
+                return values, ids, lse
+        else:
+            values, ids = torch.topk(logits, NUCLEUS_HEAD, dim=-1)
+            if bool((torch.exp(values - lse).sum(-1) >= p).all()):
+                return values, ids, lse
+    values, ids = logits.sort(dim=-1, descending=True)
+    return values, ids, lse
 
 
 def sample_next(
@@ -112,12 +153,12 @@ def sample_next(
         return logits.argmax(dim=-1)
     vocab = logits.size(-1)
     ids = None  # None: `values` columns are vocabulary ids themselves
-    values = logits
+    values, lse = logits, None
     if 0 < settings.top_k < vocab:
         values, ids = top_k_filter(logits, settings.top_k)
     elif settings.top_p < 1.0:
-        values, ids = logits.sort(dim=-1, descending=True)
-    values = top_p_filter(values, settings.top_p, is_sorted=ids is not None)
+        values, ids, lse = _nucleus_head(logits, settings.top_p, settings.min_p)
+    values = top_p_filter(values, settings.top_p, is_sorted=ids is not None, lse=lse)
     values = min_p_filter(values, settings.min_p)
     values = apply_temperature(values, settings.temperature)
     choice = sample_from_logits(values, uniform)  # (B,)
