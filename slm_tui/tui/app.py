@@ -93,7 +93,7 @@ class SlmApp(DialogsMixin, App[None]):
                 yield SamplingPanel(id="sampling")
                 yield HistoryList(id="history")
         yield StatusBar(id="status")
-        yield Footer()
+        yield Footer(show_command_palette=False)
 
     def on_mount(self) -> None:
         prefs = self.prefs.load()
@@ -117,6 +117,9 @@ class SlmApp(DialogsMixin, App[None]):
         self._refresh_history()
         self.query_one("#tokens").display = False
         self.query_one("#story").display = False
+        self.query_one("#story").border_title = "story"
+        self.query_one("#tokens").border_title = "tokens · ←/→ select · red = unlikely"
+        self.query_one("#prompt").border_title = "seed sentence"
         self.query_one("#prompt").focus()
         self.action_rescan()
         if self.rescan_enabled:
@@ -189,7 +192,9 @@ class SlmApp(DialogsMixin, App[None]):
         status = self.query_one(StatusBar)
         status.set_checkpoint(info.name, device)
         status.set_note(f"loaded {info.name}", "$text-success")
-        self.query_one("#empty").display = False
+        if self.query_one("#empty").display:
+            self.query_one("#empty").display = False
+            self.query_one("#side").display = self.prefs.get("side_panel", True) is not False
         self._show_story_area()
         self._inspect()
         self.mutate_reactive(SlmApp.checkpoints)  # the picker marks the loaded one
@@ -222,6 +227,7 @@ class SlmApp(DialogsMixin, App[None]):
         empty = self.query_one(EmptyState)
         empty.set_scanning(not self.scanned)
         empty.display = True
+        self.query_one("#side").display = False  # the commands need the full width at 80 columns
         self.query_one("#story").display = False
         self.query_one("#tokens").display = False
 

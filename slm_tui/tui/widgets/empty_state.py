@@ -13,23 +13,18 @@ def empty_state_content(checkpoints_dir: Path, scanning: bool = False) -> Conten
         return Content.styled("Looking for checkpoints…", "$text-muted")
     cmd = "bold $text-accent"
     return Content.assemble(
-        ("No checkpoint yet.\n\n", "bold"),
-        "Train a tiny model on a text file of stories (a few CPU minutes):\n\n",
+        ("No checkpoint yet. ", "bold"),
+        "Train a tiny model on a text file of stories (CPU, minutes):\n\n",
         ("  slm-train tokenizer --data-files stories.txt --output tokenizers/tiny\n", cmd),
-        (
-            "  slm-train model --config tiny --tokenizer tokenizers/tiny --data-files stories.txt\n\n",
-            cmd,
-        ),
-        "or on TinyStories from the Hugging Face hub:\n\n",
+        ("  slm-train model --config tiny --tokenizer tokenizers/tiny \\\n", cmd),
+        ("      --data-files stories.txt\n\n", cmd),
+        "or on TinyStories, downloaded from the Hugging Face hub:\n\n",
         ("  slm-train model --config tiny\n\n", cmd),
         (
-            f"Watching {checkpoints_dir}: a checkpoint saved there opens here by itself.\n",
+            f"Watching {checkpoints_dir}/ — a checkpoint saved there opens by itself.\n",
             "$text-muted",
         ),
-        (
-            "Open another folder with  slm-tui --checkpoints-dir DIR  or  --checkpoint DIR.",
-            "$text-muted",
-        ),
+        ("Elsewhere:  slm-tui --checkpoints-dir DIR  or  slm-tui --checkpoint DIR", "$text-muted"),
     )
 
 
