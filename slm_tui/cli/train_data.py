@@ -247,7 +247,7 @@ def data(
                     "speed",
                     "cached: no work"
                     if shards.cached
-                    else "{stories:,.0f} stories/s, {mbps:.1f} MB/s of text".format(
+                    else "{rate:,.0f} stories/s, {mbps:.1f} MB/s of text".format(
                         **_rates(last["stories"], last["bytes"], last["elapsed"])
                     ),
                 ),
