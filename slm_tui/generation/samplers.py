@@ -38,13 +38,17 @@ def apply_repetition_penalty(logits: Tensor, history: Tensor, penalty: float) ->
     """
     if penalty == 1.0 or history.numel() == 0:
         return logits
-    valid = history >= 0
-    # Count occurrences with scatter_add: duplicate ids are fine, padding adds 0.
-    counts = torch.zeros_like(logits).scatter_add_(
-        1, history.clamp(min=0), valid.to(logits.dtype)
-    )  # (B, V)
-    penalized = torch.where(logits > 0, logits / penalty, logits * penalty)
-    return torch.where(counts > 0, penalized, logits)
+    # Gather/scatter on the window only (W entries, not the whole vocabulary). A padding slot
+    # is pointed at the row's first real token, so every write to an id carries the same
+    # value (scatter with duplicate ids is then deterministic); a row of padding only
+    # writes its logits back unchanged.
+    valid = history >= 0  # (B, W)
+    first = valid.to(torch.uint8).argmax(dim=1, keepdim=True)  # (B, 1)
+    idx = torch.where(valid, history, history.gather(1, first)).clamp(min=0)
+    seen = logits.gather(1, idx)
+    penalized = torch.where(seen > 0, seen / penalty, seen * penalty)
+    penalized = torch.where(valid.any(dim=1, keepdim=True), penalized, seen)
+    return logits.scatter(1, idx, penalized)
 
 
 def top_k_filter(logits: Tensor, k: int) -> tuple[Tensor, Tensor]:
