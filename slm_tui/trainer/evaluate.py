@@ -118,7 +118,11 @@ def sample_continuations(
                 if choice == tokenizer.eos_id:
                     break
                 new.append(choice)
-            out.append({"prompt": prompt, "text": tokenizer.decode(new)})
+            # Decode with the prompt so a leading-space piece keeps its space ("▁lived").
+            head = tokenizer.decode(ids[1:])
+            full = tokenizer.decode(ids[1:] + new)
+            text = full[len(head) :] if full.startswith(head) else tokenizer.decode(new)
+            out.append({"prompt": prompt, "text": text})
     finally:
         model.train(was_training)
     return out

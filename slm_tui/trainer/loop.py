@@ -32,10 +32,11 @@ import torch
 from slm_tui.config import Config
 from slm_tui.errors import SlmError, TrainingError
 from slm_tui.trainer import distributed as D
-from slm_tui.trainer.evaluate import autocast_for, sample_continuations, val_metrics
+from slm_tui.trainer.evaluate import sample_continuations, val_metrics
 from slm_tui.trainer.optim import build_optimizers
 from slm_tui.trainer.prepare import plan_run
 from slm_tui.trainer.report import MetricsLog, Reporter, plot_loss
+from slm_tui.trainer.step import TrainStep, configure_runtime, wrap_for_training
 
 # Dense bf16 peak FLOP/s by GPU name fragment, for MFU (datasheet figures, no sparsity).
 PEAK_BF16 = {
@@ -182,10 +183,7 @@ def _run(plan, dist: D.DistInfo, rep: Reporter, resume: bool, stop, BatchSampler
     )
     seq_len = cfg.model.context_length
     micro = D.check_batch(tc, dist.world_size)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    torch.set_float32_matmul_precision("high")
+    configure_runtime(tc, device)
 
     torch.manual_seed(tc.seed)
     state: dict[str, Any] = {}
@@ -228,15 +226,8 @@ def _run(plan, dist: D.DistInfo, rep: Reporter, resume: bool, stop, BatchSampler
     if not main:
         log = MetricsLog(Path("/dev/null"))
 
-    train_model: torch.nn.Module = model
-    if tc.compile:
-        train_model = torch.compile(model)
-    if dist.distributed:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        ids = [device.index] if device.type == "cuda" else None
-        train_model = DDP(train_model, device_ids=ids)
-    pin = device.type == "cuda"
+    train_model = wrap_for_training(model, tc, device, dist.distributed)
+    train_step = TrainStep(model, train_model, opt, tc, micro, device, dist.distributed)
     tokens_per_step = tc.batch_size * seq_len
     flops_tok = model.flops_per_token(seq_len)
     peak = peak_flops(device)
@@ -352,24 +343,8 @@ def _run(plan, dist: D.DistInfo, rep: Reporter, resume: bool, stop, BatchSampler
         model.train()
         while step < tc.max_steps:
             # ---- one optimizer step -------------------------------------------------------
-            lr = opt.set_step(step, tc)
-            rows = torch.from_numpy(sampler.next_batch())  # (micro*grad_accum, T+1) int64
-            if pin:
-                rows = rows.pin_memory()
-            rows = rows.to(device, non_blocking=pin)
-            for i in range(tc.grad_accum):
-                chunk = rows[i * micro : (i + 1) * micro]
-                x, y = chunk[:, :-1], chunk[:, 1:].contiguous()  # (b, T)
-                sync = not dist.distributed or i == tc.grad_accum - 1
-                ctx = contextlib.nullcontext() if sync else train_model.no_sync()
-                with ctx, autocast_for(device, tc.dtype):
-                    _, loss = train_model(x, y)
-                (loss / tc.grad_accum).backward()
-                pending += loss.detach() / tc.grad_accum
-            if tc.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-            opt.step()
-            opt.zero_grad()
+            pending += train_step(sampler.next_batch(), step)
+            lr = train_step.lr
             step += 1
             pending_steps += 1
             tokens_seen += tokens_per_step
