@@ -86,13 +86,15 @@ class SlmApp(DialogsMixin, App[None]):
                 yield EmptyState(self.checkpoints_dir, id="empty")
                 yield StoryView(id="story")
                 yield TokenView(id="tokens")
+                # The status line sits right under the story: the two change on every flush,
+                # and the compositor repaints the rectangle around everything that changed.
+                yield StatusBar(id="status")
                 yield PromptArea(id="prompt")
                 yield TokenInspector(id="inspector")
             with Vertical(id="side"):
                 yield CheckpointCard(id="card")
                 yield SamplingPanel(id="sampling")
                 yield HistoryList(id="history")
-        yield StatusBar(id="status")
         yield Footer(show_command_palette=False)
 
     def on_mount(self) -> None:

@@ -1,0 +1,275 @@
+"""The TUI under a fast model: key-press-to-screen latency while streaming vs idle, and the
+engine's tokens/s inside the TUI vs the engine called directly, on the same checkpoint.
+
+Setup: a real checkpoint written by `save_checkpoint` (sentencepiece-bpe tokenizer trained
+here on synthetic stories, a small random GPT) and loaded by the app the normal way. As in
+bench/generate.py, EOS is switched off (every story runs to its length) and the final-norm
+gain is raised so the next-token distribution is as peaked as a trained model's.
+
+1. Latency: the temperature input is focused and Up/Down are pressed through the Pilot at
+   random 20-60 ms intervals; latency is the time from the press to the first frame the
+   app composes (`App._display`, called with the compositor's update) showing the new
+   value. Measured idle, then while a story streams (the same presses also push each
+   change into the running story through LiveSettings). Target: p95 < 50 ms streaming.
+2. Throughput: the same seed sentence, seed and settings through the app (thread worker,
+   30 Hz flush) and through `generate()` directly, alternating, best of N. The story the app
+   shows must equal the direct one character for character (nothing dropped or reordered).
+   Target: app >= 90% of direct.
+
+Run: `.venv/bin/python bench/tui_latency.py` (or `--quick`); writes bench/results/tui_latency.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from slm_tui.checkpoints import save_checkpoint  # noqa: E402
+from slm_tui.config import Config, ModelConfig  # noqa: E402
+from slm_tui.generation import generate  # noqa: E402
+from slm_tui.model import GPT  # noqa: E402
+from slm_tui.tokenizers import train_tokenizer  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PROMPT = "Once upon a time, a little girl named Lily found a red ball in the park."
+
+
+class NoEos:
+    """A real tokenizer with EOS switched off, so every story decodes its full length."""
+
+    def __init__(self, tok) -> None:
+        self._tok = tok
+        self.eos_id = -1
+
+    def __getattr__(self, name):
+        return getattr(self._tok, name)
+
+
+def stories(n: int) -> list[str]:
+    rng = random.Random(0)
+    names, things = ["Lily", "Tom", "Max", "Sue"], ["ball", "dog", "tree", "cake", "boat"]
+    out = []
+    for _ in range(n):
+        who, what = rng.choice(names), rng.choice(things)
+        out.append(f"Once upon a time, {who} found a {what}.\n{who} was happy. The end.")
+    return out
+
+
+def make_checkpoint(root: Path, args) -> Path:
+    tok = train_tokenizer("sentencepiece-bpe", stories(400), 320, root / "tok", num_threads=1)
+    cfg = Config()
+    cfg.model = ModelConfig(
+        vocab_size=tok.vocab_size,
+        context_length=1024,
+        n_layer=args.n_layer,
+        n_head=4,
+        d_model=args.d_model,
+    )
+    torch.manual_seed(0)
+    model = GPT(cfg.model)
+    meta = {"step": 0, "tokens_seen": 0, "val_loss": None, "val_bpb": None}
+    return save_checkpoint(root / "checkpoints" / "bench", model, cfg, tok, meta)
+
+
+def prepare(loaded, sharpen: float) -> None:
+    """EOS off and a trained-like (peaked) distribution, for the app and the direct runs alike."""
+    loaded.tokenizer = NoEos(loaded.tokenizer)
+    with torch.no_grad():
+        loaded.model.norm_f.weight.fill_(sharpen)
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, round(q * (len(values) - 1)))]
+
+
+async def until(pilot, condition, timeout: float = 120.0) -> None:
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > timeout:
+            raise TimeoutError("the app did not get there")
+        await pilot.pause(0.01)
+
+
+async def measure_presses(pilot, app, n: int, rng: random.Random) -> list[float]:
+    """Press Up/Down on the focused temperature input; ms from press to the frame showing it."""
+    inp = app.query_one("#set-temperature")
+    inp.focus()
+    await pilot.pause(0.05)
+    state: dict = {"target": None, "t_frame": None}
+    original = app._display
+
+    def display(screen, renderable):
+        if (
+            state["target"] is not None
+            and state["t_frame"] is None
+            and inp.value == state["target"]
+        ):
+            state["t_frame"] = time.perf_counter()
+        return original(screen, renderable)
+
+    app._display = display
+    latencies = []
+    try:
+        for i in range(n):
+            key = "up" if i % 2 == 0 else "down"
+            step = 0.1 if key == "up" else -0.1
+            panel = app.query_one("#sampling")
+            state["target"] = f"{round(panel.settings.temperature + step, 4):.4g}"
+            state["t_frame"] = None
+            t0 = time.perf_counter()
+            await pilot.press(key)
+            while state["t_frame"] is None and time.perf_counter() - t0 < 2.0:
+                await asyncio.sleep(0.001)
+            if state["t_frame"] is not None:
+                latencies.append((state["t_frame"] - t0) * 1000)
+            await asyncio.sleep(rng.uniform(0.02, 0.06))
+    finally:
+        app._display = original
+    return latencies
+
+
+async def run_app(ckpt: Path, args) -> dict:
+    from slm_tui.tui.app import SlmApp
+
+    app = SlmApp(
+        checkpoint=ckpt, checkpoints_dir=ckpt.parent, rescan=False, demo=False, device="cpu"
+    )
+    rng = random.Random(0)
+    out: dict = {"throughput": [], "direct": [], "complete": True}
+    async with app.run_test(size=(120, 36)) as pilot:
+        await until(pilot, lambda: app.loaded is not None)
+        prepare(app.loaded, args.sharpen)
+        model, tok = app.loaded.model, app.loaded.tokenizer
+        panel = app.query_one("#sampling")
+
+        # -- throughput: app vs direct, alternating, same seeds ------------------------
+        for r in range(args.repeats):
+            seed = 100 + r
+            panel.set_values({"max_new_tokens": args.tokens, "seed": seed})
+            settings = panel.settings
+            t = time.perf_counter()
+            events = list(generate(model, tok, PROMPT, settings))
+            direct_text = "".join(e.text for e in events)
+            out["direct"].append(events[-1].tokens_per_s)
+            app.write(PROMPT)
+            while app.current.streaming:  # a light wait: Pilot.pause would load the UI thread
+                await asyncio.sleep(0.1)
+            story = app.current
+            out["throughput"].append(story.tokens_per_s)
+            out["complete"] &= story.text == direct_text and story.num_tokens == args.tokens
+            out.setdefault("wall_direct_s", []).append(time.perf_counter() - t)
+
+        # -- latency: idle, then while streaming ----------------------------------------
+        panel.set_values({"seed": None, "temperature": 0.8})
+        out["idle_ms"] = await measure_presses(pilot, app, args.presses, rng)
+        panel.set_values({"max_new_tokens": 10**6})
+        app.write(PROMPT)
+        await until(pilot, lambda: app.current.num_tokens > 50)
+        n0, t0 = app.current.num_tokens, time.perf_counter()
+        out["streaming_ms"] = await measure_presses(pilot, app, args.presses, rng)
+        still = app.current.streaming
+        rate = (app.current.num_tokens - n0) / (time.perf_counter() - t0)
+        await pilot.press("escape")
+        await until(pilot, lambda: not app.current.streaming)
+        out["streaming_while_measuring"] = still
+        out["tokens_per_s_during_presses"] = rate
+        out["settings_versions_applied"] = len(app.streamer.applied) - 1
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer presses, shorter stories")
+    ap.add_argument("--tokens", type=int, default=2000, help="new tokens per throughput story")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--presses", type=int, default=60)
+    ap.add_argument("--n-layer", type=int, default=2)
+    ap.add_argument("--d-model", type=int, default=64)
+    ap.add_argument("--sharpen", type=float, default=6.0)
+    args = ap.parse_args()
+    if args.quick:
+        args.tokens, args.repeats, args.presses = 600, 2, 20
+    torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["SLM_TUI_DATA_DIR"] = str(Path(tmp) / "data")
+        os.environ["SLM_TUI_CONFIG_DIR"] = str(Path(tmp) / "config")
+        ckpt = make_checkpoint(Path(tmp), args)
+        r = asyncio.run(run_app(ckpt, args))
+
+    app_tps, direct_tps = max(r["throughput"]), max(r["direct"])
+    idle, streaming = r["idle_ms"], r["streaming_ms"]
+    summary = {
+        "latency_idle_ms": {
+            "p50": statistics.median(idle),
+            "p95": pct(idle, 0.95),
+            "max": max(idle),
+            "n": len(idle),
+        },
+        "latency_streaming_ms": {
+            "p50": statistics.median(streaming),
+            "p95": pct(streaming, 0.95),
+            "max": max(streaming),
+            "n": len(streaming),
+        },
+        "tokens_per_s_app": app_tps,
+        "tokens_per_s_direct": direct_tps,
+        "app_vs_direct": app_tps / direct_tps,
+        "tokens_per_s_while_pressing_keys": r["tokens_per_s_during_presses"],
+        "story_complete": r["complete"],
+        "streaming_throughout_presses": r["streaming_while_measuring"],
+        "settings_versions_applied_mid_stream": r["settings_versions_applied"],
+        "runs": {"app": r["throughput"], "direct": r["direct"]},
+        "config": {
+            "tokens": args.tokens,
+            "repeats": args.repeats,
+            "presses": args.presses,
+            "model": f"{args.n_layer} layers x {args.d_model}, vocab 320, random init, gain {args.sharpen:g}, EOS off",
+            "torch_threads": torch.get_num_threads(),
+            "cpus": os.cpu_count(),
+            "machine": platform.processor() or platform.machine(),
+            "python": platform.python_version(),
+        },
+        "quick": args.quick,
+    }
+
+    table = Table(title="slm-tui under a fast model")
+    table.add_column("measure")
+    table.add_column("idle / direct", justify="right")
+    table.add_column("streaming / in app", justify="right")
+    table.add_column("target", justify="right")
+    li, ls = summary["latency_idle_ms"], summary["latency_streaming_ms"]
+    table.add_row("key → frame p50 (ms)", f"{li['p50']:.1f}", f"{ls['p50']:.1f}", "")
+    table.add_row("key → frame p95 (ms)", f"{li['p95']:.1f}", f"{ls['p95']:.1f}", "< 50 streaming")
+    table.add_row("key → frame max (ms)", f"{li['max']:.1f}", f"{ls['max']:.1f}", "")
+    table.add_row("tokens/s (best)", f"{direct_tps:.0f}", f"{app_tps:.0f}", "> 1000")
+    table.add_row("app / direct", "", f"{summary['app_vs_direct']:.1%}", ">= 90%")
+    table.add_row("tokens/s while keys pressed", "", f"{r['tokens_per_s_during_presses']:.0f}", "")
+    table.add_row("story complete (== direct)", "", str(r["complete"]), "True")
+    Console().print(table)
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / ("tui_latency-quick.json" if args.quick else "tui_latency.json")
+    out.write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"wrote {out.relative_to(REPO)}")
+
+
+if __name__ == "__main__":
+    main()
