@@ -24,8 +24,13 @@ import torch
 from torch import Tensor
 
 from slm_tui.errors import GenerationError
+from slm_tui.generation import fastpath
 from slm_tui.generation.samplers import sample_next
 from slm_tui.generation.settings import MAX_SEED, SamplingSettings
+
+# Decode steps through `fastpath` when the model allows it (the benchmark turns it off to
+# measure what it gains).
+USE_FASTPATH = True
 
 
 def window_keep(context_length: int) -> int:
@@ -79,6 +84,7 @@ class Decoder:
         self.finished = [False] * self.batch
         self.cache = model.new_cache(self.batch)
         self.padded = self.batch > 1
+        self.fast = fastpath.build(model) if USE_FASTPATH else None
         # History for the repetition penalty, right-aligned: every row gains one token per
         # step, so column n is "step n" for all rows; -1 marks left padding.
         width = max(len(c) for c in contexts)
@@ -188,18 +194,22 @@ class Decoder:
         if self.cache.length >= self.cache.max_len:
             self._slide()
         idx = next_ids.view(self.batch, 1)
-        if not self.padded:
-            logits, _ = self.model(idx, cache=self.cache, last_only=True)
-        else:
+        positions = key_mask = None
+        if self.padded:
             slot = self.cache.length
             self.key_mask[:, slot] = True
-            logits, _ = self.model(
-                idx,
-                cache=self.cache,
-                positions=self.positions.view(-1, 1),
-                key_mask=self.key_mask[:, : slot + 1],
-                last_only=True,
+            # Rows that all fill every slot (equal prompts, no slide apart yet) need no mask
+            # and share one position: the cheaper, unmasked attention.
+            if min(self.lengths) < slot:
+                positions, key_mask = self.positions.view(-1, 1), self.key_mask[:, : slot + 1]
+        if self.fast is not None:
+            logits = self.fast.step(idx, self.cache, positions, key_mask)  # (B, V)
+        else:
+            out, _ = self.model(
+                idx, cache=self.cache, positions=positions, key_mask=key_mask, last_only=True
             )
+            logits = out[:, -1]
+        if self.padded:
             self.positions += 1
         self.lengths = [n + 1 for n in self.lengths]
-        self.logits = logits[:, -1]  # (B, V)
+        self.logits = logits  # (B, V)
