@@ -35,7 +35,7 @@ def visible(text: str) -> str:
 
 def suffix_content(story: Story | None) -> Content:
     if story is None:
-        return Content.styled("Write a seed sentence below and press Enter.", "$text-muted")
+        return Content.styled("Write a seed sentence and press Enter.", "$text-muted")
     if story.streaming:
         return Content.styled(CURSOR, "$accent")
     label = FINISH_LABELS.get(story.finish_reason or "", story.finish_reason or "")
