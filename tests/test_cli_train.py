@@ -25,7 +25,7 @@ BIN = Path(sys.executable).parent
 TINY = [
     "model", "--config", "tiny",
     "--set", "model.d_model=32", "--set", "model.n_layer=1", "--set", "model.n_head=2",
-    "--set", "model.context_length=32", "--set", "train.batch_size=8",
+    "--set", "model.context_length=32", "--set", "train.batch_size=8", "--set", "train.grad_accum=1",
     "--set", "train.max_steps=12", "--set", "train.warmup_steps=3",
     "--set", "train.eval_every=6", "--set", "train.save_every=6",
     "--set", "train.eval_batches=2", "--set", "train.log_every=1",

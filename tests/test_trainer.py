@@ -43,6 +43,7 @@ def tiny_config(corpus: Path, *overrides: str):
         "model.n_head=2",
         "model.context_length=32",
         "train.batch_size=8",
+        "train.grad_accum=1",
         "train.max_steps=30",
         "train.warmup_steps=5",
         "train.lr=3e-3",
