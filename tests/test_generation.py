@@ -141,6 +141,8 @@ def test_repetition_penalty_divides_positive_multiplies_negative_once():
     out = apply_repetition_penalty(logits, history, 2.0)
     assert out.tolist() == [[1.0, -2.0, 0.5, 3.0]]
     assert apply_repetition_penalty(logits, history, 1.0) is logits
+    unpadded = torch.tensor([[1, 0, 1]])
+    assert apply_repetition_penalty(logits, unpadded, 2.0, may_pad=False).tolist() == out.tolist()
     # rows are independent
     two = apply_repetition_penalty(logits.repeat(2, 1), torch.tensor([[3], [-1]]), 2.0)
     assert two.tolist() == [[2.0, -1.0, 0.5, 1.5], [2.0, -1.0, 0.5, 3.0]]

@@ -11,7 +11,7 @@ id tensors. `generate()` drives it with one row, `generate_batch()` with many.
   the cache is reset and refilled. With several, the other rows' keys and values are kept
   (shifted left in the cache, not recomputed) and only the sliding rows are prefilled,
   in a scratch cache copied into place, so a row slides exactly when it would alone.
-- Each row samples with its own `torch.Generator`: one uniform draw per token.
+- Each row samples with its own `torch.Generator`: one uniform per token, drawn in blocks.
 - Per token: one small forward, the sampler on (B, V), no host sync (the caller reads the
   chosen ids once, to emit them).
 """
@@ -31,6 +31,9 @@ from slm_tui.generation.settings import MAX_SEED, SamplingSettings
 # Decode steps through `fastpath` when the model allows it (the benchmark turns it off to
 # measure what it gains).
 USE_FASTPATH = True
+# Each row's generator draws this many uniforms at a time (one is used per token): fewer
+# calls per token, the same stream whatever the batch.
+UNIFORM_BLOCK = 64
 
 
 def window_keep(context_length: int) -> int:
@@ -96,6 +99,7 @@ class Decoder:
             self.key_mask = torch.zeros(
                 self.batch, self.context_length, dtype=torch.bool, device=self.device
             )  # (B, S) True = a real token
+        self._drawn = UNIFORM_BLOCK  # uniforms are drawn per row in blocks, used one per token
         self.logits = self._prefill(contexts)
 
     # --- prefill and sliding -----------------------------------------------------------------
@@ -171,15 +175,19 @@ class Decoder:
     @torch.inference_mode()
     def sample(self, settings: SamplingSettings) -> Tensor:
         """Each row's next token id (B,), from `logits` and the row's own generator."""
-        if self.batch == 1:
-            uniform = torch.rand((1, 1), generator=self.generators[0], device=self.device)
-        else:
-            uniform = torch.cat(
-                [torch.rand((1, 1), generator=g, device=self.device) for g in self.generators]
-            )  # (B, 1)
+        if self._drawn == UNIFORM_BLOCK:
+            self._uniforms = torch.stack(
+                [
+                    torch.rand(UNIFORM_BLOCK, generator=g, device=self.device)
+                    for g in self.generators
+                ]
+            )  # (B, UNIFORM_BLOCK)
+            self._drawn = 0
+        uniform = self._uniforms[:, self._drawn : self._drawn + 1]  # (B, 1)
+        self._drawn += 1
         window = settings.repetition_window
         history = self.hist[:, max(0, self.hist_len - window) : self.hist_len]
-        return sample_next(self.logits, settings, history, uniform)
+        return sample_next(self.logits, settings, history, uniform, may_pad=self.padded)
 
     @torch.inference_mode()
     def advance(self, next_ids: Tensor, next_list: list[int]) -> None:

@@ -29,12 +29,15 @@ from slm_tui.generation.settings import SamplingSettings
 NEG_INF = float("-inf")
 
 
-def apply_repetition_penalty(logits: Tensor, history: Tensor, penalty: float) -> Tensor:
+def apply_repetition_penalty(
+    logits: Tensor, history: Tensor, penalty: float, *, may_pad: bool = True
+) -> Tensor:
     """CTRL-style penalty (llama.cpp's `repeat_penalty`) on every token seen in `history`.
 
     logits (B, V); history (B, W) token ids, -1 marks an empty slot (left padding).
     A seen token's logit is divided by `penalty` when positive and multiplied when negative,
     once however often it occurs. penalty 1 (or an empty window) returns `logits` itself.
+    `may_pad=False` promises there is no -1 (fewer ops on the per-token path).
     """
     if penalty == 1.0 or history.numel() == 0:
         return logits
@@ -42,6 +45,9 @@ def apply_repetition_penalty(logits: Tensor, history: Tensor, penalty: float) ->
     # is pointed at the row's first real token, so every write to an id carries the same
     # value (scatter with duplicate ids is then deterministic); a row of padding only
     # writes its logits back unchanged.
+    if not may_pad:  # the caller knows every slot holds a token (one unpadded row)
+        seen = logits.gather(1, history)
+        return logits.scatter(1, history, torch.where(seen > 0, seen / penalty, seen * penalty))
     valid = history >= 0  # (B, W)
     first = valid.to(torch.uint8).argmax(dim=1, keepdim=True)  # (B, 1)
     idx = torch.where(valid, history, history.gather(1, first)).clamp(min=0)
@@ -116,14 +122,15 @@ def sample_from_logits(logits: Tensor, uniform: Tensor) -> Tensor:
 NUCLEUS_HEAD = 64
 
 
-def _nucleus_head(logits: Tensor, p: float, min_p: float) -> tuple[Tensor, Tensor, Tensor]:
+def _nucleus_head(logits: Tensor, p: float, min_p: float) -> tuple[Tensor, Tensor, Tensor, bool]:
     """The best-first candidates top-p needs over the whole vocabulary, and its normaliser.
 
     Sorting 4096 logits per row costs more than the model's forward at batch 16 on CPU, and
     only the head of the sorted vocabulary can survive: with min-p on, only the tokens that
     pass min-p (which comes next and is a prefix of the same ranking); else the top 64 when
     they already hold `p` of the mass (the usual case for a trained model). The result is
-    the same as a full sort (probabilities use the full-vocabulary normaliser `lse`). On an
+    the same as a full sort (probabilities use the full-vocabulary normaliser `lse`); the flag
+    says min-p is already applied. On an
     accelerator the size check would be a host sync per token, so there it always sorts.
     """
     lse = torch.logsumexp(logits, dim=-1, keepdim=True)  # (B, 1)
@@ -133,18 +140,24 @@ def _nucleus_head(logits: Tensor, p: float, min_p: float) -> tuple[Tensor, Tenso
             threshold = logits.amax(dim=-1, keepdim=True) + math.log(min_p)
             head = int((logits >= threshold).sum(dim=-1).max())
             if head <= vocab // 4:
+                # exactly the tokens passing min-p: min_p_filter would change nothing
                 values, ids = torch.topk(logits, head, dim=-1)
-                return values, ids, lse
+                return values, ids, lse, True
         else:
             values, ids = torch.topk(logits, NUCLEUS_HEAD, dim=-1)
             if bool((torch.exp(values - lse).sum(-1) >= p).all()):
-                return values, ids, lse
+                return values, ids, lse, False
     values, ids = logits.sort(dim=-1, descending=True)
-    return values, ids, lse
+    return values, ids, lse, False
 
 
 def sample_next(
-    logits: Tensor, settings: SamplingSettings, history: Tensor, uniform: Tensor
+    logits: Tensor,
+    settings: SamplingSettings,
+    history: Tensor,
+    uniform: Tensor,
+    *,
+    may_pad: bool = True,
 ) -> Tensor:
     """The whole pipeline: (B, V) logits -> (B,) chosen token ids.
 
@@ -152,18 +165,21 @@ def sample_next(
     uniform (B, 1): one draw per row from the row's generator (ignored when greedy).
     """
     if settings.repetition_window > 0:
-        logits = apply_repetition_penalty(logits, history, settings.repetition_penalty)
+        logits = apply_repetition_penalty(
+            logits, history, settings.repetition_penalty, may_pad=may_pad
+        )
     if settings.temperature == 0.0:
         return logits.argmax(dim=-1)
     vocab = logits.size(-1)
     ids = None  # None: `values` columns are vocabulary ids themselves
-    values, lse = logits, None
+    values, lse, min_p_done = logits, None, False
     if 0 < settings.top_k < vocab:
         values, ids = top_k_filter(logits, settings.top_k)
     elif settings.top_p < 1.0:
-        values, ids, lse = _nucleus_head(logits, settings.top_p, settings.min_p)
+        values, ids, lse, min_p_done = _nucleus_head(logits, settings.top_p, settings.min_p)
     values = top_p_filter(values, settings.top_p, is_sorted=ids is not None, lse=lse)
-    values = min_p_filter(values, settings.min_p)
+    if not min_p_done:
+        values = min_p_filter(values, settings.min_p)
     values = apply_temperature(values, settings.temperature)
     choice = sample_from_logits(values, uniform)  # (B,)
     if ids is None:
