@@ -23,7 +23,9 @@ and what changed:
 - batch 16 spent a third of each step sorting the 4096-entry vocabulary per row for top-p
   (5 ms of `sort` per step): top-p now works on the head that can survive (the tokens that
   pass min-p, or the top 64 when they hold the nucleus), same picks as the full sort.
-  Measured on 1 thread, batch 16 vs batch 1: 3.4-3.6x with the full sort, 6.1-6.7x now;
+  Measured then (1 thread, 64 new tokens), batch 16 vs batch 1: 3.4-3.6x with the full
+  sort, 6.1-6.7x without (the fused step below later made batch 1 faster, which lowers
+  this ratio again: batch 16 is bound by its matmuls on one thread);
 - with top-k on, top-p, min-p and the draw run on the k survivors only;
 - sampling is inverse-CDF on an unnormalised running sum, with one uniform per row and
   token from the row's own generator: no `torch.multinomial`, no division, and a row's

@@ -7,6 +7,7 @@ scripts (`generate_batch`, many prompts decoded together). Modules:
 - `samplers`: penalty → top-k → top-p → min-p → temperature → sample, pure functions
 - `text`: token bytes → whole-UTF-8 text deltas, stop strings across token boundaries
 - `engine`: the KV-cache decoding core (prefill, one token per step, sliding window)
+- `fastpath`: a fused one-token decode step for the default model on CPU
 - `stream`: `generate()` and its `Event`s; `batch`: `generate_batch()`
 """
 
