@@ -195,6 +195,13 @@ def main() -> None:
         "speedup_fp32": best["trainer fp32"]["tokens_per_s"] / base,
         "speedup_bf16": best["trainer bf16"]["tokens_per_s"] / base,
     }  # fmt: skip
+    out["headline"] = [
+        {"what": f"tiny CPU training, trainer {v.split()[1]} vs seed-style step",
+         "value": f"{best[v]['tokens_per_s'] / base:.2f}x "
+                  f"({best[v]['tokens_per_s']:,.0f} vs {base:,.0f} tok/s)",
+         "target": ">= 2x", "ok": best[v]["tokens_per_s"] / base >= 2.0}
+        for v in ("trainer fp32", "trainer bf16")
+    ]  # fmt: skip
     dest = ROOT / "bench" / "results" / "train_cpu.json"
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(json.dumps(out, indent=2) + "\n")
