@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -107,8 +108,9 @@ class RichReporter(Reporter):
 
     def on_samples(self, step: int, samples: list[dict[str, str]]) -> None:
         for s in samples:
-            text = " ".join(s["text"].split())
-            self._print(f"  [dim]{s['prompt']}[/][italic]{text[:160]}[/]")
+            text = " ".join(s["text"].split())  # one line per sample
+            space = " " if s["text"][:1].isspace() else ""
+            self._print(f"  [dim]{escape(s['prompt'])}[/]{space}[italic]{escape(text[:160])}[/]")
 
     def on_save(self, path: Path, kind: str) -> None:
         if kind == "best" or self.progress is None:
