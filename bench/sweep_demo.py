@@ -1,0 +1,312 @@
+"""The demo model's sweep: which configuration reaches the lowest held-out bits per byte on
+the shared TinyStories text, on this machine's CPU, in a bounded time.
+
+Every run goes through the project's own commands, as a user would type them:
+
+    slm-train tokenizer --data-files train.txt --vocab-size 4096 --output runs/sweep/tokenizer
+    slm-train model --config tiny --tokenizer runs/sweep/tokenizer --data-files train.txt \
+        --set ... --output runs/sweep/<name> --force
+    slm-train eval --checkpoint runs/sweep/<name> --data-files valid.txt --json
+
+`valid.txt` is never trained on: the in-run validation (used to keep `best/`) is the
+trainer's own held-out slice of train.txt (every 200th story), and valid.txt is read once
+per run, at the end, for the figure reported. Results are merged into
+`bench/results/sweep.json` by run name, so the sweep can be run in parts:
+
+    python bench/sweep_demo.py --list
+    python bench/sweep_demo.py d192-l6 d256-l6       # only these runs
+    python bench/sweep_demo.py --table               # print the table of what is there
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+RESULTS = BENCH / "results" / "sweep.json"
+BIN = Path(sys.executable).parent
+
+
+def data_dir() -> Path:
+    env = os.environ.get("SLM_TINYSTORIES_DIR")
+    return Path(env) if env else REPO.parent / "shared" / "data" / "tinystories"
+
+
+# name -> (preset, overrides, what it tests). All use the same 4096-vocab BPE tokenizer.
+RUNS: dict[str, tuple[str, list[str], str]] = {
+    "tiny": ("tiny", ["train.max_steps=1500"], "the tiny preset as shipped (d128, 4 layers)"),
+    "d192-l6": (
+        "tiny",
+        [
+            "model.d_model=192",
+            "model.n_layer=6",
+            "model.n_head=6",
+            "train.lr=2e-3",
+            "train.max_steps=1500",
+        ],
+        "wider and deeper, same tokens",
+    ),
+    "d256-l6": (
+        "tiny",
+        [
+            "model.d_model=256",
+            "model.n_layer=6",
+            "model.n_head=8",
+            "train.lr=1.5e-3",
+            "train.max_steps=1500",
+        ],
+        "about 6M parameters, same tokens",
+    ),
+    "d192-l6-drop": (
+        "tiny",
+        [
+            "model.d_model=192",
+            "model.n_layer=6",
+            "model.n_head=6",
+            "train.lr=2e-3",
+            "model.dropout=0.1",
+            "train.max_steps=1500",
+        ],
+        "dropout 0.1",
+    ),
+    "d192-l6-wd3": (
+        "tiny",
+        [
+            "model.d_model=192",
+            "model.n_layer=6",
+            "model.n_head=6",
+            "train.lr=2e-3",
+            "train.weight_decay=0.3",
+            "train.max_steps=1500",
+        ],
+        "weight decay 0.3",
+    ),
+    "d192-l6-ctx256": (
+        "tiny",
+        [
+            "model.d_model=192",
+            "model.n_layer=6",
+            "model.n_head=6",
+            "train.lr=2e-3",
+            "model.context_length=256",
+            "train.batch_size=16",
+            "train.max_steps=1500",
+        ],
+        "context 256 (same tokens per step)",
+    ),
+    "d192-l6-wsd": (
+        "tiny",
+        [
+            "model.d_model=192",
+            "model.n_layer=6",
+            "model.n_head=6",
+            "train.lr=2e-3",
+            "train.schedule=wsd",
+            "train.max_steps=1500",
+        ],
+        "warmup-stable-decay schedule",
+    ),
+    "d192-l6-muon": (
+        "tiny",
+        [
+            "model.d_model=192",
+            "model.n_layer=6",
+            "model.n_head=6",
+            "train.lr=2e-3",
+            "train.optimizer=muon",
+            "train.max_steps=1500",
+        ],
+        "Muon for the matrices, AdamW for the rest",
+    ),
+    "seed-gpt": (
+        "seed-gpt",
+        ["train.max_steps=1500", "train.lr=1e-3", "train.warmup_steps=100"],
+        "the seed notebook's GPT-2 blocks and shape (learned lr, not its 1e-4)",
+    ),
+}
+
+
+def run(cmd: list[str], log: Path) -> subprocess.CompletedProcess:
+    with log.open("a") as fh:
+        fh.write("$ " + " ".join(cmd) + "\n")
+        fh.flush()
+        return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=fh, text=True)
+
+
+def ensure_tokenizer(root: Path, train: Path, log: Path) -> Path:
+    tok = root / "tokenizer"
+    if not (tok / "tokenizer.json").is_file():
+        cmd = [
+            str(BIN / "slm-train"),
+            "tokenizer",
+            "--data-files",
+            str(train),
+            "--vocab-size",
+            "4096",
+            "--output",
+            str(tok),
+            "--force",
+        ]
+        if run(cmd, log).returncode != 0:
+            raise SystemExit(f"tokenizer training failed; see {log}")
+    return tok
+
+
+def load_results() -> dict:
+    return json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"runs": {}}
+
+
+def save_results(data: dict) -> None:
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    best = min(
+        (r for r in data["runs"].values() if r.get("bpb") is not None),
+        key=lambda r: r["bpb"],
+        default=None,
+    )
+    data["headline"] = (
+        []
+        if best is None
+        else [
+            {
+                "what": f"best held-out bpb ({best['name']})",
+                "value": f"{best['bpb']:.3f}",
+                "target": "≤ 1.0 (aim 0.9)",
+                "ok": best["bpb"] <= 1.0,
+            },
+        ]
+    )
+    tmp = RESULTS.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(RESULTS)
+
+
+def one(name: str, root: Path, tok: Path, train: Path, valid: Path, log: Path) -> dict:
+    preset, overrides, what = RUNS[name]
+    out = root / name
+    cmd = [
+        str(BIN / "slm-train"),
+        "model",
+        "--config",
+        preset,
+        "--tokenizer",
+        str(tok),
+        "--data-files",
+        str(train),
+        "--output",
+        str(out),
+        "--force",
+    ]
+    for o in overrides:
+        cmd += ["--set", o]
+    t0 = time.perf_counter()
+    proc = run(cmd, log)
+    wall = time.perf_counter() - t0
+    rec: dict = {
+        "name": name,
+        "preset": preset,
+        "overrides": overrides,
+        "what": what,
+        "train_seconds": round(wall, 1),
+        "ok": proc.returncode == 0,
+    }
+    if proc.returncode != 0:
+        return rec
+    meta = json.loads((out / "best" / "meta.json").read_text())
+    latest = json.loads((out / "latest" / "meta.json").read_text())
+    rec.update(
+        params=meta["params"],
+        best_step=meta["step"],
+        steps=latest["step"],
+        tokens_seen=latest["tokens_seen"],
+        tokens_per_s=round(latest["tokens_seen"] / wall, 1),
+        inrun_val_bpb=meta.get("val_bpb"),
+    )
+    ev = run(
+        [
+            str(BIN / "slm-train"),
+            "eval",
+            "--checkpoint",
+            str(out),
+            "--data-files",
+            str(valid),
+            "--json",
+        ],
+        log,
+    )
+    if ev.returncode == 0:
+        res = json.loads(ev.stdout)
+        rec.update(loss=res["loss"], bpb=res["bpb"])
+    return rec
+
+
+def table(data: dict) -> Table:
+    t = Table(title="demo sweep: held-out bits per byte on valid.txt (lower is better)")
+    for col in ("run", "what", "params", "tokens", "tok/s", "time", "val loss", "bpb"):
+        t.add_column(col)
+    for r in sorted(data["runs"].values(), key=lambda r: r.get("bpb") or 9):
+        t.add_row(
+            r["name"],
+            r["what"],
+            f"{r.get('params', 0) / 1e6:.2f}M",
+            f"{r.get('tokens_seen', 0) / 1e6:.2f}M",
+            f"{r.get('tokens_per_s', 0):,.0f}",
+            f"{r['train_seconds'] / 60:.1f} min",
+            f"{r['loss']:.3f}" if "loss" in r else "-",
+            f"{r['bpb']:.3f}" if "bpb" in r else "failed",
+        )
+    return t
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", help="runs to do (default: all)")
+    parser.add_argument("--list", action="store_true", help="list the runs and exit")
+    parser.add_argument("--table", action="store_true", help="print the results table and exit")
+    parser.add_argument("--root", default=str(REPO / "runs" / "sweep"), help="where runs go")
+    parser.add_argument("--quick", action="store_true", help="(make bench) print the table only")
+    args = parser.parse_args()
+    console = Console()
+    if args.list:
+        for name, (preset, overrides, what) in RUNS.items():
+            console.print(f"{name:16} {preset:9} {what}: {' '.join(overrides)}")
+        return 0
+    data = load_results()
+    if args.table or args.quick or (not args.names and os.environ.get("SLM_SWEEP") != "1"):
+        # The whole sweep takes hours on 2 cores: `make bench` only reprints its table.
+        console.print(table(data))
+        save_results(data)
+        return 0
+    d = data_dir()
+    train, valid = d / "train.txt", d / "valid.txt"
+    if not train.is_file() or not valid.is_file():
+        console.print(f"[red]error:[/] TinyStories text not found in {d}")
+        return 2
+    root = Path(args.root)
+    root.mkdir(parents=True, exist_ok=True)
+    log = root / "sweep.log"
+    tok = ensure_tokenizer(root, train, log)
+    for name in args.names or list(RUNS):
+        if name not in RUNS:
+            console.print(f"[red]error:[/] unknown run {name}; see --list")
+            return 2
+        console.print(f"[bold]{name}[/]: {RUNS[name][2]}")
+        rec = one(name, root, tok, train, valid, log)
+        data["runs"][name] = rec
+        save_results(data)
+        console.print(rec)
+    console.print(table(data))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
