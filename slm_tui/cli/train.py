@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from slm_tui.cli import train_data, train_model
+from slm_tui.cli import train_data, train_export, train_model
 
 app = typer.Typer(
     name="slm-train",
@@ -21,6 +21,7 @@ app.command("tokenizer")(train_data.tokenizer)
 app.command("data")(train_data.data)
 app.command("model")(train_model.model)
 app.command("eval")(train_model.evaluate)
+app.command("export")(train_export.export)
 
 
 def main() -> None:
