@@ -262,6 +262,33 @@ def profile(model, tok, args) -> str:
     return buf.getvalue()
 
 
+def headline(result: dict) -> list[dict]:
+    """The rows `bench/run_all.py` prints, from this script's result."""
+    return [
+        {
+            "what": f"decode tokens/s, KV-cache engine vs full forward (batch 1, "
+            f"{result['new_tokens']} tokens)",
+            "value": f"{result['speedup_vs_naive']:.1f}x ({result['engine_tokens_per_s']:,.0f} "
+            f"vs {result['naive_tokens_per_s']:,.0f} tok/s)",
+            "target": ">= 5x",
+            "ok": result["speedup_vs_naive"] >= 5,
+        },
+        {
+            "what": f"time to first token ({result['prompt_tokens']}-token prompt)",
+            "value": f"{result['ttft_ms']:.1f} ms",
+            "target": "< 50 ms",
+            "ok": result["ttft_ms"] < 50,
+        },
+        {
+            "what": f"decode tokens/s, batch {result['batch']} vs batch 1",
+            "value": f"{result['batch_speedup']:.1f}x ({result['batchN_tokens_per_s']:,.0f} "
+            f"vs {result['batch1_tokens_per_s']:,.0f} tok/s)",
+            "target": ">= 4x",
+            "ok": result["batch_speedup"] >= 4,
+        },
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", help="use this checkpoint instead of a random tiny model")
@@ -350,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         **{k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()},
     }
+    result["headline"] = headline(result)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.output.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

@@ -82,6 +82,28 @@ def run_child(*args: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def headline(report: dict) -> list[dict]:
+    """The rows `bench/run_all.py` prints, from this script's report."""
+    cases = report["cases"]
+    small, big = cases["shards"], cases["shards-big"]
+    overhead, cpu = report["overhead_vs_raw_encode"], report["cpu_overhead_vs_raw_encode"]
+    ratio = report["peak_memory_ratio_big_vs_small"]
+    return [
+        {
+            "what": "shard pipeline overhead over raw sentencepiece encode",
+            "value": f"{overhead * 100:+.1f}% wall ({cpu * 100:+.1f}% CPU)",
+            "target": "< 25%",
+            "ok": overhead < 0.25,
+        },
+        {
+            "what": f"peak memory, {small['corpus_mb']:.0f} MB vs {big['corpus_mb']:.0f} MB corpus",
+            "value": f"{small['peak_mb']:.0f} MB vs {big['peak_mb']:.0f} MB (x{ratio:.2f})",
+            "target": "flat (x <= 1.25)",
+            "ok": ratio <= 1.25,
+        },
+    ]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="5 MB vs 50 MB instead of 50 vs 500")
@@ -167,6 +189,7 @@ def main() -> None:
         "peak_memory_ratio_big_vs_small": mem_ratio,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    report["headline"] = headline(report)
     out = REPO / "bench" / "results" / ("shards-quick.json" if args.quick else "shards.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")

@@ -50,6 +50,27 @@ def child(kind: str, corpus: str, out: str) -> dict:
     }
 
 
+def headline(report: dict) -> list[dict]:
+    """The rows `bench/run_all.py` prints, from this script's report."""
+    cases = report["cases"]
+    bpt = cases["bpe-tinystories"]["valid_bytes_per_token"]
+    big = cases["bpe-synthetic"]
+    return [
+        {
+            "what": "BPE 4096 trained on train.txt: bytes/token on valid.txt",
+            "value": f"{bpt:.3f}",
+            "target": ">= 3.9",
+            "ok": bpt >= 3.9,
+        },
+        {
+            "what": f"peak memory training on the {big['corpus_mb']:.0f} MB corpus",
+            "value": f"{big['peak_mb']:.0f} MB",
+            "target": "< 2048 MB",
+            "ok": big["peak_mb"] < 2048,
+        },
+    ]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a 50 MB synthetic corpus, not 500 MB")
@@ -118,6 +139,7 @@ def main() -> None:
         "cases": results,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    report["headline"] = headline(report)
     out = REPO / "bench" / "results" / ("tokenizer-quick.json" if args.quick else "tokenizer.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")

@@ -90,7 +90,10 @@ def main() -> None:
     if not torch.cuda.is_available():
         why = f"no CUDA GPU visible to torch {torch.__version__}; nothing to measure"
         Console(stderr=True).print(f"skipped: {why}", highlight=False)
-        DEST.write_text(json.dumps({"bench": "train_gpu", "skipped": True, "reason": why}) + "\n")
+        out = {"bench": "train_gpu", "skipped": True, "reason": why,
+               "headline": [{"what": "skipped without CUDA", "value": why, "target": "",
+                             "ok": None}]}  # fmt: skip
+        DEST.write_text(json.dumps(out) + "\n")
         return
     results = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -194,6 +194,27 @@ async def run_app(ckpt: Path, args) -> dict:
     return out
 
 
+def headline(summary: dict) -> list[dict]:
+    """The rows `bench/run_all.py` prints, from this script's summary."""
+    li, ls = summary["latency_idle_ms"], summary["latency_streaming_ms"]
+    ratio = summary["app_vs_direct"]
+    return [
+        {
+            "what": "key → screen latency p95 while streaming (idle beside it)",
+            "value": f"{ls['p95']:.1f} ms (idle {li['p95']:.1f} ms)",
+            "target": "< 50 ms",
+            "ok": ls["p95"] < 50,
+        },
+        {
+            "what": "tokens/s in the TUI vs the engine called directly",
+            "value": f"{ratio:.1%} ({summary['tokens_per_s_app']:,.0f} vs "
+            f"{summary['tokens_per_s_direct']:,.0f} tok/s)",
+            "target": ">= 90%",
+            "ok": ratio >= 0.9,
+        },
+    ]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer presses, shorter stories")
@@ -249,6 +270,7 @@ def main() -> None:
         },
         "quick": args.quick,
     }
+    summary["headline"] = headline(summary)
 
     table = Table(title="slm-tui under a fast model")
     table.add_column("measure")
