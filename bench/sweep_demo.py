@@ -11,7 +11,7 @@ Every run goes through the project's own commands, as a user would type them:
 `valid.txt` is never trained on: the in-run validation (used to keep `best/`) is the
 trainer's own held-out slice of train.txt (every 200th story), and valid.txt is read once
 per run, at the end, for the figure reported. Results are merged into
-`bench/results/sweep.json` by run name, so the sweep can be run in parts:
+`bench/results/sweep_demo.json` by run name, so the sweep can be run in parts:
 
     python bench/sweep_demo.py --list
     python bench/sweep_demo.py d192-l6 d256-l6       # only these runs
@@ -33,7 +33,7 @@ from rich.table import Table
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
-RESULTS = BENCH / "results" / "sweep.json"
+RESULTS = BENCH / "results" / "sweep_demo.json"
 BIN = Path(sys.executable).parent
 
 
