@@ -46,17 +46,34 @@ def main() -> int:
         # Only the find-links are searched (--no-index); torch's own dependencies then come
         # from the regular index when the wheel file is installed.
         found = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "-q", "--no-index", "--no-deps",
-             "--only-binary=:all:", "-d", tmp, "torch"],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-index",
+                "--no-deps",
+                "--only-binary=:all:",
+                "-d",
+                tmp,
+                "torch",
+            ],
             capture_output=True,
         )
         wheels = sorted(Path(tmp).glob("torch-*.whl"))
-        if found.returncode == 0 and wheels and "+cpu" in wheels[0].name:
-            if _pip(str(wheels[0])):
-                print(f"installed {wheels[0].name} from pip's find-links")
-                return 0
-    if _pip("--retries", "0", "--timeout", "15", "--index-url",
-            "https://download.pytorch.org/whl/cpu", "torch"):
+        if found.returncode == 0 and wheels and "+cpu" in wheels[0].name and _pip(str(wheels[0])):
+            print(f"installed {wheels[0].name} from pip's find-links")
+            return 0
+    if _pip(
+        "--retries",
+        "0",
+        "--timeout",
+        "15",
+        "--index-url",
+        "https://download.pytorch.org/whl/cpu",
+        "torch",
+    ):
         print("installed the CPU build of torch from PyTorch's CPU index")
         return 0
     print("no CPU build of torch found; the regular install will choose one")

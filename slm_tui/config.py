@@ -9,6 +9,7 @@ Only `yaml.safe_load` is ever used.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import types
 import typing
@@ -59,9 +60,7 @@ class ModelConfig:
             raise ConfigError(f"rotary positions need an even head size, got {head_dim}")
         kv = self.n_kv_head or self.n_head
         if kv < 1 or self.n_head % kv:
-            raise ConfigError(
-                f"model.n_kv_head ({kv}) must divide model.n_head ({self.n_head})"
-            )
+            raise ConfigError(f"model.n_kv_head ({kv}) must divide model.n_head ({self.n_head})")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
 
@@ -133,8 +132,15 @@ class TrainConfig:
         _choice("train.optimizer", self.optimizer, ("adamw", "muon"))
         _choice("train.schedule", self.schedule, ("cosine", "wsd"))
         _choice("train.dtype", self.dtype, ("auto", "float32", "bfloat16"))
-        for name in ("max_steps", "batch_size", "grad_accum", "eval_every", "eval_batches",
-                     "save_every", "log_every"):
+        for name in (
+            "max_steps",
+            "batch_size",
+            "grad_accum",
+            "eval_every",
+            "eval_batches",
+            "save_every",
+            "log_every",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be at least 1, got {getattr(self, name)}")
         if self.warmup_steps < 0:
@@ -320,10 +326,8 @@ def parse_override(text: str) -> tuple[str, str, Any]:
         value = raw
     # YAML reads "3e-4" as a string (no dot); accept it as a number when the field wants one.
     if isinstance(value, str):
-        try:
+        with contextlib.suppress(ValueError):
             value = float(value) if any(c in value for c in ".eE") else int(value)
-        except ValueError:
-            pass
     return section, key, value
 
 

@@ -26,8 +26,14 @@ def test_seed_gpt_is_the_notebook_shape():
 def test_overrides_are_typed():
     cfg = load_config(
         "tiny",
-        ["train.lr=3e-4", "train.max_steps=10", "model.n_kv_head=2", "train.compile=true",
-         "train.device=cpu", "data.data_files=[a.txt, b.txt]"],
+        [
+            "train.lr=3e-4",
+            "train.max_steps=10",
+            "model.n_kv_head=2",
+            "train.compile=true",
+            "train.device=cpu",
+            "data.data_files=[a.txt, b.txt]",
+        ],
     )
     assert cfg.train.lr == pytest.approx(3e-4)
     assert cfg.train.max_steps == 10 and isinstance(cfg.train.max_steps, int)
@@ -75,12 +81,12 @@ def test_yaml_file_by_path_and_unknown_key_in_file(tmp_path):
 
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"model": {"layers": 1}}))
-    with pytest.raises(ConfigError, match="unknown config key model.layers"):
+    with pytest.raises(ConfigError, match=r"unknown config key model\.layers"):
         load_config(str(bad))
 
 
 def test_unknown_preset_and_missing_file(tmp_path):
-    with pytest.raises(ConfigError, match="unknown config preset 'huge'.*tiny"):
+    with pytest.raises(ConfigError, match=r"unknown config preset 'huge'.*tiny"):
         load_config("huge")
     with pytest.raises(ConfigError, match="not found"):
         load_config(str(tmp_path / "nope.yaml"))
