@@ -48,6 +48,22 @@ async def ready(pilot, app: SlmApp) -> None:
     await until(pilot, lambda: app.loaded is not None and app.scanned)
 
 
+def no_eos(app: SlmApp) -> None:
+    """Switch EOS off in the loaded (random, untrained) model's tokenizer, so a story only
+    ends by length or by the user: these tests are about cancelling and live changes, and a
+    random model may otherwise end every story before a key lands on a loaded machine."""
+
+    class NoEos:
+        def __init__(self, tok) -> None:
+            self._tok = tok
+            self.eos_id = -1
+
+        def __getattr__(self, name):
+            return getattr(self._tok, name)
+
+    app.loaded.tokenizer = NoEos(app.loaded.tokenizer)
+
+
 async def type_setting(pilot, field: str, text: str) -> None:
     """Focus a sampling input, clear it and type `text`, as a user would."""
     inp = pilot.app.query_one(f"#set-{field}", SettingInput)
@@ -86,6 +102,7 @@ async def test_escape_cancels_mid_stream(tui_checkpoints, tui_env):
     app = make_app(tui_checkpoints)
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot, app)
+        no_eos(app)
         await type_setting(pilot, "max_new_tokens", "100000")
         for attempt in range(5):  # a random tiny model may end a story (EOS) before Esc lands
             await write(pilot, app, f"Once upon a time {attempt}")
@@ -104,6 +121,7 @@ async def test_settings_change_applies_mid_stream(tui_checkpoints, tui_env):
     app = make_app(tui_checkpoints)
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot, app)
+        no_eos(app)
         await type_setting(pilot, "max_new_tokens", "100000")
         for attempt in range(5):  # a random tiny model may end a story (EOS) before the change
             await write(pilot, app, f"Once upon a time {attempt}")
