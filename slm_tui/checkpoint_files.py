@@ -35,6 +35,7 @@ import yaml
 
 from slm_tui.config import Config, config_from_dict
 from slm_tui.errors import CheckpointError, SlmError
+from slm_tui.fileio import fsync_dir
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.yaml"
@@ -118,20 +119,6 @@ def fsync_tree(root: Path) -> None:
         fsync_dir(Path(dirpath))
 
 
-def fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # platforms where directories cannot be opened
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-# ---- reading ---------------------------------------------------------------------------------
 def safetensors_header(path: Path) -> dict[str, Any]:
     """Parse the header and check the file is exactly as long as it says (catches truncation
     and garbage without reading the weights)."""

@@ -16,9 +16,7 @@ finish_reason, tokens, seed and settings.
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -27,6 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from slm_tui.cli.common import cli_errors, err, warn
 from slm_tui.errors import GenerationError
+from slm_tui.fileio import atomic_write_text
 from slm_tui.generation import DEFAULTS, SamplingSettings, generate, generate_batch, prepare_prompt
 from slm_tui.generation.engine import row_seeds
 
@@ -306,16 +305,7 @@ def write_atomic(path: Path, text: str) -> None:
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise GenerationError(f"--output {path}: folder {parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, text)
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from slm_tui.errors import TokenizerError
+from slm_tui.fileio import fsync_dir
 
 META_FILE = "tokenizer.json"
 META_FORMAT = "slm-tui-tokenizer"
@@ -39,20 +40,6 @@ def fingerprint_files(kind: str, directory: Path, files: Sequence[str]) -> str:
         h.update(f"{name}\0{len(data)}\0".encode())
         h.update(data)
     return h.hexdigest()
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename inside `path` durable (no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class Tokenizer(ABC):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 import yaml
 from platformdirs import user_config_dir, user_data_dir
 
+from slm_tui.fileio import atomic_write_text
 from slm_tui.tui.story import Story
 
 APP_NAME = "slm-tui"
@@ -43,21 +43,6 @@ def config_dir() -> Path:
 
 def keymap_path() -> Path:
     return config_dir() / "keys.yaml"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` so that a crash leaves either the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class History:
@@ -107,7 +92,7 @@ class History:
 
     def clear(self) -> None:
         self.stories.clear()
-        atomic_write_text(self.path, "")
+        atomic_write_text(self.path, "", make_parents=True)
 
 
 class Preferences:
@@ -132,7 +117,9 @@ class Preferences:
         if self.values.get(key) == value:
             return
         self.values[key] = value
-        atomic_write_text(self.path, json.dumps(self.values, indent=2, sort_keys=True) + "\n")
+        atomic_write_text(
+            self.path, json.dumps(self.values, indent=2, sort_keys=True) + "\n", make_parents=True
+        )
 
 
 def load_keymap(
@@ -204,5 +191,5 @@ def export_stories(stories: list[Story], path: Path) -> Path:
         raise IsADirectoryError(f"{path} is a folder; give a file name")
     fmt = "jsonl" if path.suffix.lower() in (".jsonl", ".json") else "md"
     text = stories_to_jsonl(stories) if fmt == "jsonl" else stories_to_markdown(stories)
-    atomic_write_text(path, text)
+    atomic_write_text(path, text, make_parents=True)
     return path
