@@ -21,17 +21,23 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_text(path: Path, text: str, *, make_parents: bool = False) -> None:
-    """Write `text` to a temporary sibling, fsync, then rename it over `path`."""
+def atomic_write_bytes(path: Path, data: bytes, *, make_parents: bool = False) -> None:
+    """Write `data` to a temporary sibling, fsync, then rename it over `path`."""
     if make_parents:
         path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600; the user's outputs are ordinary files
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: Path, text: str, *, make_parents: bool = False) -> None:
+    """`atomic_write_bytes` of `text` encoded as UTF-8 (no newline translation)."""
+    atomic_write_bytes(path, text.encode("utf-8"), make_parents=make_parents)

@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from slm_tui.fileio import atomic_write_bytes
 
 
 class Reporter:
@@ -40,22 +41,6 @@ class Reporter:
 
     def on_save(self, path: Path, kind: str) -> None:
         """A checkpoint was written (kind: 'latest' or 'best')."""
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temporary sibling, fsync, rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes 0600; metrics are for everyone to read
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _clean(value: Any) -> Any:
@@ -88,7 +73,7 @@ class MetricsLog:
 
     def rewrite(self) -> None:
         """Write every record held in memory (used when resuming: drop steps after the save)."""
-        atomic_write_bytes(self.path, self.to_bytes())
+        atomic_write_bytes(self.path, self.to_bytes(), make_parents=True)
 
     def to_bytes(self) -> bytes:
         return "".join(json.dumps(r) + "\n" for r in self.records).encode("utf-8")
