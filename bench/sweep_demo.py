@@ -21,6 +21,8 @@ per run, at the end, for the figure reported. Results are merged into
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import os
 import subprocess
@@ -42,96 +44,45 @@ def data_dir() -> Path:
     return Path(env) if env else REPO.parent / "shared" / "data" / "tinystories"
 
 
+# Every run gets the same budget unless it says otherwise: STEPS optimizer steps of 32 rows of
+# 128 tokens (4,096 tokens a step), so 400 steps are 1.64M tokens, about 1.1 epochs of
+# train.txt. The longer points (3-4 epochs) are the demo model's own runs (README). The
+# default blocks are `tinystories-demo` (d192, 6 layers, RoPE/RMSNorm/SwiGLU).
+STEPS = 400
+COMMON = ["train.eval_every=200", "train.save_every=200", "train.grad_accum=4"]
+
 # name -> (preset, overrides, what it tests). All use the same 4096-vocab BPE tokenizer.
 RUNS: dict[str, tuple[str, list[str], str]] = {
-    "tiny": ("tiny", ["train.max_steps=1500"], "the tiny preset as shipped (d128, 4 layers)"),
-    "d192-l6": (
-        "tiny",
-        [
-            "model.d_model=192",
-            "model.n_layer=6",
-            "model.n_head=6",
-            "train.lr=2e-3",
-            "train.max_steps=1500",
-        ],
-        "wider and deeper, same tokens",
-    ),
+    "demo": ("tinystories-demo", [], "the demo blocks: d192, 6 layers, lr 2e-3, cosine"),
+    "tiny": ("tiny", [], "smaller: the tiny preset (d128, 4 layers, lr 3e-3)"),
     "d256-l6": (
-        "tiny",
-        [
-            "model.d_model=256",
-            "model.n_layer=6",
-            "model.n_head=8",
-            "train.lr=1.5e-3",
-            "train.max_steps=1500",
-        ],
-        "about 6M parameters, same tokens",
+        "tinystories-demo",
+        ["model.d_model=256", "model.n_head=8", "train.lr=1.5e-3"],
+        "bigger: d256, 6 layers (~6M parameters)",
     ),
-    "d192-l6-drop": (
-        "tiny",
-        [
-            "model.d_model=192",
-            "model.n_layer=6",
-            "model.n_head=6",
-            "train.lr=2e-3",
-            "model.dropout=0.1",
-            "train.max_steps=1500",
-        ],
-        "dropout 0.1",
+    "demo-drop": ("tinystories-demo", ["model.dropout=0.1"], "dropout 0.1"),
+    "demo-wd3": ("tinystories-demo", ["train.weight_decay=0.3"], "weight decay 0.3 (not 0.1)"),
+    "demo-lr1e-3": ("tinystories-demo", ["train.lr=1e-3"], "peak lr 1e-3 (not 2e-3)"),
+    "demo-ctx256": (
+        "tinystories-demo",
+        ["model.context_length=256", "train.batch_size=16"],
+        "context 256, 16 rows (same tokens a step)",
     ),
-    "d192-l6-wd3": (
-        "tiny",
-        [
-            "model.d_model=192",
-            "model.n_layer=6",
-            "model.n_head=6",
-            "train.lr=2e-3",
-            "train.weight_decay=0.3",
-            "train.max_steps=1500",
-        ],
-        "weight decay 0.3",
-    ),
-    "d192-l6-ctx256": (
-        "tiny",
-        [
-            "model.d_model=192",
-            "model.n_layer=6",
-            "model.n_head=6",
-            "train.lr=2e-3",
-            "model.context_length=256",
-            "train.batch_size=16",
-            "train.max_steps=1500",
-        ],
-        "context 256 (same tokens per step)",
-    ),
-    "d192-l6-wsd": (
-        "tiny",
-        [
-            "model.d_model=192",
-            "model.n_layer=6",
-            "model.n_head=6",
-            "train.lr=2e-3",
-            "train.schedule=wsd",
-            "train.max_steps=1500",
-        ],
-        "warmup-stable-decay schedule",
-    ),
-    "d192-l6-muon": (
-        "tiny",
-        [
-            "model.d_model=192",
-            "model.n_layer=6",
-            "model.n_head=6",
-            "train.lr=2e-3",
-            "train.optimizer=muon",
-            "train.max_steps=1500",
-        ],
+    "demo-wsd": ("tinystories-demo", ["train.schedule=wsd"], "warmup-stable-decay schedule"),
+    "demo-muon": (
+        "tinystories-demo",
+        ["train.optimizer=muon"],
         "Muon for the matrices, AdamW for the rest",
     ),
     "seed-gpt": (
         "seed-gpt",
-        ["train.max_steps=1500", "train.lr=1e-3", "train.warmup_steps=100"],
-        "the seed notebook's GPT-2 blocks and shape (learned lr, not its 1e-4)",
+        ["train.lr=1e-3", "train.warmup_steps=60"],
+        "the seed's GPT-2 blocks and shape (d384; lr 1e-3, not its 1e-4)",
+    ),
+    "demo-seedwall": (
+        "tinystories-demo",
+        ["train.max_steps=1200"],
+        "demo blocks for seed-gpt's wall time (run beside it): 3x the tokens",
     ),
 }
 
@@ -162,6 +113,18 @@ def ensure_tokenizer(root: Path, train: Path, log: Path) -> Path:
     return tok
 
 
+@contextlib.contextmanager
+def locked():
+    """Several sweep processes (one per core) share the tokenizer and the results file."""
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    with (RESULTS.parent / ".sweep_demo.lock").open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def load_results() -> dict:
     return json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"runs": {}}
 
@@ -190,7 +153,9 @@ def save_results(data: dict) -> None:
     tmp.replace(RESULTS)
 
 
-def one(name: str, root: Path, tok: Path, train: Path, valid: Path, log: Path) -> dict:
+def one(
+    name: str, root: Path, tok: Path, train: Path, valid: Path, log: Path, threads: int
+) -> dict:
     preset, overrides, what = RUNS[name]
     out = root / name
     cmd = [
@@ -206,7 +171,7 @@ def one(name: str, root: Path, tok: Path, train: Path, valid: Path, log: Path) -
         str(out),
         "--force",
     ]
-    for o in overrides:
+    for o in [f"train.max_steps={STEPS}", *COMMON, *overrides, f"train.threads={threads}"]:
         cmd += ["--set", o]
     t0 = time.perf_counter()
     proc = run(cmd, log)
@@ -217,6 +182,7 @@ def one(name: str, root: Path, tok: Path, train: Path, valid: Path, log: Path) -
         "overrides": overrides,
         "what": what,
         "train_seconds": round(wall, 1),
+        "threads": threads,
         "ok": proc.returncode == 0,
     }
     if proc.returncode != 0:
@@ -274,6 +240,13 @@ def main() -> int:
     parser.add_argument("--table", action="store_true", help="print the results table and exit")
     parser.add_argument("--root", default=str(REPO / "runs" / "sweep"), help="where runs go")
     parser.add_argument("--quick", action="store_true", help="(make bench) print the table only")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU threads per run (0: one per core). Two sweeps with --threads 1 side by side "
+        "do ~25%% more work on 2 cores than one with 2 threads",
+    )
     args = parser.parse_args()
     console = Console()
     if args.list:
@@ -293,16 +266,20 @@ def main() -> int:
         return 2
     root = Path(args.root)
     root.mkdir(parents=True, exist_ok=True)
-    log = root / "sweep.log"
-    tok = ensure_tokenizer(root, train, log)
-    for name in args.names or list(RUNS):
+    names = args.names or list(RUNS)
+    for name in names:
         if name not in RUNS:
             console.print(f"[red]error:[/] unknown run {name}; see --list")
             return 2
+    with locked():
+        tok = ensure_tokenizer(root, train, root / "tokenizer.log")
+    for name in names:
         console.print(f"[bold]{name}[/]: {RUNS[name][2]}")
-        rec = one(name, root, tok, train, valid, log)
-        data["runs"][name] = rec
-        save_results(data)
+        rec = one(name, root, tok, train, valid, root / f"{name}.log", args.threads)
+        with locked():
+            data = load_results()
+            data["runs"][name] = rec
+            save_results(data)
         console.print(rec)
     console.print(table(data))
     return 0
