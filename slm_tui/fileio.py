@@ -41,3 +41,14 @@ def atomic_write_bytes(path: Path, data: bytes, *, make_parents: bool = False) -
 def atomic_write_text(path: Path, text: str, *, make_parents: bool = False) -> None:
     """`atomic_write_bytes` of `text` encoded as UTF-8 (no newline translation)."""
     atomic_write_bytes(path, text.encode("utf-8"), make_parents=make_parents)
+
+
+def temp_dir(parent: Path, prefix: str, suffix: str = ".tmp") -> Path:
+    """A fresh hidden directory in `parent` for building an output before renaming it into
+    place, with the permissions `mkdir` would give (mkdtemp's are 0700: a tokenizer or
+    checkpoint directory is an ordinary output, readable by whoever may read its parent)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=parent))
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o777 & ~mask)
+    return path

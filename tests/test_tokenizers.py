@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import random
 import subprocess
 import sys
@@ -131,6 +132,13 @@ def test_save_load_same_behaviour_and_metadata(tok: Tokenizer, tmp_path, stories
     # save() copies (as checkpoints do); the copy loads and has the same fingerprint.
     copy = loaded.save(tmp_path / "copy")
     assert load_tokenizer(copy).fingerprint == tok.fingerprint
+    # An ordinary output directory: the umask's permissions, not mkdtemp's 0700.
+    mask = os.umask(0o022)
+    try:
+        again = loaded.save(tmp_path / "again")
+    finally:
+        os.umask(mask)
+    assert again.stat().st_mode & 0o777 == 0o755
 
 
 def test_spm_learns_merges_and_compresses(stories, tmp_path) -> None:

@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from slm_tui.errors import TokenizerError
-from slm_tui.fileio import fsync_dir
+from slm_tui.fileio import fsync_dir, temp_dir
 
 META_FILE = "tokenizer.json"
 META_FORMAT = "slm-tui-tokenizer"
@@ -138,7 +137,7 @@ class Tokenizer(ABC):
         if out.exists() and not out.is_dir():
             raise TokenizerError(f"{out} is a file; choose a directory for the tokenizer")
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+        tmp = temp_dir(out.parent, prefix=f".{out.name}.")
         try:
             self.write_files(tmp)
             self.fingerprint = fingerprint_files(self.kind, tmp, self.files)

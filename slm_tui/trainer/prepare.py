@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from slm_tui.config import Config, ModelConfig
 from slm_tui.errors import ConfigError, DataError, TrainingError
+from slm_tui.fileio import temp_dir
 from slm_tui.trainer.report import Reporter
 
 RUN_ENTRIES = ("latest", "best", "metrics.jsonl", "loss.png")
@@ -230,8 +230,7 @@ def plan_run(
                 f"{cfg.tokenizer.vocab_size}; drop model.vocab_size or make them equal"
             )
         output.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tokenizer-", dir=output.parent))
-        tmp.chmod(0o755)
+        tmp = temp_dir(output.parent, prefix=f".{output.name}.tokenizer-", suffix="")
         size = "" if cfg.tokenizer.kind == "byte" else f" (vocab {cfg.tokenizer.vocab_size})"
         reporter.on_message(
             f"training a {cfg.tokenizer.kind} tokenizer{size} for {output / 'tokenizer'}"
