@@ -112,6 +112,23 @@ def test_text_to_model_in_one_command_then_eval_json(env, tmp_path):
     assert "bits per byte" in res.stdout
 
 
+def test_eval_takes_several_files_after_one_flag_as_the_other_commands_do(env, tmp_path):
+    stories = env["corpus"].read_text(encoding="utf-8").split("<|endoftext|>\n")
+    half = len(stories) // 2
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("<|endoftext|>\n".join(stories[:half]) + "<|endoftext|>\n", encoding="utf-8")
+    b.write_text("<|endoftext|>\n".join(stories[half:]), encoding="utf-8")
+    whole = invoke("eval", "--checkpoint", str(env["run"]), "--data-files", str(env["corpus"]),
+                   "--json")  # fmt: skip
+    split = invoke("eval", "--checkpoint", str(env["run"]), "--data-files", str(a), str(b),
+                   "--json")  # fmt: skip
+    assert whole.exit_code == 0 and split.exit_code == 0, split.output
+    assert json.loads(split.stdout)["bytes"] == json.loads(whole.stdout)["bytes"]
+    stray = invoke("eval", "--checkpoint", str(env["run"]), str(a))
+    assert stray.exit_code == 2
+    assert "local files go after --data-files" in stray.stderr
+
+
 def test_force_replaces_a_run_and_says_so(env, tmp_path):
     run = tmp_path / "run"
     args = [*TINY, "--tokenizer", str(env["byte"]), "--data-files", str(env["corpus"]),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterator
-from typing import NoReturn
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -50,3 +50,25 @@ def warn(message: str) -> None:
 
 def is_tty() -> bool:
     return sys.stderr.isatty()
+
+
+# `--data-files a.txt b.txt` (so shell globs work) and repeated flags both work, in every
+# command that reads a corpus: click options take one value each, so the files after the
+# first land in a hidden positional argument and `data_files_from` joins them.
+DataFilesOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--data-files",
+        help="Local .txt (<|endoftext|>-separated) / .jsonl / .json / .parquet files or globs; "
+        "several may follow one flag.",
+        show_default=False,
+    ),
+]
+MoreFilesArg = Annotated[list[str] | None, typer.Argument(hidden=True, show_default=False)]
+
+
+def data_files_from(data_files: list[str] | None, more: list[str] | None) -> list[str]:
+    """The files given after --data-files (one flag or several); exit 2 on stray arguments."""
+    if more and not data_files:
+        fail(f"unexpected argument {more[0]!r}; local files go after --data-files")
+    return [*(data_files or []), *(more or [])]

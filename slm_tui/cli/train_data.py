@@ -25,7 +25,16 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from slm_tui.cli.common import cli_errors, err, fail, out, warn
+from slm_tui.cli.common import (
+    DataFilesOpt,
+    MoreFilesArg,
+    cli_errors,
+    data_files_from,
+    err,
+    fail,
+    out,
+    warn,
+)
 from slm_tui.corpus import CorpusSource, corpus_source, plan_split, source_size
 from slm_tui.data import prepare_shards
 from slm_tui.tokenizers import DEFAULT_KIND, Tokenizer, get_tokenizer_class, load_tokenizer
@@ -41,16 +50,6 @@ DatasetOpt = Annotated[
         show_default=False,
     ),
 ]
-DataFilesOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--data-files",
-        help="Local .txt (<|endoftext|>-separated) / .jsonl / .json / .parquet files or globs; "
-        "several may follow one flag.",
-        show_default=False,
-    ),
-]
-MoreFilesArg = Annotated[list[str] | None, typer.Argument(hidden=True, show_default=False)]
 SplitOpt = Annotated[str, typer.Option(help="Dataset split to read (hub datasets).")]
 ValFractionOpt = Annotated[
     float,
@@ -65,10 +64,7 @@ ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing out
 def _source(
     dataset: str | None, data_files: list[str] | None, more: list[str] | None, split: str
 ) -> CorpusSource:
-    files = [*(data_files or []), *(more or [])]
-    if more and not data_files:
-        fail(f"unexpected argument {more[0]!r}; local files go after --data-files")
-    return corpus_source(dataset, files, split)
+    return corpus_source(dataset, data_files_from(data_files, more), split)
 
 
 def _progress() -> Progress:

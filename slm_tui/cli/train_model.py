@@ -19,7 +19,15 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from slm_tui.cli.common import cli_errors, err, is_tty, out
+from slm_tui.cli.common import (
+    DataFilesOpt,
+    MoreFilesArg,
+    cli_errors,
+    data_files_from,
+    err,
+    is_tty,
+    out,
+)
 from slm_tui.trainer.report import Reporter
 
 
@@ -145,12 +153,8 @@ def model(
     dataset: Annotated[
         str | None, typer.Option("--dataset", help="Hugging Face dataset id to train on.")
     ] = None,
-    data_files: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--data-files", help="Local corpus files (.txt/.jsonl/.json/.parquet), repeatable."
-        ),
-    ] = None,
+    data_files: DataFilesOpt = None,
+    more_files: MoreFilesArg = None,
     output: Annotated[
         str | None,
         typer.Option("--output", "-o", help="Run folder (default checkpoints/<preset>)."),
@@ -176,9 +180,10 @@ def model(
         base = name
         if resume and config is None and (out_dir / "latest" / "config.yaml").is_file():
             base = str(out_dir / "latest" / "config.yaml")
+        files = data_files_from(data_files, more_files)
         cfg = load_config(base, list(set_ or []))
-        if data_files:
-            cfg.data.data_files = _abs_files(list(data_files))
+        if files:
+            cfg.data.data_files = _abs_files(files)
         elif dataset:
             cfg.data.dataset, cfg.data.data_files = dataset, []
         cfg.validate()
@@ -214,9 +219,8 @@ def evaluate(
             "--checkpoint", help="Checkpoint folder or run folder (its best/, else latest/)."
         ),
     ],
-    data_files: Annotated[
-        list[str] | None, typer.Option("--data-files", help="Local corpus files to evaluate on.")
-    ] = None,
+    data_files: DataFilesOpt = None,
+    more_files: MoreFilesArg = None,
     dataset: Annotated[
         str | None, typer.Option("--dataset", help="Hugging Face dataset id.")
     ] = None,
@@ -241,7 +245,8 @@ def evaluate(
     with cli_errors():
         from slm_tui.trainer import evaluate as run_eval
 
-        files = _abs_files(list(data_files)) if data_files else None
+        given = data_files_from(data_files, more_files)
+        files = _abs_files(given) if given else None
         result = run_eval(
             checkpoint,
             dataset=dataset,
