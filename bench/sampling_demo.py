@@ -18,9 +18,12 @@ continuation of the same story is the reference. For each setting, and for the h
   (variety between stories).
 - ended: the share of stories that end with the end-of-text token before the length limit.
 
-The choice rule (printed with the table): among settings whose repeated-4-gram share and
-non-word share are at most 1.5x the human text's (+0.5 point of slack for near-zero human
-figures), the one whose judge nats/token is closest to the human continuation's.
+The choice rule (printed with the table): first a coherence floor, non-words at most 0.1%
+(about one broken word in eight stories: reading the stories showed that broken words and
+names, "Rocited", "Roal", are what spoils a story at this model size) and repeated 4-grams
+at most the human text's; then, among what passes, the judge nats/token closest to the
+human continuation's (the least bland). The first run of this bench picked "T 1.0" under a
+looser floor (1.5x the human's non-words); its stories broke names noticeably more often.
 
 Run: `.venv/bin/python bench/sampling_demo.py` (default: checkpoints/tinystories-demo, 48
 valid.txt openings, 160 new tokens); writes bench/results/sampling_demo.json.
@@ -54,26 +57,26 @@ from slm_tui.generation.settings import DEFAULTS  # noqa: E402
 RESULTS = REPO / "bench" / "results" / "sampling_demo.json"
 WORD = re.compile(r"[A-Za-z]+(?:'[a-z]+)?")
 
-# name -> changes to the engine defaults. The defaults row is what the TUI and slm-generate
-# use; the others move one knob at a time around it, plus the usual reference points.
+# name -> (temperature, top-p, min-p, repetition penalty); window 64 throughout. Absolute
+# values, so the table means the same whatever the defaults are; the row equal to the
+# engine's defaults (what the TUI and slm-generate use) is marked in the table.
+GRID: dict[str, tuple[float, float, float, float]] = {
+    "greedy, rep 1.1": (0.0, 1.0, 0.0, 1.1),
+    "T 0.6, min-p 0.05": (0.6, 0.95, 0.05, 1.1),
+    "T 0.7, min-p 0.05": (0.7, 0.95, 0.05, 1.1),
+    "T 0.8, min-p 0.05": (0.8, 0.95, 0.05, 1.1),
+    "T 0.9, min-p 0.05": (0.9, 0.95, 0.05, 1.1),
+    "T 1.0, min-p 0.05": (1.0, 0.95, 0.05, 1.1),
+    "T 0.8, min-p 0.05, no rep penalty": (0.8, 0.95, 0.05, 1.0),
+    "T 0.8, min-p 0.05, rep 1.2": (0.8, 0.95, 0.05, 1.2),
+    "T 0.8, min-p 0.1": (0.8, 0.95, 0.1, 1.1),
+    "T 0.8, top-p only": (0.8, 0.95, 0.0, 1.1),
+    "T 1.0, min-p 0.1": (1.0, 0.95, 0.1, 1.1),
+    "pure sampling (T 1)": (1.0, 1.0, 0.0, 1.0),
+}
 SETTINGS: dict[str, dict] = {
-    "greedy (rep 1.1)": {"temperature": 0.0, "top_p": 1.0, "min_p": 0.0},
-    "T 0.6": {"temperature": 0.6},
-    "T 0.7": {"temperature": 0.7},
-    "defaults": {},
-    "T 0.9": {"temperature": 0.9},
-    "T 1.0": {"temperature": 1.0},
-    "T 0.8, no rep penalty": {"repetition_penalty": 1.0},
-    "T 0.8, rep 1.2": {"repetition_penalty": 1.2},
-    "T 0.8, min-p 0.1": {"min_p": 0.1},
-    "T 0.8, top-p only": {"min_p": 0.0},
-    "T 1.0, min-p 0.1": {"temperature": 1.0, "min_p": 0.1},
-    "pure sampling (T 1)": {
-        "temperature": 1.0,
-        "top_p": 1.0,
-        "min_p": 0.0,
-        "repetition_penalty": 1.0,
-    },
+    name: {"temperature": t, "top_p": p, "min_p": m, "repetition_penalty": r}
+    for name, (t, p, m, r) in GRID.items()
 }
 
 
@@ -155,12 +158,12 @@ def measure(texts, prompts, ended, vocab, judge, tok) -> dict:
     }
 
 
+NON_WORD_CAP = 0.001
+
+
 def choose(rows: dict[str, dict], human: dict) -> str:
     def ok(r: dict) -> bool:
-        return (
-            r["repeated_4grams"] <= 1.5 * human["repeated_4grams"] + 0.005
-            and r["non_words"] <= 1.5 * human["non_words"] + 0.005
-        )
+        return r["non_words"] <= NON_WORD_CAP and r["repeated_4grams"] <= human["repeated_4grams"]
 
     pool = {k: r for k, r in rows.items() if ok(r)} or rows
     return min(pool, key=lambda k: abs(pool[k]["judge_nats"] - human["judge_nats"]))
@@ -197,9 +200,12 @@ def main() -> int:
     human = measure(human_texts, prompts, [True] * len(pairs), vocab, judge, jtok)
 
     rows: dict[str, dict] = {}
+    default_name = None
     samples: dict[str, list[str]] = {}
     for name, changes in SETTINGS.items():
         s = DEFAULTS.replace(max_new_tokens=args.max_new_tokens, **changes)
+        if s == DEFAULTS.replace(max_new_tokens=args.max_new_tokens):
+            default_name = name
         t0 = time.perf_counter()
         res = generate_batch(model, tok, prompts, s, batch_size=8, seeds=range(len(prompts)))
         wall = time.perf_counter() - t0
@@ -236,11 +242,12 @@ def main() -> int:
 
     add("human continuation", human, "bold")
     for name, r in rows.items():
-        add(name + (" <- chosen" if name == pick else ""), r, "green" if name == pick else None)
+        label = name + (" (defaults)" if name == default_name else "")
+        add(label + (" <- chosen" if name == pick else ""), r, "green" if name == pick else None)
     console.print(t)
     console.print(
-        "rule: repeated 4-grams and non-words at most 1.5x the human text's (+0.5 point), "
-        f"then the judge nats/token closest to the human's -> [bold]{pick}[/]"
+        f"rule: non-words at most {100 * NON_WORD_CAP:.1f}% and repeated 4-grams at most the "
+        f"human text's, then the judge nats/token closest to the human's -> [bold]{pick}[/]"
     )
     out = {
         "bench": "sampling_demo",
@@ -255,14 +262,15 @@ def main() -> int:
         "human": human,
         "settings": rows,
         "chosen": pick,
+        "defaults": default_name,
         "samples": samples,
         "headline": [
             {
                 "what": "sampling defaults vs the best-reading setting",
                 "value": f"{pick} (judge {rows[pick]['judge_nats']:.2f} vs human "
                 f"{human['judge_nats']:.2f} nats/tok)",
-                "target": "defaults = chosen",
-                "ok": pick == "defaults",
+                "target": f"= the defaults ({default_name})",
+                "ok": pick == default_name,
             }
         ],
     }

@@ -10,12 +10,21 @@ Every run goes through the project's own commands, as a user would type them:
 
 `valid.txt` is never trained on: the in-run validation (used to keep `best/`) is the
 trainer's own held-out slice of train.txt (every 200th story), and valid.txt is read once
-per run, at the end, for the figure reported. Results are merged into
-`bench/results/sweep_demo.json` by run name, so the sweep can be run in parts:
+per run, at the end, for the figure reported (`slm-train eval` at the model's own context
+length, so a context-256 model is also *evaluated* with longer windows). Results are merged
+into `bench/results/sweep_demo.json` by run name (under a file lock), so the sweep can be run
+in parts and in parallel:
 
     python bench/sweep_demo.py --list
-    python bench/sweep_demo.py d192-l6 d256-l6       # only these runs
+    python bench/sweep_demo.py --threads 1 seed-gpt d256-l6 ... &   # one lane per core
+    python bench/sweep_demo.py --threads 1 demo-seedwall demo ...
+    python bench/sweep_demo.py --add demo-final=runs/demo --what "..."  # a run made elsewhere
     python bench/sweep_demo.py --table               # print the table of what is there
+
+How it was run (2026-11-24, 2-core VM): two lanes of one thread each, side by side (about 25%
+more work than one 2-thread run on this machine); `seed-gpt` and `demo-seedwall` ran beside
+each other, so their wall times and tokens/s are comparable; the other tokens/s figures
+depend on what shared the machine.
 """
 
 from __future__ import annotations
@@ -187,6 +196,11 @@ def one(
     }
     if proc.returncode != 0:
         return rec
+    return measure(rec, out, valid, log, wall)
+
+
+def measure(rec: dict, out: Path, valid: Path, log: Path, wall: float) -> dict:
+    """Add a finished run's size, tokens and speed, and its valid.txt figures, to `rec`."""
     meta = json.loads((out / "best" / "meta.json").read_text())
     latest = json.loads((out / "latest" / "meta.json").read_text())
     rec.update(
@@ -197,22 +211,31 @@ def one(
         tokens_per_s=round(latest["tokens_seen"] / wall, 1),
         inrun_val_bpb=meta.get("val_bpb"),
     )
-    ev = run(
-        [
-            str(BIN / "slm-train"),
-            "eval",
-            "--checkpoint",
-            str(out),
-            "--data-files",
-            str(valid),
-            "--json",
-        ],
-        log,
-    )
+    cmd = [str(BIN / "slm-train"), "eval", "--checkpoint", str(out)]
+    ev = run([*cmd, "--data-files", str(valid), "--json"], log)
     if ev.returncode == 0:
         res = json.loads(ev.stdout)
         rec.update(loss=res["loss"], bpb=res["bpb"])
     return rec
+
+
+def add_existing(name: str, out: Path, what: str, valid: Path) -> dict:
+    """Record a run trained outside the sweep (e.g. the demo itself, by its own command):
+    its wall time is the trainer's elapsed time in metrics.jsonl (evaluations included)."""
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    wall = max(r.get("elapsed_s", 0.0) for r in records if r.get("kind") == "train")
+    cfg = (out / "latest" / "config.yaml").read_text()
+    rec: dict = {
+        "name": name,
+        "preset": "(run dir)",
+        "overrides": [],
+        "what": what,
+        "train_seconds": round(wall, 1),
+        "run_dir": str(out),
+        "config": cfg,
+        "ok": True,
+    }
+    return measure(rec, out, valid, out / "sweep-eval.log", wall)
 
 
 def table(data: dict) -> Table:
@@ -241,6 +264,12 @@ def main() -> int:
     parser.add_argument("--root", default=str(REPO / "runs" / "sweep"), help="where runs go")
     parser.add_argument("--quick", action="store_true", help="(make bench) print the table only")
     parser.add_argument(
+        "--add",
+        metavar="NAME=DIR",
+        help="record a run trained outside the sweep (its valid.txt figures), with --what",
+    )
+    parser.add_argument("--what", default="", help="description for --add")
+    parser.add_argument(
         "--threads",
         type=int,
         default=0,
@@ -254,7 +283,8 @@ def main() -> int:
             console.print(f"{name:16} {preset:9} {what}: {' '.join(overrides)}")
         return 0
     data = load_results()
-    if args.table or args.quick or (not args.names and os.environ.get("SLM_SWEEP") != "1"):
+    quiet = not args.names and not args.add and os.environ.get("SLM_SWEEP") != "1"
+    if args.table or args.quick or quiet:
         # The whole sweep takes hours on 2 cores: `make bench` only reprints its table.
         console.print(table(data))
         save_results(data)
@@ -264,6 +294,18 @@ def main() -> int:
     if not train.is_file() or not valid.is_file():
         console.print(f"[red]error:[/] TinyStories text not found in {d}")
         return 2
+    if args.add:
+        name, _, path = args.add.partition("=")
+        if not name or not (Path(path) / "latest" / "meta.json").is_file():
+            console.print(f"[red]error:[/] --add wants NAME=RUN_DIR, got {args.add!r}")
+            return 2
+        rec = add_existing(name, Path(path).resolve(), args.what, valid)
+        with locked():
+            data = load_results()
+            data["runs"][name] = rec
+            save_results(data)
+        console.print(table(data))
+        return 0
     root = Path(args.root)
     root.mkdir(parents=True, exist_ok=True)
     names = args.names or list(RUNS)

@@ -57,6 +57,7 @@ from slm_tui.checkpoint_files import (
 )
 from slm_tui.config import Config, copy_config
 from slm_tui.errors import CheckpointError, SlmError
+from slm_tui.fileio import as_ordinary_file
 from slm_tui.model import GPT
 from slm_tui.tokenizers import Tokenizer, load_tokenizer
 
@@ -192,6 +193,7 @@ def save_checkpoint(
     try:
         tmp.mkdir()
         save_file(weights_state(gpt, weights_dtype), tmp / MODEL_FILE, metadata={"format": "pt"})
+        as_ordinary_file(tmp / MODEL_FILE)
         (tmp / CONFIG_FILE).write_text(cfg.to_yaml(), encoding="utf-8")
         # A copy, so saving does not repoint the caller's tokenizer at our directory.
         saved_tok = copy.copy(tokenizer)

@@ -48,7 +48,17 @@ def temp_dir(parent: Path, prefix: str, suffix: str = ".tmp") -> Path:
     place, with the permissions `mkdir` would give (mkdtemp's are 0700: a tokenizer or
     checkpoint directory is an ordinary output, readable by whoever may read its parent)."""
     path = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=parent))
+    os.chmod(path, 0o777 & ~_umask())
+    return path
+
+
+def as_ordinary_file(path: Path) -> None:
+    """Give a file written by a library that makes it 0600 (safetensors' `save_file`) the
+    permissions `open()` would have given it."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
+def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
-    os.chmod(path, 0o777 & ~mask)
-    return path
+    return mask

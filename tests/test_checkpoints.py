@@ -124,6 +124,15 @@ def test_checkpoint_contents(tmp_path, byte_tok) -> None:
     assert meta["tokenizer_fingerprint"] == byte_tok.fingerprint
     assert meta["step"] == 1 and meta["tokens_seen"] == 100 and "created" in meta
     assert load_tokenizer(ck / "tokenizer").fingerprint == byte_tok.fingerprint
+    # Ordinary outputs: the umask's permissions (safetensors alone would write 0600).
+    mask = os.umask(0o022)
+    try:
+        save(tmp_path / "ck2", byte_tok)
+    finally:
+        os.umask(mask)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "ck2").iterdir()}
+    assert modes["model.safetensors"] == modes["meta.json"] == 0o644
+    assert modes["tokenizer"] == 0o755
 
 
 def test_non_finite_metrics_become_null(tmp_path, byte_tok) -> None:

@@ -28,7 +28,8 @@ def _jsonl(text: str) -> list[dict]:
 
 
 def test_prompt_prints_a_story_and_one_seed_reproduces_it(tiny_checkpoint):
-    args = ["--checkpoint", tiny_checkpoint, "--prompt", "Once upon a time", "--seed", "1", *FAST]
+    # A random model: seed 2 happens not to draw EOS first (the reproducibility is the point).
+    args = ["--checkpoint", tiny_checkpoint, "--prompt", "Once upon a time", "--seed", "2", *FAST]
     first, second = run(*args), run(*args)
     assert first.exit_code == 0, first.output
     assert first.stdout.startswith("Once upon a time")
