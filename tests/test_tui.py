@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from slm_tui.cli.tui import app as cli_app
 from slm_tui.generation import PRESETS
+from slm_tui.generation.settings import SamplingSettings
 from slm_tui.tui.app import SlmApp
 from slm_tui.tui.screens.checkpoint_picker import CheckpointPicker
 from slm_tui.tui.screens.compare import CompareScreen
@@ -371,6 +372,24 @@ async def test_theme_is_remembered(tui_checkpoints, tui_env):
     again = make_app(tui_checkpoints)
     async with again.run_test(size=SIZE) as pilot:
         assert again.theme == "nord"
+
+
+async def test_only_changed_sampling_settings_are_remembered(tui_checkpoints, tui_env):
+    app = make_app(tui_checkpoints)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await type_setting(pilot, "top_p", "0.9")
+        await app.action_quit()
+    saved = json.loads((tui_env / "data" / "settings.json").read_text())["sampling"]
+    # The user's changes (and the fixture's 24 tokens) are kept; a field left at its default
+    # is not written, so it follows the defaults of later versions.
+    assert saved == {"top_p": 0.9, "max_new_tokens": 24}
+    again = make_app(tui_checkpoints)
+    async with again.run_test(size=SIZE) as pilot:
+        await ready(pilot, again)
+        settings = again.query_one(SamplingPanel).settings
+        assert settings.top_p == 0.9 and settings.max_new_tokens == 24
+        assert settings.temperature == SamplingSettings().temperature
 
 
 async def test_compare_two_checkpoints_side_by_side(tui_checkpoints, tui_env):

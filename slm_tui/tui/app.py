@@ -25,6 +25,7 @@ from textual.reactive import reactive
 from textual.widgets import Footer, TextArea
 
 from slm_tui.errors import GenerationError, SlmError
+from slm_tui.generation.settings import DEFAULTS as SAMPLING_DEFAULTS
 from slm_tui.tui import checkpoint_host as ckpt
 from slm_tui.tui.dialogs import BINDING_IDS, KEYS, MAIN_ACTIONS, DialogsMixin
 from slm_tui.tui.store import History, Preferences, keymap_path, load_keymap
@@ -411,7 +412,13 @@ class SlmApp(DialogsMixin, App[None]):
 
     async def action_quit(self) -> None:
         self.streamer.cancel()
-        self.prefs.set(
-            "sampling", {k: getattr(self.query_one(SamplingPanel).settings, k) for k in LIVE_FIELDS}
-        )
+        # Only what the user changed: a field left at its default follows the defaults of
+        # later versions instead of freezing today's.
+        current = self.query_one(SamplingPanel).settings
+        changed = {
+            k: getattr(current, k)
+            for k in LIVE_FIELDS
+            if getattr(current, k) != getattr(SAMPLING_DEFAULTS, k)
+        }
+        self.prefs.set("sampling", changed)
         self.exit()

@@ -24,7 +24,7 @@ def info_lines(info: Any) -> list[tuple[str, str]]:
         ("params", human(info.params)),
         ("steps", str(info.step)),
         ("tokens seen", human(info.tokens_seen)),
-        ("val bits/byte", bpb),
+        ("val bits/byte (in-run)", bpb),
         ("tokenizer", f"{info.tokenizer_kind} · {info.vocab_size}"),
         ("shape", f"{info.n_layer} layers × {info.d_model} · ctx {info.context_length}"),
         ("date", (info.created or "")[:16].replace("T", " ")),
@@ -42,6 +42,6 @@ class CheckpointCard(Static):
             self.update(Content.styled("none loaded", "$text-muted"))
             return
         parts: list = [(info.name, "bold $text-accent"), (f"  {device}", "$text-muted"), "\n"]
-        bpb = "" if info.val_bpb is None else f" · {info.val_bpb:.2f} bpb"
+        bpb = "" if info.val_bpb is None else f" · val {info.val_bpb:.2f} bpb"
         parts.append((f"{human(info.params)} params · step {info.step}{bpb}", "$text-muted"))
         self.update(Content.assemble(*parts))
