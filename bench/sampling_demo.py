@@ -215,7 +215,8 @@ def main() -> int:
         )
         rows[name]["settings"] = {k: v for k, v in s.to_dict().items() if k not in ("stop", "seed")}
         rows[name]["seconds"] = round(wall, 1)
-        samples[name] = [p + " " + t.strip() for p, t in zip(prompts[:3], texts[:3], strict=True)]
+        # Continuations only: the openings are valid.txt text, which stays out of the project.
+        samples[name] = [t.strip() for t in texts[:3]]
         if args.show:
             console.rule(name)
             for p, t in zip(prompts[: args.show], texts[: args.show], strict=True):
@@ -263,7 +264,7 @@ def main() -> int:
         "settings": rows,
         "chosen": pick,
         "defaults": default_name,
-        "samples": samples,
+        "samples": samples,  # continuations of the first three openings
         "headline": [
             {
                 "what": "sampling defaults vs the best-reading setting",
