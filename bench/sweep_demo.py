@@ -219,7 +219,7 @@ def measure(rec: dict, out: Path, valid: Path, log: Path, wall: float) -> dict:
     return rec
 
 
-def add_existing(name: str, out: Path, what: str, valid: Path) -> dict:
+def add_existing(name: str, out: Path, what: str, valid: Path, log: Path) -> dict:
     """Record a run trained outside the sweep (e.g. the demo itself, by its own command):
     its wall time is the trainer's elapsed time in metrics.jsonl (evaluations included)."""
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
@@ -235,7 +235,7 @@ def add_existing(name: str, out: Path, what: str, valid: Path) -> dict:
         "config": cfg,
         "ok": True,
     }
-    return measure(rec, out, valid, out / "sweep-eval.log", wall)
+    return measure(rec, out, valid, log, wall)
 
 
 def table(data: dict) -> Table:
@@ -299,7 +299,9 @@ def main() -> int:
         if not name or not (Path(path) / "latest" / "meta.json").is_file():
             console.print(f"[red]error:[/] --add wants NAME=RUN_DIR, got {args.add!r}")
             return 2
-        rec = add_existing(name, Path(path).resolve(), args.what, valid)
+        Path(args.root).mkdir(parents=True, exist_ok=True)
+        log = Path(args.root) / f"{name}.log"
+        rec = add_existing(name, Path(path).resolve(), args.what, valid, log)
         with locked():
             data = load_results()
             data["runs"][name] = rec
