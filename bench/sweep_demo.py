@@ -4,8 +4,8 @@ the shared TinyStories text, on this machine's CPU, in a bounded time.
 Every run goes through the project's own commands, as a user would type them:
 
     slm-train tokenizer --data-files train.txt --vocab-size 4096 --output runs/sweep/tokenizer
-    slm-train model --config tiny --tokenizer runs/sweep/tokenizer --data-files train.txt \
-        --set ... --output runs/sweep/<name> --force
+    slm-train model --config <preset> --tokenizer runs/sweep/tokenizer --data-files train.txt \
+        --set train.max_steps=400 --set ... --output runs/sweep/<name> --force
     slm-train eval --checkpoint runs/sweep/<name> --data-files valid.txt --json
 
 `valid.txt` is never trained on: the in-run validation (used to keep `best/`) is the
@@ -286,8 +286,10 @@ def main() -> int:
     quiet = not args.names and not args.add and os.environ.get("SLM_SWEEP") != "1"
     if args.table or args.quick or quiet:
         # The whole sweep takes hours on 2 cores: `make bench` only reprints its table.
+        with locked():  # a lane may be writing its result right now
+            data = load_results()
+            save_results(data)
         console.print(table(data))
-        save_results(data)
         return 0
     d = data_dir()
     train, valid = d / "train.txt", d / "valid.txt"

@@ -45,8 +45,8 @@ def atomic_write_text(path: Path, text: str, *, make_parents: bool = False) -> N
 
 def temp_dir(parent: Path, prefix: str, suffix: str = ".tmp") -> Path:
     """A fresh hidden directory in `parent` for building an output before renaming it into
-    place, with the permissions `mkdir` would give (mkdtemp's are 0700: a tokenizer or
-    checkpoint directory is an ordinary output, readable by whoever may read its parent)."""
+    place, with the permissions `mkdir` would give (mkdtemp's are 0700: a tokenizer
+    directory is an ordinary output, readable by whoever may read its parent)."""
     path = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=parent))
     os.chmod(path, 0o777 & ~_umask())
     return path
