@@ -35,7 +35,6 @@ import yaml
 
 from slm_tui.config import Config, config_from_dict
 from slm_tui.errors import CheckpointError, SlmError
-from slm_tui.fileio import fsync_dir
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.yaml"
@@ -111,14 +110,6 @@ def bundled_demo_path() -> Path | None:
     return None
 
 
-def fsync_tree(root: Path) -> None:
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            with open(os.path.join(dirpath, name), "rb") as f:
-                os.fsync(f.fileno())
-        fsync_dir(Path(dirpath))
-
-
 def safetensors_header(path: Path) -> dict[str, Any]:
     """Parse the header and check the file is exactly as long as it says (catches truncation
     and garbage without reading the weights)."""
@@ -175,7 +166,7 @@ def read_config(path: Path) -> Config:
     return cfg
 
 
-def read_meta(path: Path) -> dict[str, Any]:
+def read_checkpoint_meta(path: Path) -> dict[str, Any]:
     file = path / META_FILE
     if not file.is_file():
         raise CheckpointError(f"checkpoint {path} is incomplete: {META_FILE} is missing")
@@ -199,7 +190,7 @@ def _float_or_none(value: Any) -> float | None:
 def read_info(path: str | os.PathLike[str]) -> CheckpointInfo:
     """Metadata of one checkpoint without loading the weights (CheckpointError if broken)."""
     p = resolve_checkpoint(path)
-    return info_from(p, read_config(p), read_meta(p), safetensors_header(p / MODEL_FILE))
+    return info_from(p, read_config(p), read_checkpoint_meta(p), safetensors_header(p / MODEL_FILE))
 
 
 def info_from(p: Path, cfg: Config, meta: dict[str, Any], header: dict[str, Any]) -> CheckpointInfo:

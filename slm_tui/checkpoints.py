@@ -5,9 +5,9 @@ The directory format and discovery (`CheckpointInfo`, `is_checkpoint`, `resolve_
 (torch-free) and are re-exported here, so `slm_tui.checkpoints` is the one public module.
 
 Notable:
-- Saving writes a hidden sibling `.tmp-<name>-<pid>`, fsyncs every file, then swaps it in:
-  the old directory is renamed to `.trash-<name>-<pid>`, the new one renamed into place, the
-  trash deleted. At no moment is there a half-written directory under the real name.
+- Saving writes a hidden sibling `.tmp-<name>-<pid>`, fsyncs every file, then swaps it in
+  with `fileio.replace_dir` (one atomic exchange on Linux). At no moment is there a
+  half-written directory under the real name.
 - The tied output head is stored once; weights may be saved in bf16 to halve the file (the
   bundled demo) and always load as float32.
 - Loading refuses, with one-line `CheckpointError`s: a folder that is not a checkpoint,
@@ -44,20 +44,19 @@ from slm_tui.checkpoint_files import (
     VERSION,
     CheckpointInfo,
     bundled_demo_path,
-    fsync_dir,
-    fsync_tree,
     info_from,
     is_checkpoint,
     list_checkpoints,
+    read_checkpoint_meta,
     read_config,
     read_info,
-    read_meta,
     resolve_checkpoint,
     safetensors_header,
 )
 from slm_tui.config import Config, copy_config
+from slm_tui.devices import resolve_device
 from slm_tui.errors import CheckpointError, SlmError
-from slm_tui.fileio import as_ordinary_file
+from slm_tui.fileio import as_ordinary_file, fsync_tree, replace_dir
 from slm_tui.model import GPT
 from slm_tui.tokenizers import Tokenizer, load_tokenizer
 
@@ -213,15 +212,7 @@ def save_checkpoint(
             if Path(src).exists():
                 shutil.copyfile(src, tmp / name)
         fsync_tree(tmp)
-        trash = None
-        if out.exists():
-            trash = out.with_name(f".trash-{out.name}-{os.getpid()}")
-            shutil.rmtree(trash, ignore_errors=True)
-            os.replace(out, trash)
-        os.replace(tmp, out)
-        fsync_dir(out.parent)
-        if trash is not None:
-            shutil.rmtree(trash, ignore_errors=True)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -266,14 +257,12 @@ def _stored_state(model: GPT) -> dict[str, torch.Tensor]:
 def load_checkpoint(
     path: str | os.PathLike[str], device: str | torch.device = "cpu"
 ) -> LoadedCheckpoint:
-    """Load a checkpoint (or a run dir's best/ else latest/): model in eval mode, float32."""
+    """Load a checkpoint (or a run dir's best/ else latest/): model in eval mode, float32,
+    on `device` (`auto`: CUDA > MPS > CPU, see `slm_tui.devices`)."""
     p = resolve_checkpoint(path)
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise CheckpointError(f"unknown device {device!r} (cpu, cuda, cuda:N, mps)") from None
+    dev = resolve_device(device)
     cfg = read_config(p)
-    meta = read_meta(p)
+    meta = read_checkpoint_meta(p)
     header = safetensors_header(p / MODEL_FILE)
     info = info_from(p, cfg, meta, header)
     if not (p / TOKENIZER_DIR).is_dir():

@@ -20,7 +20,8 @@ from typing import Any
 
 import yaml
 
-from slm_tui.errors import ConfigError
+from slm_tui.errors import ConfigError, GenerationError
+from slm_tui.generation.settings import SamplingSettings
 
 DEFAULT_DATASET = "roneneldan/TinyStories"
 
@@ -118,10 +119,16 @@ class TrainConfig:
     eval_batches: int = 20
     save_every: int = 250
     log_every: int = 10
-    sample_tokens: int = 48  # tokens of each sample continuation written at evaluation
+    sample_tokens: int = 48  # tokens of each sample continuation written at evaluation; 0: none
     sample_prompts: list[str] = field(
         default_factory=lambda: ["Once upon a time", "The little dog", "Lily wanted to"]
     )
+    # How those samples are drawn (the engine's sampler; row i uses seed train.seed + i).
+    sample_temperature: float = 0.7
+    sample_top_k: int = 20
+    sample_top_p: float = 1.0
+    sample_min_p: float = 0.0
+    sample_repetition_penalty: float = 1.0
     seed: int = 1337
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     dtype: str = "auto"  # auto (bf16 autocast on CUDA, float32 elsewhere) | float32 | bfloat16
@@ -149,11 +156,36 @@ class TrainConfig:
             raise ConfigError(f"train.lr must be positive, got {self.lr}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ConfigError(f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
-        if self.batch_size % self.grad_accum:
+        if self.sample_tokens < 0:
+            raise ConfigError(f"train.sample_tokens must be >= 0, got {self.sample_tokens}")
+        self.sample_settings()
+        self.micro_batch_size(world_size=1)
+
+    def micro_batch_size(self, world_size: int) -> int:
+        """Rows per micro-step on each of `world_size` processes; ConfigError when the global
+        batch does not split evenly into grad_accum micro-batches on every process."""
+        parts = self.grad_accum * world_size
+        if self.batch_size % parts:
+            processes = f" x processes ({world_size}) = {parts}" if world_size > 1 else ""
             raise ConfigError(
                 f"train.batch_size ({self.batch_size}) must be divisible by "
-                f"train.grad_accum ({self.grad_accum})"
+                f"train.grad_accum ({self.grad_accum}){processes}"
             )
+        return self.batch_size // parts
+
+    def sample_settings(self) -> SamplingSettings:
+        """The sampling settings of the continuations written at each evaluation."""
+        try:
+            return SamplingSettings(
+                temperature=self.sample_temperature,
+                top_k=self.sample_top_k,
+                top_p=self.sample_top_p,
+                min_p=self.sample_min_p,
+                repetition_penalty=self.sample_repetition_penalty,
+                max_new_tokens=max(1, self.sample_tokens),
+            )
+        except GenerationError as exc:  # its message starts with the field's name
+            raise ConfigError(f"train.sample_{exc}") from None
 
 
 @dataclass

@@ -1,9 +1,18 @@
-"""Durable file writes shared by every layer: a crash leaves the old file or the new one."""
+"""Durable file writes shared by every layer: a crash leaves the old file or the new one.
+
+- `atomic_write_bytes` / `atomic_write_text`: a file, via a temporary sibling and a rename.
+- `temp_dir` + `replace_dir`: a directory (a tokenizer, a checkpoint), built in a hidden
+  sibling and swapped into place in one step.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import errno
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -50,6 +59,63 @@ def temp_dir(parent: Path, prefix: str, suffix: str = ".tmp") -> Path:
     path = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=parent))
     os.chmod(path, 0o777 & ~_umask())
     return path
+
+
+_renameat2 = None  # libc's renameat2, looked up on first use (False: not available)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux `renameat2(RENAME_EXCHANGE)`); False where
+    the system or the filesystem cannot, and the caller falls back to two renames."""
+    global _renameat2
+    if _renameat2 is None:
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+            _renameat2 = libc.renameat2
+        except (OSError, AttributeError):
+            _renameat2 = False
+    if _renameat2 is False:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if _renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def replace_dir(new: Path, dest: Path) -> None:
+    """Move the finished directory `new` (a sibling of `dest`) to `dest`, deleting what was
+    there, so that `dest` names a complete directory, old or new, at every moment.
+
+    With an existing `dest` the two are swapped by one atomic rename where the system has
+    one (Linux); elsewhere the old one is renamed aside first and, should the second rename
+    fail, put back. The parent directory is fsynced, so the swap survives a power cut."""
+    if not dest.exists():
+        os.replace(new, dest)
+    elif _exchange(new, dest):
+        shutil.rmtree(new, ignore_errors=True)  # `new` now holds the old directory
+    else:
+        trash = dest.with_name(f".trash-{dest.name}-{os.getpid()}")
+        shutil.rmtree(trash, ignore_errors=True)
+        os.replace(dest, trash)
+        try:
+            os.replace(new, dest)
+        except BaseException:
+            os.replace(trash, dest)
+            raise
+        shutil.rmtree(trash, ignore_errors=True)
+    fsync_dir(dest.parent)
+
+
+def fsync_tree(root: Path) -> None:
+    """fsync every file and directory under `root` (before it is renamed into place)."""
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            with open(os.path.join(dirpath, name), "rb") as f:
+                os.fsync(f.fileno())
+        fsync_dir(Path(dirpath))
 
 
 def as_ordinary_file(path: Path) -> None:

@@ -30,8 +30,8 @@ def tinystories_dir() -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _few_threads(monkeypatch):
-    # CI has 2 cores; keep each test's torch from oversubscribing them.
+def _offline(monkeypatch):
+    # Nothing is downloaded in tests: the hub is off, local files stand in for datasets.
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -27,7 +27,7 @@ from slm_tui.checkpoints import (
     save_checkpoint,
 )
 from slm_tui.config import Config, ModelConfig
-from slm_tui.errors import CheckpointError
+from slm_tui.errors import CheckpointError, ConfigError
 from slm_tui.model import GPT
 from slm_tui.tokenizers import Tokenizer, load_tokenizer, train_tokenizer
 
@@ -266,10 +266,14 @@ def test_missing_parts_are_refused(tmp_path, byte_tok, missing) -> None:
     one_line(exc)
 
 
-def test_unknown_device_is_refused(tmp_path, byte_tok) -> None:
+@pytest.mark.parametrize(
+    "device", ["toaster", "cuda:7" if not torch.cuda.is_available() else "cuda:99"]
+)
+def test_unknown_or_missing_device_is_refused(tmp_path, byte_tok, device) -> None:
     save(tmp_path / "ck", byte_tok)
-    with pytest.raises(CheckpointError, match="device"):
-        load_checkpoint(tmp_path / "ck", device="toaster")
+    with pytest.raises(ConfigError, match=f"--device .*{device}") as exc:
+        load_checkpoint(tmp_path / "ck", device=device)
+    one_line(exc)
 
 
 # ---- resolving and listing ----------------------------------------------------------------

@@ -128,10 +128,11 @@ def test_live_settings_update_bumps_version_and_rejects_bad_values():
     live = LiveSettings(SamplingSettings())
     assert live.version == 0
     live.update(temperature=0.3)
-    assert live.version == 1 and live.get().temperature == 0.3
+    settings, version = live.snapshot()
+    assert version == live.version == 1 and settings.temperature == 0.3
     with pytest.raises(GenerationError):
         live.update(top_p=2.0)
-    assert live.snapshot() == (live.get(), 1)
+    assert live.snapshot() == (settings, 1)  # a refused change leaves both as they were
 
 
 # ---- samplers on hand-made logits -------------------------------------------------------------

@@ -1,18 +1,27 @@
 """Shared CLI plumbing: one-line errors with exit code 2, consoles, option helpers.
 
-Every command body runs inside `cli_errors()`: a `SlmError` (or a typer bad-parameter
-error) becomes `error: <message>` on stderr and exit code 2; KeyboardInterrupt exits 130.
+Errors a user can cause end the same way everywhere: `error: <message>` on one line of
+stderr, exit code 2, never a traceback or a usage box.
+- Inside a command body, `cli_errors()` turns a `SlmError` (and a missing or unreadable
+  file) into that line; KeyboardInterrupt exits 130.
+- Before the body runs, click refuses bad flags (an unknown option, `--top-k 2.5`, a
+  missing required option); the command classes below (`Command` for one-command apps,
+  `Group` for `slm-train`) print those as the same one line.
+Messages are printed as plain text: a path holding `[/]` is shown, not read as markup.
 """
 
 from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Iterator
-from typing import Annotated, NoReturn
+from collections.abc import Iterator, Sequence
+from typing import Annotated, Any, NoReturn
 
+import click
 import typer
 from rich.console import Console
+from rich.text import Text
+from typer.core import TyperCommand, TyperGroup
 
 from slm_tui.errors import SlmError
 
@@ -21,10 +30,15 @@ out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 
+def print_error(message: str) -> None:
+    """`error: <message>` on one line of stderr, as plain text."""
+    first_line = " ".join(str(message).split())
+    err.print(Text.assemble(("error:", "bold red"), " ", first_line), highlight=False)
+
+
 def fail(message: str) -> NoReturn:
     """Print a one-line error to stderr and exit with code 2."""
-    first_line = " ".join(str(message).split())
-    err.print(f"[bold red]error:[/] {first_line}", highlight=False, markup=True)
+    print_error(message)
     raise typer.Exit(code=2)
 
 
@@ -44,8 +58,48 @@ def cli_errors() -> Iterator[None]:
         raise typer.Exit(code=130) from None
 
 
+# Click's refusals (typer >= 0.2x vendors click, so its classes are typer's; older typer
+# raises click's own), and its abort.
+_FLAG_ERRORS = (click.ClickException, getattr(typer, "TyperException", click.ClickException))
+_ABORTS = (click.exceptions.Abort, typer.Abort)
+
+
+class _OneLineErrors:
+    """Runs a click command so that click's own refusals end like every other error."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        run = super().main  # type: ignore[misc]
+        if not standalone_mode:
+            return run(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = run(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _FLAG_ERRORS as exc:  # bad flags: unknown, wrong type, missing
+            if exc.format_message():  # (no arguments at all: the help was shown instead)
+                print_error(exc.format_message())
+            sys.exit(2)
+        except _ABORTS:
+            err.print("interrupted")
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+class Command(_OneLineErrors, TyperCommand):
+    """`@app.command(cls=Command)`: a one-command app with one-line flag errors."""
+
+
+class Group(_OneLineErrors, TyperGroup):
+    """`typer.Typer(cls=Group)`: a many-command app with one-line flag errors."""
+
+
 def warn(message: str) -> None:
-    err.print(f"[yellow]warning:[/] {message}", highlight=False)
+    err.print(Text.assemble(("warning:", "yellow"), " ", message), highlight=False)
 
 
 def is_tty() -> bool:

@@ -9,9 +9,11 @@ from __future__ import annotations
 import typer
 
 from slm_tui.cli import train_data, train_export, train_model
+from slm_tui.cli.common import Group
 
 app = typer.Typer(
     name="slm-train",
+    cls=Group,
     help="Train a tokenizer, write token shards, train a model, evaluate a checkpoint.",
     no_args_is_help=True,
     add_completion=False,

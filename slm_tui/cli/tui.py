@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from slm_tui.cli.common import cli_errors, fail
+from slm_tui.cli.common import Command, cli_errors, fail
 
 app = typer.Typer(
     name="slm-tui",
@@ -21,7 +21,7 @@ app = typer.Typer(
 )
 
 
-@app.command()
+@app.command(cls=Command)
 def tui(
     checkpoint: Annotated[
         Path | None,

@@ -4,53 +4,65 @@ One engine serves the TUI (`generate`, a stream of events read with live setting
 scripts (`generate_batch`, many prompts decoded together). Modules:
 
 - `settings`: `SamplingSettings` (frozen, validated, the defaults), `PRESETS`, `LiveSettings`
+- `events`: `Event` and `TokenAlt`, what a story stream emits (torch-free)
 - `samplers`: penalty → top-k → top-p → min-p → temperature → sample, pure functions
 - `text`: token bytes → whole-UTF-8 text deltas, stop strings across token boundaries
 - `engine`: the KV-cache decoding core (prefill, one token per step, sliding window)
-- `fastpath`: a fused one-token decode step for the default model on CPU
-- `stream`: `generate()` and its `Event`s; `batch`: `generate_batch()`
+- `stream`: `generate()`, one story as events; `batch`: `generate_batch()`
+
+Importing the package does not import torch: the settings and events are loaded at once,
+the engine's names (`generate`, `generate_batch`, the samplers, ...) on first use. So the
+TUI's widgets and anything else that only reads settings or events stay light.
 """
 
-from slm_tui.generation.batch import GenerationResult, generate_batch
-from slm_tui.generation.engine import prepare_prompt, window_keep
-from slm_tui.generation.samplers import (
-    apply_repetition_penalty,
-    apply_temperature,
-    min_p_filter,
-    sample_from_logits,
-    sample_next,
-    top_k_filter,
-    top_p_filter,
-)
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from slm_tui.generation.events import FINISH_REASONS, Event, TokenAlt
 from slm_tui.generation.settings import (
     DEFAULTS,
-    FIELDS,
     PRESETS,
+    SETTING_NAMES,
     LiveSettings,
     SamplingSettings,
     preset,
 )
-from slm_tui.generation.stream import Event, TokenAlt, generate
+
+# name -> the module that defines it (imported on first use: these need torch)
+_ENGINE_NAMES = {
+    "GenerationResult": "batch",
+    "generate_batch": "batch",
+    "generate": "stream",
+    "prepare_prompt": "engine",
+    "window_keep": "engine",
+    "apply_repetition_penalty": "samplers",
+    "apply_temperature": "samplers",
+    "min_p_filter": "samplers",
+    "sample_from_logits": "samplers",
+    "sample_next": "samplers",
+    "top_k_filter": "samplers",
+    "top_p_filter": "samplers",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _ENGINE_NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'slm_tui.generation' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"slm_tui.generation.{module}"), name)
+
 
 __all__ = [
     "DEFAULTS",
-    "FIELDS",
+    "FINISH_REASONS",
     "PRESETS",
+    "SETTING_NAMES",
     "Event",
-    "GenerationResult",
     "LiveSettings",
     "SamplingSettings",
     "TokenAlt",
-    "apply_repetition_penalty",
-    "apply_temperature",
-    "generate",
-    "generate_batch",
-    "min_p_filter",
-    "prepare_prompt",
     "preset",
-    "sample_from_logits",
-    "sample_next",
-    "top_k_filter",
-    "top_p_filter",
-    "window_keep",
+    *_ENGINE_NAMES,
 ]

@@ -139,7 +139,7 @@ class SamplingSettings:
         unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
         if unknown:
             raise GenerationError(
-                f"unknown sampling setting {', '.join(unknown)}; valid: {', '.join(FIELDS)}"
+                f"unknown sampling setting {', '.join(unknown)}; valid: {', '.join(SETTING_NAMES)}"
             )
         return dataclasses.replace(self, **changes)
 
@@ -154,7 +154,7 @@ class SamplingSettings:
         return self.temperature == 0.0
 
 
-FIELDS = tuple(f.name for f in dataclasses.fields(SamplingSettings))
+SETTING_NAMES = tuple(f.name for f in dataclasses.fields(SamplingSettings))
 DEFAULTS = SamplingSettings()
 
 # Named starting points (the TUI's preset picker, `--preset` style flags): field changes
@@ -198,10 +198,6 @@ class LiveSettings:
         self._lock = threading.Lock()
         self._settings = settings if settings is not None else DEFAULTS
         self._version = 0
-
-    def get(self) -> SamplingSettings:
-        with self._lock:
-            return self._settings
 
     def snapshot(self) -> tuple[SamplingSettings, int]:
         """(settings, version) read together, so the version matches the settings."""

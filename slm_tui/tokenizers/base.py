@@ -6,7 +6,8 @@ fingerprint, files, options}. The fingerprint is a sha256 over the kind name and
 own files (names and bytes, `tokenizer.json` excluded), so two directories with the same
 fingerprint tokenize identically, and shards/checkpoints can check they match.
 
-Notable: saving is atomic (temporary sibling directory, fsync, rename), and `token_bytes`
+Notable: saving is atomic (a temporary sibling directory swapped into place by
+`fileio.replace_dir`), and `token_bytes`
 is the exact UTF-8 contribution of an id to `decode`, which lets a streaming decoder emit
 whole characters without re-decoding the whole sequence.
 """
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from slm_tui.errors import TokenizerError
-from slm_tui.fileio import fsync_dir, temp_dir
+from slm_tui.fileio import fsync_tree, replace_dir, temp_dir
 
 META_FILE = "tokenizer.json"
 META_FORMAT = "slm-tui-tokenizer"
@@ -98,10 +99,6 @@ class Tokenizer(ABC):
         """Text for `ids`; specials dropped, an incomplete UTF-8 sequence becomes U+FFFD."""
         return b"".join(self.token_bytes(int(i)) for i in ids).decode("utf-8", errors="replace")
 
-    @property
-    def special_ids(self) -> dict[str, int]:
-        return {"bos": self.bos_id, "eos": self.eos_id, "pad": self.pad_id, "unk": self.unk_id}
-
     def check_id(self, id: int) -> None:
         if not 0 <= id < self.vocab_size:
             raise TokenizerError(f"token id {id} is out of range for vocab size {self.vocab_size}")
@@ -137,24 +134,14 @@ class Tokenizer(ABC):
         if out.exists() and not out.is_dir():
             raise TokenizerError(f"{out} is a file; choose a directory for the tokenizer")
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = temp_dir(out.parent, prefix=f".{out.name}.")
+        tmp = temp_dir(out.parent, prefix=f".tmp-{out.name}-")
         try:
             self.write_files(tmp)
             self.fingerprint = fingerprint_files(self.kind, tmp, self.files)
             meta_path = tmp / META_FILE
             meta_path.write_text(json.dumps(self.meta(), indent=2) + "\n", encoding="utf-8")
-            for name in (*self.files, META_FILE):
-                with open(tmp / name, "rb") as f:
-                    os.fsync(f.fileno())
-            fsync_dir(tmp)
-            old = None
-            if out.exists():
-                old = out.with_name(f".{out.name}.old-{os.getpid()}")
-                os.replace(out, old)
-            os.replace(tmp, out)
-            fsync_dir(out.parent)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
+            fsync_tree(tmp)
+            replace_dir(tmp, out)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -162,7 +149,7 @@ class Tokenizer(ABC):
         return out
 
 
-def read_meta(path: Path) -> dict[str, Any]:
+def read_tokenizer_meta(path: Path) -> dict[str, Any]:
     """Read and validate `tokenizer.json`; TokenizerError naming what is wrong."""
     if not path.exists():
         raise TokenizerError(

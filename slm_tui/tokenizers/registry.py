@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from slm_tui.errors import TokenizerError
-from slm_tui.tokenizers.base import Tokenizer, fingerprint_files, read_meta
+from slm_tui.tokenizers.base import Tokenizer, fingerprint_files, read_tokenizer_meta
 
 ENTRY_POINT_GROUP = "slm_tui.tokenizers"
 DEFAULT_KIND = "sentencepiece-bpe"
@@ -99,7 +99,7 @@ def load_tokenizer(path: str | os.PathLike[str], kind: str | None = None) -> Tok
     error rather than a silent swap.
     """
     p = Path(path).expanduser()
-    meta = read_meta(p)
+    meta = read_tokenizer_meta(p)
     if kind is not None and meta["kind"] != kind:
         raise TokenizerError(f"{p} holds a '{meta['kind']}' tokenizer, expected '{kind}'")
     cls = get_tokenizer_class(meta["kind"])
