@@ -36,10 +36,13 @@ and what changed:
   Python list turned into a tensor every token; settings are validated only when the
   settings object changes; `torch.inference_mode` around every model call;
 - at batch 1 the model's forward was ~80% of the token time, bound by per-op overhead (~35
-  small ops and ~12 module calls per layer for one token): decode steps now go through
-  `generation/fastpath.py`, the same function with about half the ops (rotary as one
-  matmul on q and k together, residuals fused into `addmm`, no module calls), checked
-  against `GPT.forward` in the tests. Row "fused step" shows the gain.
+  small ops and ~12 module calls per layer for one token): decode steps now go through the
+  model's `FusedDecoder` (model.py), the same function with about half the ops (rotary as
+  one matmul on q and k together, residuals fused into `addmm`, weights read once), checked
+  against `GPT.forward` for every config switch in the tests. Row "fused step" runs the
+  engine's per-token loop (`Decoder.sample` + `advance`, no events) both ways
+  (`Decoder(..., fused=False)` decodes through `GPT.forward`); bench/decode_step.py times
+  the step alone, and against a `torch.compile`d static-shape step.
 - the baseline is faithful to nanoGPT: its forward runs the output head on the last
   position only (`last_only=True`), so it is not slowed by (T, V) logits it never uses.
 
@@ -60,12 +63,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _machine import cpu_name
 from rich.console import Console
 from rich.table import Table
 
 from slm_tui.config import load_config
 from slm_tui.generation import SamplingSettings, generate, generate_batch
-from slm_tui.generation import engine as engine_mod
+from slm_tui.generation.engine import Decoder
 from slm_tui.model import GPT
 
 RESULTS = Path(__file__).resolve().parent / "results" / "generate.json"
@@ -211,12 +215,15 @@ def measure(model, tok, args) -> dict:
     naive_generate(model, idx, 4)
     generate_batch(model, tok, prompts[:2], settings.replace(max_new_tokens=4), 2)
 
-    def unfused() -> dict:
-        engine_mod.USE_FASTPATH = False  # the same engine, decode steps through GPT.forward
-        try:
-            return engine_run(model, tok, prompt, settings)
-        finally:
-            engine_mod.USE_FASTPATH = True
+    def decoder_loop(fused: bool) -> float:
+        """The engine's per-token loop for `new` tokens, decode steps fused or not."""
+        start = time.perf_counter()
+        decoder = Decoder(model, [prompt_ids], [0], fused=fused)
+        with torch.inference_mode():
+            for _ in range(new):
+                ids = decoder.sample(settings)
+                decoder.advance(ids, ids.tolist())
+        return time.perf_counter() - start
 
     best: dict[str, float] = {}
     ttft = float("inf")
@@ -225,7 +232,8 @@ def measure(model, tok, args) -> dict:
         ttft = min(ttft, run["ttft"])
         timings = {
             "engine": run["seconds"],
-            "unfused": unfused()["seconds"],
+            "fused": decoder_loop(fused=True),
+            "unfused": decoder_loop(fused=False),
             "naive": best_of(1, lambda: naive_generate(model, idx, new)),
             "one": best_of(1, lambda: generate_batch(model, tok, prompts[:1], settings, 1)),
             "many": best_of(1, lambda: generate_batch(model, tok, prompts, settings, args.batch)),
@@ -239,8 +247,9 @@ def measure(model, tok, args) -> dict:
         "engine_tokens_per_s": new / best["engine"],
         "naive_tokens_per_s": new / best["naive"],
         "speedup_vs_naive": best["naive"] / best["engine"],
+        "fused_tokens_per_s": new / best["fused"],
         "unfused_tokens_per_s": new / best["unfused"],
-        "fused_step_speedup": best["unfused"] / best["engine"],
+        "fused_step_speedup": best["unfused"] / best["fused"],
         "ttft_ms": ttft * 1000,
         "batch": args.batch,
         "batch1_tokens_per_s": one_rate,
@@ -334,8 +343,9 @@ def main(argv: list[str] | None = None) -> int:
         console.print(profile(model, tok, args), markup=False, highlight=False)
     r = measure(model, tok, args)
 
-    table = Table(title=f"decoding on CPU: {r['new_tokens']} new tokens after "
-                        f"{r['prompt_tokens']} prompt tokens")  # fmt: skip
+    cpu = cpu_name()
+    table = Table(title=f"decoding: {r['new_tokens']} new tokens after {r['prompt_tokens']} "
+                        f"prompt tokens, {torch.get_num_threads()} thread(s), {cpu}")  # fmt: skip
     for col in ("measure", "baseline", "engine", "ratio", "target"):
         table.add_column(col, justify="right" if col != "measure" else "left")
     table.add_row(
@@ -346,9 +356,9 @@ def main(argv: list[str] | None = None) -> int:
         ">= 5x",
     )
     table.add_row(
-        "tokens/s, batch 1, fused step",
+        "tokens/s, batch 1, fused step (token loop)",
         f"{r['unfused_tokens_per_s']:.0f} (GPT.forward)",
-        f"{r['engine_tokens_per_s']:.0f}",
+        f"{r['fused_tokens_per_s']:.0f}",
         f"{r['fused_step_speedup']:.1f}x",
         "",
     )
@@ -373,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "machine": platform.machine(),
+        "cpu": cpu,
         "quick": args.quick,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         **{k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()},

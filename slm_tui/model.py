@@ -19,12 +19,24 @@ Notable:
 - Left-padded batches: pass `positions` (B, T) (e.g. `cumsum(mask) - 1`) and `key_mask`
   (B, S). Every query may always see its own slot, so a padding row never has all keys
   masked (which makes SDPA return NaN, and NaN in a value row poisons every later layer).
+- `FusedDecoder` (`model.fused_decoder()`): the same function as `forward` for one new token
+  per row with about half the ops, written right after the blocks it mirrors and sharing
+  `attend`, the mask rule and the rotary tables. At batch 1 a small model's decode step is
+  bound by per-op overhead, not arithmetic (~35 small ops and ~12 module calls per layer
+  for one token); the generation engine decodes through it. tests/test_model.py checks it
+  against `forward` for every `ModelConfig` switch. A `torch.compile`d static-shape step
+  was measured instead and is slower at batch 1 and 16 (bench/decode_step.py).
 - Logits are float32 whatever the autocast dtype; the loss ignores targets equal to -1.
+
+One file on purpose (~500 lines, read top to bottom like nanoGPT's): the fused decoder
+mirrors the blocks, so it sits right after them, where a change to one shows the other.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -67,7 +79,6 @@ class KVCache:
         shape = (n_layer, batch_size, n_kv_head, max_len, head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)  # (L, B, Hkv, S, hd)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
-        self.batch_size = batch_size
         self.max_len = max_len
         self.length = 0
 
@@ -98,6 +109,37 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
 
 
+def rotary_matrices(cos: Tensor, sin: Tensor) -> Tensor:
+    """`apply_rotary` as matrices: (P, hd, hd) with x @ R[p] == apply_rotary(x, cos[p], sin[p])
+    for x (..., hd). One small matmul rotates q and k together in `FusedDecoder`."""
+    half = cos.size(-1)
+    rot = torch.zeros(cos.size(0), 2 * half, 2 * half, dtype=cos.dtype, device=cos.device)
+    i = torch.arange(half, device=cos.device)
+    rot[:, i, i] = cos
+    rot[:, i + half, i] = -sin
+    rot[:, i + half, i + half] = cos
+    rot[:, i, i + half] = sin
+    return rot
+
+
+def attend(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool = False,
+    dropout: float = 0.0,
+) -> Tensor:  # fmt: skip
+    """SDPA of q (B, H, T, hd) over k, v (B, Hkv, S, hd) -> (B, H, T, hd). Grouped-query
+    heads (Hkv < H) are broadcast by SDPA itself where torch can (>= 2.5), else repeated."""
+    extra = {}
+    if k.size(1) != q.size(1):
+        if _SDPA_GQA:
+            extra["enable_gqa"] = True
+        else:
+            rep = q.size(1) // k.size(1)
+            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+    return F.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal, **extra
+    )
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -123,16 +165,12 @@ class Attention(nn.Module):
         start: int,
     ) -> Tensor:
         B, T, C = x.shape
-        hd = self.head_dim
-        q, k, v = self.qkv(x).split(
-            (self.n_head * hd, self.n_kv_head * hd, self.n_kv_head * hd), dim=-1
-        )
-        q = q.view(B, T, self.n_head, hd).transpose(1, 2)  # (B, H, T, hd)
-        k = k.view(B, T, self.n_kv_head, hd).transpose(1, 2)  # (B, Hkv, T, hd)
-        v = v.view(B, T, self.n_kv_head, hd).transpose(1, 2)
+        H, Hkv = self.n_head, self.n_kv_head
+        qkv = self.qkv(x).view(B, T, H + 2 * Hkv, self.head_dim).transpose(1, 2)
+        qk = qkv[:, : H + Hkv]  # (B, H+Hkv, T, hd): q and k heads, rotated together
         if self.rope:
-            q = apply_rotary(q, cos, sin)
-            k = apply_rotary(k, cos, sin)
+            qk = apply_rotary(qk, cos, sin)
+        q, k, v = qk[:, :H], qk[:, H:], qkv[:, H + Hkv :]
         if kv is not None:
             # Write this chunk into the cache, then attend over every valid slot.
             ck, cv = kv  # (B, Hkv, max_len, hd)
@@ -142,23 +180,8 @@ class Attention(nn.Module):
             v = cv[:, :, : start + T]
             if k.dtype != q.dtype:  # a float32 cache read under bf16 autocast
                 k, v = k.to(q.dtype), v.to(q.dtype)
-        extra = {}
-        if self.n_kv_head != self.n_head:
-            if _SDPA_GQA:
-                extra["enable_gqa"] = True
-            else:
-                rep = self.n_head // self.n_kv_head
-                k = k.repeat_interleave(rep, dim=1)
-                v = v.repeat_interleave(rep, dim=1)
-        y = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=mask,
-            dropout_p=self.dropout if self.training else 0.0,
-            is_causal=is_causal,
-            **extra,
-        )  # (B, H, T, hd)
+        dropout = self.dropout if self.training else 0.0
+        y = attend(q, k, v, mask, is_causal, dropout)  # (B, H, T, hd)
         y = y.transpose(1, 2).reshape(B, T, C)
         return self.resid_drop(self.proj(y))
 
@@ -174,14 +197,14 @@ class MLP(nn.Module):
         self.proj.residual = True
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: Tensor) -> Tensor:
-        h = self.fc(x)
+    def _activate(self, h: Tensor) -> Tensor:
         if self.swiglu:
             gate, up = h.chunk(2, dim=-1)
-            h = F.silu(gate) * up
-        else:
-            h = F.gelu(h)
-        return self.drop(self.proj(h))
+            return F.silu(gate) * up
+        return F.gelu(h)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.drop(self.proj(self._activate(self.fc(x))))
 
 
 class Block(nn.Module):
@@ -195,6 +218,105 @@ class Block(nn.Module):
     def forward(self, x, cos, sin, mask, is_causal, kv, start) -> Tensor:
         x = x + self.attn(self.norm1(x), cos, sin, mask, is_causal, kv, start)
         return x + self.mlp(self.norm2(x))
+
+
+def _norm_fn(norm: nn.Module, dim: int) -> Callable[[Tensor], Tensor]:
+    """A norm module as a plain function over the same parameters (no module call)."""
+    if isinstance(norm, RMSNorm):
+        return partial(F.rms_norm, normalized_shape=(dim,), weight=norm.weight, eps=norm.eps)
+    return partial(F.layer_norm, normalized_shape=(dim,), weight=norm.weight, bias=norm.bias,
+                   eps=norm.eps)  # fmt: skip
+
+
+class FusedDecoder:
+    """`GPT.forward` for one new token per row, with about half the ops: the blocks above,
+    step for step, on (B, C) rows. Rotary is one rotation matmul on q and k together (the
+    model's own tables as `rotary_matrices`), residual adds are fused into the output
+    projections (`addmm`), and the weights are read once, here, instead of through ~20
+    module attribute lookups and calls per layer and token. Same mask rule (`GPT._attn_mask`)
+    and attention (`attend`) as `forward`; every `ModelConfig` switch is handled, and
+    tests/test_model.py checks the logits and cache entries against `forward` for each.
+
+    Built by `GPT.fused_decoder()` for one generation, in eval mode (no dropout). It holds the
+    model's parameters (and views of them): values copied into them later are seen, but
+    build a new one after moving the model to another device or dtype."""
+
+    def __init__(self, model: GPT) -> None:
+        if model.training and model.cfg.dropout > 0:
+            raise ValueError("a fused decoder is for inference; call model.eval() first")
+        cfg = model.cfg
+        self.model = model
+        self.n_head, self.n_kv_head, self.head_dim = cfg.n_head, model.n_kv_head, model.head_dim
+        self.swiglu = cfg.mlp == "swiglu"
+        weight = model.tok_emb.weight
+        self.rot = None if model.rope_cos is None else rotary_matrices(
+            model.rope_cos, model.rope_sin).to(weight.dtype)  # fmt: skip  # (context, hd, hd)
+        d = cfg.d_model
+        self.layers = [
+            (
+                _norm_fn(b.norm1, d),
+                b.attn.qkv.weight,
+                b.attn.qkv.bias,
+                b.attn.proj.weight.t(),
+                b.attn.proj.bias,
+                _norm_fn(b.norm2, d),
+                b.mlp.fc.weight,
+                b.mlp.fc.bias,
+                b.mlp.proj.weight.t(),
+                b.mlp.proj.bias,
+            )
+            for b in model.blocks
+        ]
+        self.norm_f = _norm_fn(model.norm_f, d)
+        self.tok_emb, self.head = weight, model.lm_head.weight
+        self.pos_emb = None if model.pos_emb is None else model.pos_emb.weight
+
+    def __call__(
+        self,
+        idx: Tensor,
+        cache: KVCache,
+        positions: Tensor | None = None,
+        key_mask: Tensor | None = None,
+    ) -> Tensor:
+        """Next-token logits (B, V) after `idx` (B, 1), as
+        `model(idx, cache=cache, positions=..., key_mask=..., last_only=True)[0][:, -1]`.
+        positions (B, 1), default: the cache length for every row; key_mask
+        (B, cache.length + 1), True = a real token, as `forward` takes it."""
+        B, slot = idx.size(0), cache.length
+        if slot >= cache.max_len:
+            raise ValueError(f"{slot + 1} positions do not fit the KV cache of {cache.max_len}")
+        H, Hkv, hd = self.n_head, self.n_kv_head, self.head_dim
+        x = F.embedding(idx.view(B), self.tok_emb)  # (B, C)
+        pos = None if positions is None else positions.view(B)
+        rot = None
+        if self.pos_emb is not None:
+            x = x + (self.pos_emb[slot] if pos is None else self.pos_emb[pos])
+        elif pos is None:
+            rot = self.rot[slot]  # (hd, hd), shared by every row
+        else:
+            rot = self.rot[pos].unsqueeze(1)  # (B, 1, hd, hd)
+        mask, _ = GPT._attn_mask(B, 1, slot, key_mask, idx.device)
+        for i, (norm1, wqkv, bqkv, wo_t, bo, norm2, wfc, bfc, wp_t, bp) in enumerate(self.layers):
+            qkv = F.linear(norm1(x), wqkv, bqkv).view(B, H + 2 * Hkv, 1, hd)
+            qk = qkv[:, : H + Hkv] if rot is None else torch.matmul(qkv[:, : H + Hkv], rot)
+            ck, cv = cache.k[i], cache.v[i]  # (B, Hkv, max_len, hd)
+            ck[:, :, slot : slot + 1] = qk[:, H:]
+            cv[:, :, slot : slot + 1] = qkv[:, H + Hkv :]
+            y = attend(qk[:, :H], ck[:, :, : slot + 1], cv[:, :, : slot + 1], mask)  # (B,H,1,hd)
+            x = torch.addmm(x, y.view(B, -1), wo_t)  # x + proj(y)
+            if bo is not None:
+                x = x + bo
+            h = F.linear(norm2(x), wfc, bfc)
+            if self.swiglu:
+                gate, up = h.chunk(2, dim=-1)
+                h = F.silu(gate).mul_(up)
+            else:
+                h = F.gelu(h)
+            x = torch.addmm(x, h, wp_t)  # x + mlp(...)
+            if bp is not None:
+                x = x + bp
+        cache.length = slot + 1
+        return F.linear(self.norm_f(x), self.head).float()  # (B, V)
 
 
 class GPT(nn.Module):
@@ -330,6 +452,10 @@ class GPT(nn.Module):
         if last_only:
             logits = logits[:, -1:, :]
         return logits, loss
+
+    def fused_decoder(self) -> FusedDecoder:
+        """A one-token decode step for this model (see `FusedDecoder`), for one generation."""
+        return FusedDecoder(self)
 
     @staticmethod
     def _attn_mask(

@@ -385,6 +385,53 @@ def test_batch_equals_single_generation(model, byte_tok):
     assert results[4].prompt_truncated and not results[0].prompt_truncated
 
 
+def test_fused_decode_steps_write_the_same_stories_as_the_model_forward(model, byte_tok):
+    """The engine's decode steps go through the model's fused decoder; `fused=False` uses
+    GPT.forward. Both write the same tokens: batches with padding, slides, a penalty."""
+    from slm_tui.generation.engine import Decoder
+
+    prompts = [[byte_tok.bos_id, *byte_tok.encode(p)] for p in ("Once", "A long prompt here", "")]
+    s = SamplingSettings(seed=0, max_new_tokens=80, top_k=30)
+    runs = []
+    for fused in (True, False):
+        decoder = Decoder(model, prompts, [1, 2, 3], fused=fused)
+        out = []
+        with torch.inference_mode():
+            for _ in range(80):  # past the 32-token context: every row slides
+                ids = decoder.sample(s)
+                out.append(ids.tolist())
+                decoder.advance(ids, out[-1])
+        runs.append(out)
+    assert runs[0] == runs[1]
+
+
+def test_events_carry_the_display_piece_and_a_model_in_training_mode_is_refused(
+    tiny_checkpoint,
+):
+    from slm_tui.checkpoints import load_checkpoint
+    from slm_tui.generation import Event
+
+    loaded = load_checkpoint(tiny_checkpoint)
+    tok = loaded.tokenizer
+    events = list(
+        generate(loaded.model, tok, "Once upon", PLAIN.replace(seed=2, max_new_tokens=12))
+    )
+    for e in events[:-1]:
+        assert e.kind == "token" and e.piece == tok.token_text(e.token_id)
+    failed = Event.failed("boom", seed=4)
+    assert (failed.kind, failed.finish_reason, failed.error, failed.seed) == (
+        "done",
+        "error",
+        "boom",
+        4,
+    )
+    with pytest.raises(TypeError):
+        Event("token", 1, 2)  # keyword-only: a new field never shifts a caller's arguments
+    loaded.model.train()
+    with pytest.raises(GenerationError, match="eval mode"):
+        next(generate(loaded.model, tok, "Once", PLAIN))
+
+
 def test_batch_greedy_rows_stop_on_their_own(memorised, byte_tok):
     prompts = ["", "Mia 猫 said", "Then Tom"]
     results = generate_batch(memorised, byte_tok, prompts, GREEDY.replace(max_new_tokens=200))
@@ -423,43 +470,3 @@ def test_nucleus_on_the_vocabulary_head_equals_a_full_sort(min_p):
                         dtype=torch.long), torch.cat([uniform, torch.zeros(1, 1)]))  # fmt: skip
     assert torch.equal(alone, mixed[:n])
     assert len(set(alone.tolist())) > 1  # it did sample, not pick one token
-
-
-@pytest.mark.parametrize("n_kv_head", [None, 1])
-def test_fused_decode_step_matches_the_model_forward(n_kv_head):
-    """The engine's fused one-token step computes what `GPT.forward` does: same logits, same
-    cache entries, for one row and for left-padded rows with their own positions."""
-    from slm_tui.generation import fastpath
-
-    torch.manual_seed(1)
-    cfg = ModelConfig(vocab_size=300, context_length=24, n_layer=2, n_head=4, d_model=64,
-                      n_kv_head=n_kv_head)  # fmt: skip
-    m = GPT(cfg).eval()
-    fast = fastpath.build(m)
-    assert fast is not None
-    with torch.inference_mode():
-        ids = torch.randint(0, 300, (1, 9))
-        a, b = m.new_cache(1), m.new_cache(1)
-        m(ids, cache=a)
-        m(ids, cache=b)
-        want, _ = m(torch.tensor([[7]]), cache=a, last_only=True)
-        got = fast.step(torch.tensor([[7]]), b)
-        torch.testing.assert_close(got, want[:, -1], rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(b.k[:, :, :, :10], a.k[:, :, :, :10], rtol=1e-5, atol=1e-6)
-        assert a.length == b.length == 10
-        # left-padded rows: row 0 has 3 padding slots
-        mask = torch.ones(2, 9, dtype=torch.bool)
-        mask[0, :3] = False
-        pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
-        a, b = m.new_cache(2), m.new_cache(2)
-        ids = torch.randint(0, 300, (2, 9))
-        for c in (a, b):
-            m(ids, cache=c, positions=pos, key_mask=mask)
-        nxt, step_pos = torch.tensor([[5], [6]]), torch.tensor([[6], [9]])
-        full_mask = torch.cat([mask, torch.ones(2, 1, dtype=torch.bool)], dim=1)
-        want, _ = m(nxt, cache=a, positions=step_pos, key_mask=full_mask, last_only=True)
-        got = fast.step(nxt, b, step_pos, full_mask)
-        torch.testing.assert_close(got, want[:, -1], rtol=1e-5, atol=1e-5)
-    # configurations it does not know fall back to GPT.forward
-    assert fastpath.build(GPT(ModelConfig(vocab_size=50, mlp="gelu", d_model=32, n_head=2))) is None
-    assert fastpath.build(GPT(ModelConfig(vocab_size=50, d_model=32, n_head=2)).train()) is None

@@ -1,8 +1,10 @@
 """The transformer: shapes, parameter counts of the presets, KV-cache equivalence with the full
-forward (the generation engine depends on it), left-padded batches, learning, tied weights."""
+forward (the generation engine depends on it), left-padded batches, the fused one-token
+decode step against `forward` for every switch of the config, learning, tied weights."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -159,6 +161,90 @@ def test_left_padded_batch_matches_single_rows(variant: str) -> None:
             got = torch.cat([d[i] for d in decoded])
             torch.testing.assert_close(got, alone[0, len(r) :], atol=1e-5, rtol=1e-4)
     assert torch.isfinite(prefill).all()
+
+
+# One value per ModelConfig field that changes what the model computes. The fused decode
+# step is checked against `forward` under each; a field added to ModelConfig without an entry here
+# fails `test_every_model_switch_is_covered`, so the fused step cannot silently fall behind.
+SWITCHES = {
+    "vocab_size": 61,
+    "context_length": 40,
+    "n_layer": 3,
+    "n_head": 2,
+    "n_kv_head": 1,
+    "d_model": 48,
+    "mlp": "gelu",
+    "mlp_hidden": 40,
+    "norm": "layernorm",
+    "positions": "learned",
+    "rope_theta": 50.0,
+    "bias": True,
+    "tie_embeddings": False,
+    "dropout": 0.1,
+}
+
+
+def test_every_model_switch_is_covered() -> None:
+    assert set(SWITCHES) == {f.name for f in dataclasses.fields(ModelConfig)}
+
+
+def randomized(model: GPT) -> GPT:
+    """Every parameter random (gains, biases included), so each one shows in the output."""
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.3)
+    return model
+
+
+@pytest.mark.parametrize("switch", ["defaults", *SWITCHES, "gpt2"])
+def test_fused_decoder_matches_forward(switch: str) -> None:
+    """The fused one-token step computes what `forward` does for one new token: same logits, same cache
+    entries, for one row and for left-padded rows with their own positions."""
+    if switch == "gpt2":
+        changes = VARIANTS["gpt2"]
+    else:
+        changes = {} if switch == "defaults" else {switch: SWITCHES[switch]}
+    model = randomized(make(**changes))
+    step = model.fused_decoder()
+    vocab = model.cfg.vocab_size
+    with torch.no_grad():
+        # one row, no padding: the position is the cache length
+        ids = torch.randint(0, vocab, (1, 9))
+        a, b = model.new_cache(1), model.new_cache(1)
+        model(ids, cache=a)
+        model(ids, cache=b)
+        for tok in (7, 3, 11):
+            want, _ = model(torch.tensor([[tok]]), cache=a, last_only=True)
+            got = step(torch.tensor([[tok]]), b)
+            torch.testing.assert_close(got, want[:, -1], rtol=1e-4, atol=1e-4)
+        assert a.length == b.length == 12
+        torch.testing.assert_close(b.k[:, :, :, :12], a.k[:, :, :, :12], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(b.v[:, :, :, :12], a.v[:, :, :, :12], rtol=1e-4, atol=1e-5)
+        # left-padded rows: row 0 has 3 padding slots, so its positions lag its slots
+        mask = torch.ones(2, 9, dtype=torch.bool)
+        mask[0, :3] = False
+        pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        a, b = model.new_cache(2), model.new_cache(2)
+        ids = torch.randint(0, vocab, (2, 9))
+        for cache in (a, b):
+            model(ids, cache=cache, positions=pos, key_mask=mask)
+        nxt, step_pos = torch.tensor([[5], [6]]), torch.tensor([[6], [9]])
+        full_mask = torch.cat([mask, torch.ones(2, 1, dtype=torch.bool)], dim=1)
+        want, _ = model(nxt, cache=a, positions=step_pos, key_mask=full_mask, last_only=True)
+        got = step(nxt, b, step_pos, full_mask)
+        torch.testing.assert_close(got, want[:, -1], rtol=1e-4, atol=1e-4)
+
+
+def test_fused_decoder_refuses_training_mode_dropout_and_a_full_cache() -> None:
+    model = make(dropout=0.1).train()
+    with pytest.raises(ValueError, match="eval"):
+        model.fused_decoder()
+    model.eval()
+    cache = model.new_cache(1, max_len=2)
+    model(torch.tensor([[1, 2]]), cache=cache)
+    with pytest.raises(ValueError, match="do not fit"):
+        model.fused_decoder()(torch.tensor([[3]]), cache)
 
 
 def test_cache_limits() -> None:

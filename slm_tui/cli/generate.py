@@ -11,19 +11,23 @@ Text output: each story is its prompt followed by the continuation; several stor
 separated by a line `<|endoftext|>` (the TinyStories dump format, so the output can be read
 back as a corpus). JSONL output: one object per story with prompt, sample, text,
 finish_reason, tokens, seed and settings.
+
+Flags are typed (numbers are parsed by click); a value click refuses, like one the sampler
+refuses, is one line on stderr and exit code 2 (`cli.common.Command`).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from slm_tui.cli.common import cli_errors, err, warn
+from slm_tui.cli.common import Command, cli_errors, err, warn
 from slm_tui.errors import GenerationError
 from slm_tui.fileio import atomic_write_text
 from slm_tui.generation import DEFAULTS, SamplingSettings, generate, generate_batch, prepare_prompt
@@ -39,11 +43,16 @@ app = typer.Typer(
 )
 
 
-def _opt(help: str, metavar: str) -> typer.models.OptionInfo:
-    return typer.Option(help=help, metavar=metavar, show_default=False)
+class Format(str, Enum):
+    text = "text"
+    jsonl = "jsonl"
 
 
-@app.command()
+def _opt(help: str) -> typer.models.OptionInfo:
+    return typer.Option(help=help, show_default=False)
+
+
+@app.command(cls=Command)
 def main_command(
     checkpoint: Annotated[
         Path | None,
@@ -63,43 +72,40 @@ def main_command(
         ),
     ] = None,
     temperature: Annotated[
-        str | None, _opt(f"0 = greedy (default {DEFAULTS.temperature:g})", "FLOAT")
+        float | None, _opt(f"0 = greedy (default {DEFAULTS.temperature:g})")
     ] = None,
     top_k: Annotated[
-        str | None,
-        _opt(f"Keep the k most likely tokens, 0 = off (default {DEFAULTS.top_k})", "INT"),
+        int | None, _opt(f"Keep the k most likely tokens, 0 = off (default {DEFAULTS.top_k})")
     ] = None,
     top_p: Annotated[
-        str | None, _opt(f"Nucleus mass, 1 = off (default {DEFAULTS.top_p:g})", "FLOAT")
+        float | None, _opt(f"Nucleus mass, 1 = off (default {DEFAULTS.top_p:g})")
     ] = None,
     min_p: Annotated[
-        str | None,
+        float | None,
         _opt(
-            f"Drop tokens below min_p x the top probability, 0 = off (default {DEFAULTS.min_p:g})",
-            "FLOAT",
+            f"Drop tokens below min_p x the top probability, 0 = off (default {DEFAULTS.min_p:g})"
         ),
     ] = None,
     repetition_penalty: Annotated[
-        str | None,
+        float | None,
         _opt(
             f"Penalty on the last {DEFAULTS.repetition_window} tokens, 1 = off "
-            f"(default {DEFAULTS.repetition_penalty:g})",
-            "FLOAT",
+            f"(default {DEFAULTS.repetition_penalty:g})"
         ),
     ] = None,
     max_new_tokens: Annotated[
-        str | None, _opt(f"Tokens to write per story (default {DEFAULTS.max_new_tokens})", "INT")
+        int | None, _opt(f"Tokens to write per story (default {DEFAULTS.max_new_tokens})")
     ] = None,
     seed: Annotated[
-        str | None,
-        _opt("Seed of the first story (story j uses seed + j); default: random, reported", "INT"),
+        int | None,
+        _opt("Seed of the first story (story j uses seed + j); default: random, reported"),
     ] = None,
     stop: Annotated[
         list[str] | None, typer.Option(help="Stop when this text appears (repeatable).")
     ] = None,
-    num_samples: Annotated[str, _opt("Stories per prompt (default 1)", "INT")] = "1",
-    batch_size: Annotated[str, _opt("Stories decoded together (default 8)", "INT")] = "8",
-    format: Annotated[str, typer.Option(help="text | jsonl")] = "text",
+    num_samples: Annotated[int, typer.Option(help="Stories per prompt.")] = 1,
+    batch_size: Annotated[int, typer.Option(help="Stories decoded together.")] = 8,
+    format: Annotated[Format, typer.Option(help="Output format.")] = Format.text,
     output: Annotated[
         Path | None, typer.Option(help="Write results here (atomically) instead of stdout.")
     ] = None,
@@ -111,26 +117,23 @@ def main_command(
     """Write stories from prompts with a trained checkpoint."""
     with cli_errors():
         changes = {
-            "temperature": _number("--temperature", temperature, float),
-            "top_k": _number("--top-k", top_k, int),
-            "top_p": _number("--top-p", top_p, float),
-            "min_p": _number("--min-p", min_p, float),
-            "repetition_penalty": _number("--repetition-penalty", repetition_penalty, float),
-            "max_new_tokens": _number("--max-new-tokens", max_new_tokens, int),
-            "seed": _number("--seed", seed, int),
+            "temperature": temperature,
+            "top_k": top_k,
+            "top_p": top_p,
+            "min_p": min_p,
+            "repetition_penalty": repetition_penalty,
+            "max_new_tokens": max_new_tokens,
+            "seed": seed,
             "stop": tuple(stop) if stop else None,
         }
         settings = DEFAULTS.replace(**{k: v for k, v in changes.items() if v is not None})
-        samples = _number("--num-samples", num_samples, int)
-        batch = _number("--batch-size", batch_size, int)
+        samples, batch = num_samples, batch_size
         if samples < 1:
             raise GenerationError(f"--num-samples must be at least 1, got {samples}")
         if batch < 1:
             raise GenerationError(f"--batch-size must be at least 1, got {batch}")
-        if format not in ("text", "jsonl"):
-            raise GenerationError(f"--format must be text or jsonl, got {format!r}")
         texts = _collect_prompts(prompt, prompts)
-        if stream and (len(texts) * samples != 1 or format != "text" or output is not None):
+        if stream and (len(texts) * samples != 1 or format != Format.text or output is not None):
             raise GenerationError("--stream needs one prompt, one sample, text output to stdout")
         if output is not None and output.is_dir():
             raise GenerationError(f"--output {output} is a directory; give a file name")
@@ -153,7 +156,7 @@ def main_command(
         jobs = [t for t in texts for _ in range(samples)]
         seeds = row_seeds(len(jobs), settings.seed)
         results = _run(model, tokenizer, jobs, settings, batch, seeds)
-        if format == "jsonl":
+        if format == Format.jsonl:
             lines = []
             for j, r in enumerate(results):
                 row = {
@@ -177,19 +180,6 @@ def main_command(
             write_atomic(output, body)
             n = len(results)
             err.print(f"wrote {n} {'story' if n == 1 else 'stories'} to {output}", highlight=False)
-
-
-def _number(flag: str, value: str | None, kind: type) -> int | float | None:
-    """Parse a flag ourselves, so nonsense gets a one-line error (not click's usage box)."""
-    if value is None:
-        return None
-    try:
-        if kind is int:
-            return int(value.strip())
-        return float(value.strip())
-    except ValueError:
-        what = "a whole number" if kind is int else "a number"
-        raise GenerationError(f"{flag} must be {what}, got {value!r}") from None
 
 
 def read_prompts_file(path: Path) -> list[str]:
@@ -253,11 +243,7 @@ def _load(checkpoint: Path | None, device: str):
         checkpoint = bundled_demo_path()
         if checkpoint is None:
             raise GenerationError("no --checkpoint given and no bundled demo model found")
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return load_checkpoint(checkpoint, device)
+    return load_checkpoint(checkpoint, device)  # device "auto": CUDA > MPS > CPU
 
 
 def _run(

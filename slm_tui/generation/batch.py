@@ -31,7 +31,6 @@ class GenerationResult:
     seed: int
     num_tokens: int
     prompt_truncated: bool = False
-    prompt_tokens: int = 0  # tokens the model saw as prompt, BOS included
 
 
 def generate_batch(
@@ -94,11 +93,15 @@ def _decode_group(model, tokenizer, prompts, prepared, seeds, settings, row_done
     def finish(j: int, reason: str) -> None:
         texts[j].append(streams[j].flush())
         live.discard(j)
-        decoder.finished[j] = True
-        ids, truncated = prepared[j]
-        text = "".join(texts[j])
+        decoder.finish(j)
         result = GenerationResult(
-            prompts[j], text, out[j], reason, seeds[j], len(out[j]), truncated, len(ids)
+            prompt=prompts[j],
+            text="".join(texts[j]),
+            token_ids=out[j],
+            finish_reason=reason,
+            seed=seeds[j],
+            num_tokens=len(out[j]),
+            prompt_truncated=prepared[j][1],
         )
         row_done(j, result)
 

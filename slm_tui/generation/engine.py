@@ -12,8 +12,10 @@ id tensors. `generate()` drives it with one row, `generate_batch()` with many.
   (shifted left in the cache, not recomputed) and only the sliding rows are prefilled,
   in a scratch cache copied into place, so a row slides exactly when it would alone.
 - Each row samples with its own `torch.Generator`: one uniform per token, drawn in blocks.
-- Per token: one small forward, the sampler on (B, V), no host sync (the caller reads the
-  chosen ids once, to emit them).
+- Per token: one decode step through the model's `FusedDecoder` (the same function as
+  `GPT.forward` with about half the ops; `fused=False` uses `GPT.forward`, for comparison),
+  the sampler on (B, V), no host sync (the caller reads the chosen ids once, to emit them).
+- The model must be in eval mode (no dropout): a model in training mode is refused.
 """
 
 from __future__ import annotations
@@ -24,13 +26,9 @@ import torch
 from torch import Tensor
 
 from slm_tui.errors import GenerationError
-from slm_tui.generation import fastpath
 from slm_tui.generation.samplers import sample_next
 from slm_tui.generation.settings import MAX_SEED, SamplingSettings
 
-# Decode steps through `fastpath` when the model allows it (the benchmark turns it off to
-# measure what it gains).
-USE_FASTPATH = True
 # Each row's generator draws this many uniforms at a time (one is used per token): fewer
 # calls per token, the same stream whatever the batch.
 UNIFORM_BLOCK = 64
@@ -73,10 +71,15 @@ def model_device(model) -> torch.device:
 
 class Decoder:
     """B rows decoding together. After construction `logits` (B, V) predict each row's next
-    token; `sample()` picks them, `advance()` feeds them and refreshes `logits`."""
+    token; `sample()` picks them, `advance()` feeds them and refreshes `logits`, `finish(row)`
+    marks a row done (it stays in the batch, its output ignored, and never slides)."""
 
     @torch.inference_mode()
-    def __init__(self, model, contexts: list[list[int]], seeds: list[int]) -> None:
+    def __init__(
+        self, model, contexts: list[list[int]], seeds: list[int], *, fused: bool = True
+    ) -> None:
+        if model.training:
+            raise GenerationError("generation needs the model in eval mode (model.eval())")
         self.model = model
         self.context_length = model.cfg.context_length
         self.keep = window_keep(self.context_length)
@@ -87,7 +90,7 @@ class Decoder:
         self.finished = [False] * self.batch
         self.cache = model.new_cache(self.batch)
         self.padded = self.batch > 1
-        self.fast = fastpath.build(model) if USE_FASTPATH else None
+        self.step = model.fused_decoder() if fused else None  # None: GPT.forward
         # History for the repetition penalty, right-aligned: every row gains one token per
         # step, so column n is "step n" for all rows; -1 marks left padding.
         width = max(len(c) for c in contexts)
@@ -95,12 +98,21 @@ class Decoder:
         for i, c in enumerate(contexts):
             self.hist[i, width - len(c) : width] = torch.tensor(c, dtype=torch.long)
         self.hist_len = width
-        if self.padded:
-            self.key_mask = torch.zeros(
-                self.batch, self.context_length, dtype=torch.bool, device=self.device
-            )  # (B, S) True = a real token
-        self._drawn = UNIFORM_BLOCK  # uniforms are drawn per row in blocks, used one per token
-        self.logits = self._prefill(contexts)
+        # Cache bookkeeping (set by _prefill / _slide): each row's tokens in the cache, and,
+        # for padded batches, the next position of each row and which slots hold real tokens.
+        self.lengths = [len(c) for c in contexts]
+        self.positions = torch.zeros(self.batch, dtype=torch.long, device=self.device)
+        self.key_mask = torch.zeros(
+            self.batch, self.context_length, dtype=torch.bool, device=self.device
+        )  # (B, S) True = a real token
+        # Uniforms are drawn per row in blocks, one used per token.
+        self._uniforms = torch.empty(self.batch, UNIFORM_BLOCK, device=self.device)
+        self._drawn = UNIFORM_BLOCK  # all used: the first sample() draws a block
+        self.logits = self._prefill(contexts)  # (B, V)
+
+    def finish(self, row: int) -> None:
+        """Row `row` is done: it keeps its slot in the batch but is never slid again."""
+        self.finished[row] = True
 
     # --- prefill and sliding -----------------------------------------------------------------
     def _prefill(self, contexts: list[list[int]]) -> Tensor:
@@ -210,8 +222,8 @@ class Decoder:
             # and share one position: the cheaper, unmasked attention.
             if min(self.lengths) < slot:
                 positions, key_mask = self.positions.view(-1, 1), self.key_mask[:, : slot + 1]
-        if self.fast is not None:
-            logits = self.fast.step(idx, self.cache, positions, key_mask)  # (B, V)
+        if self.step is not None:
+            logits = self.step(idx, self.cache, positions, key_mask)  # (B, V)
         else:
             out, _ = self.model(
                 idx, cache=self.cache, positions=positions, key_mask=key_mask, last_only=True

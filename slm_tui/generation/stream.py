@@ -1,9 +1,9 @@
 """`generate()`: one story as a stream of events, for the TUI and `slm-generate --stream`.
 
-Each sampled token gives a "token" event (id, whole-character text delta, its probability
-and the top alternatives under the model's raw softmax, running timings, the settings
-version it was sampled with); the story ends with one "done" event carrying the finish
-reason: "eos" | "stop" | "length" | "cancelled" and any text that was held back.
+Each sampled token gives a "token" `Event` (id, display piece, whole-character text delta,
+its probability and the top alternatives under the model's raw softmax, running timings,
+the settings version it was sampled with); the story ends with one "done" event carrying
+the finish reason: "eos" | "stop" | "length" | "cancelled" and any text that was held back.
 
 Settings are read before every token (`LiveSettings.snapshot()`), so a change applies to the
 next token. The seed is read once, at the start: it fixes the story's generator. The EOS
@@ -18,38 +18,15 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import torch
 
 from slm_tui.generation.engine import Decoder, fresh_seed, prepare_prompt
+from slm_tui.generation.events import Event, TokenAlt
 from slm_tui.generation.settings import LiveSettings, SamplingSettings
 from slm_tui.generation.text import TextStream
 
 TOP_ALTERNATIVES = 5
-
-
-@dataclass(frozen=True)
-class TokenAlt:
-    token_id: int
-    text: str  # the token's display text (`tokenizer.token_text`)
-    prob: float
-
-
-@dataclass(frozen=True)
-class Event:
-    kind: str  # "token" | "done"
-    index: int  # tokens generated so far (this one included)
-    token_id: int | None
-    text: str  # text delta: whole UTF-8 characters only ("" while bytes are held)
-    prob: float | None  # the chosen token's probability under the raw softmax
-    top: tuple[TokenAlt, ...]  # the most likely tokens, same distribution
-    ttft: float | None  # seconds from the call to the first token
-    tokens_per_s: float  # tokens generated / seconds since the call
-    elapsed: float
-    settings_version: int  # LiveSettings.version the token was sampled with (0 if plain)
-    seed: int
-    finish_reason: str | None = None  # set on "done"
 
 
 def _reader(settings: SamplingSettings | LiveSettings, vocab_size: int):
@@ -91,11 +68,20 @@ def generate(
     top_n = max(0, min(top_n, vocab))
     index, ttft = 0, None
 
-    def done(reason: str, version: int, token_id=None, prob=None) -> Event:
+    def done(reason: str, version: int, token_id: int | None = None, prob=None) -> Event:
         now = time.perf_counter() - start
-        rate = index / now if now > 0 else 0.0
         return Event(
-            "done", index, token_id, text.flush(), prob, (), ttft, rate, now, version, seed, reason
+            kind="done",
+            index=index,
+            seed=seed,
+            token_id=token_id,
+            text=text.flush(),
+            prob=prob,
+            ttft=ttft,
+            tokens_per_s=index / now if now > 0 else 0.0,
+            elapsed=now,
+            settings_version=version,
+            finish_reason=reason,
         )
 
     while True:
@@ -116,8 +102,22 @@ def generate(
         now = time.perf_counter() - start
         if ttft is None:
             ttft = now
-        alts = tuple(TokenAlt(t, tokenizer.token_text(t), p) for t, p in top)
-        yield Event("token", index, tok, delta, prob, alts, ttft, index / now, now, version, seed)
+        alts = tuple(TokenAlt(token_id=t, text=tokenizer.token_text(t), prob=p) for t, p in top)
+        piece = next((a.text for a in alts if a.token_id == tok), None)
+        yield Event(
+            kind="token",
+            index=index,
+            seed=seed,
+            token_id=tok,
+            text=delta,
+            piece=tokenizer.token_text(tok) if piece is None else piece,
+            prob=prob,
+            top=alts,
+            ttft=ttft,
+            tokens_per_s=index / now,
+            elapsed=now,
+            settings_version=version,
+        )
         if text.stopped:
             yield done("stop", version)
             return
