@@ -23,7 +23,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import math
 import os
 import shutil
 from dataclasses import dataclass
@@ -56,7 +55,7 @@ from slm_tui.checkpoint_files import (
 from slm_tui.config import Config, copy_config
 from slm_tui.devices import resolve_device
 from slm_tui.errors import CheckpointError, SlmError
-from slm_tui.fileio import as_ordinary_file, fsync_tree, replace_dir
+from slm_tui.fileio import as_ordinary_file, fsync_tree, json_safe, replace_dir
 from slm_tui.model import GPT
 from slm_tui.tokenizers import Tokenizer, load_tokenizer
 
@@ -118,20 +117,6 @@ def _check_plain(value: Any, where: str) -> None:
         f"trainer_state{where} is a {type(value).__name__}; only tensors, numbers, strings, "
         "lists and dicts can be loaded safely"
     )
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None  # JSON has no NaN/inf; a non-finite metric is "unknown"
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        return _json_safe(value.item())
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 def weights_state(model: GPT, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
@@ -204,7 +189,7 @@ def save_checkpoint(
                 "; reload it from its directory before saving"
             )
         (tmp / META_FILE).write_text(
-            json.dumps(_json_safe(full_meta), indent=2) + "\n", encoding="utf-8"
+            json.dumps(json_safe(full_meta), indent=2) + "\n", encoding="utf-8"
         )
         if trainer_state is not None:
             torch.save(trainer_state, tmp / TRAINER_FILE)

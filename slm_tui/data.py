@@ -11,11 +11,12 @@ Notable:
 - Cached by (source fingerprint, tokenizer fingerprint): a second run is free; shards from
   another source or tokenizer are never reused (rebuilt in the cache, refused elsewhere
   without `force`).
-- `BatchSampler` draws (B, T+1) windows at random offsets from a generator seeded by
+- `BatchSampler` draws (T+1)-token windows at random offsets from a generator seeded by
   (seed, cursor), so a run resumes exactly from a saved cursor, and every rank takes its
   slice of the same global draw (DDP with N ranks sees what one process would).
-- `iter_eval_windows` tiles a shard with non-overlapping windows (stride T): each token is
-  a target once; the tail shorter than one window is left out.
+- `iter_windows` is the one way text is cut for evaluation (in-run validation and
+  `slm-train eval`): windows of T targets with stride T, the shorter tail included, so every
+  token after the first is a target exactly once (BOS and EOS included).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,17 +47,17 @@ from slm_tui.tokenizers import Tokenizer
 __all__ = [
     "BatchSampler",
     "CorpusSource",
+    "ShardProgress",
     "Shards",
     "SplitPlan",
     "TokenShard",
     "corpus_source",
     "default_shards_dir",
-    "iter_eval_windows",
     "iter_stories",
+    "iter_windows",
     "load_shard",
     "plan_split",
     "prepare_shards",
-    "shard_tokens_per_byte",
     "source_fingerprint",
 ]
 
@@ -108,6 +109,17 @@ def load_shard(path: str | os.PathLike[str]) -> TokenShard:
         raise DataError(f"{bin_path} is missing or truncated; rebuild with --force")
     tokens = np.memmap(bin_path, dtype=dtype, mode="r") if n else np.zeros(0, dtype)
     return TokenShard(bin_path, meta, tokens)
+
+
+@dataclass
+class ShardProgress:
+    """How far `prepare_shards` has got (sent after every batch of stories)."""
+
+    stories: int  # stories written so far (both splits)
+    bytes: int  # characters of those stories (a cheap stand-in for UTF-8 bytes)
+    tokens: int  # tokens written so far (both splits, BOS/EOS included)
+    total_bytes: int | None  # size of the training source on disk, when known
+    elapsed: float  # seconds since writing began
 
 
 @dataclass
@@ -202,11 +214,11 @@ def prepare_shards(
     val_source: CorpusSource | None = None,
     val_fraction: float = 0.005,
     force: bool = False,
-    progress: Callable[[dict[str, Any]], None] | None = None,
+    progress: Callable[[ShardProgress], None] | None = None,
 ) -> Shards:
     """Tokenize `source` into train/val shards (cached; see module docstring).
 
-    `progress` gets {stories, bytes, tokens, total_bytes, elapsed} after every batch.
+    `progress` gets a `ShardProgress` after every batch of stories.
     """
     plan = plan_split(source, val_source, val_fraction)
     key = {"source_fingerprint": plan.fingerprint(), "tokenizer_fingerprint": tokenizer.fingerprint}
@@ -248,13 +260,13 @@ def prepare_shards(
             batch, batch_bytes = [], 0
             if progress is not None:
                 progress(
-                    {
-                        "stories": done_stories,
-                        "bytes": done_bytes,
-                        "tokens": done_tokens,
-                        "total_bytes": total,
-                        "elapsed": time.perf_counter() - t0,
-                    }
+                    ShardProgress(
+                        stories=done_stories,
+                        bytes=done_bytes,
+                        tokens=done_tokens,
+                        total_bytes=total,
+                        elapsed=time.perf_counter() - t0,
+                    )
                 )
 
         for is_val, story in plan.iter_tagged():
@@ -299,43 +311,43 @@ def prepare_shards(
 
 
 class BatchSampler:
-    """Random (T+1)-token windows; deterministic from (seed, cursor); rank-sharded."""
+    """Random (T+1)-token windows; deterministic from (seed, cursor); rank-sharded.
+
+    `rows` is what one rank takes per draw; a draw is `rows * world_size` windows and rank r
+    takes rows [r * rows, (r + 1) * rows), so the split always divides evenly (the trainer
+    gets `rows` from `TrainConfig.micro_batch_size`, the one batch-divisibility check).
+    """
 
     def __init__(
         self,
         shard: TokenShard,
-        batch_size: int,
+        rows: int,
         seq_len: int,
         seed: int,
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        if batch_size < 1 or seq_len < 1:
-            raise DataError(
-                f"batch size and sequence length must be positive ({batch_size}, {seq_len})"
-            )
+        if rows < 1 or seq_len < 1:
+            raise DataError(f"rows and sequence length must be positive ({rows}, {seq_len})")
         if world_size < 1 or not 0 <= rank < world_size:
             raise DataError(f"rank {rank} is not in a world of size {world_size}")
-        if batch_size % world_size:
-            raise DataError(
-                f"batch size {batch_size} does not split evenly over {world_size} ranks"
-            )
         if shard.num_tokens < seq_len + 1:
             raise DataError(
                 f"{shard.path} has {shard.num_tokens} tokens, fewer than one window of "
                 f"{seq_len + 1}; use more text or a shorter context"
             )
-        self.shard, self.batch_size, self.seq_len, self.seed = shard, batch_size, seq_len, seed
+        self.shard, self.rows, self.seq_len, self.seed = shard, rows, seq_len, seed
         self.rank, self.world_size = rank, world_size
-        self.local = batch_size // world_size
         self.cursor = 0
         self._span = np.arange(seq_len + 1)
 
     def next_batch(self) -> np.ndarray:
-        """(batch_size // world_size, seq_len + 1) int64; this rank's rows of draw `cursor`."""
+        """(rows, seq_len + 1) int64: this rank's rows of draw `cursor`."""
         rng = np.random.default_rng([self.seed, self.cursor])
-        starts = rng.integers(0, self.shard.num_tokens - self.seq_len, size=self.batch_size)
-        mine = starts[self.rank * self.local : (self.rank + 1) * self.local]
+        starts = rng.integers(
+            0, self.shard.num_tokens - self.seq_len, size=self.rows * self.world_size
+        )
+        mine = starts[self.rank * self.rows : (self.rank + 1) * self.rows]
         self.cursor += 1
         return self.shard.tokens[mine[:, None] + self._span].astype(np.int64)  # (b, T+1)
 
@@ -346,21 +358,40 @@ class BatchSampler:
         self.cursor = int(state["cursor"])
 
 
-def iter_eval_windows(
-    shard: TokenShard, seq_len: int, batch_size: int, max_batches: int | None = None
+def iter_windows(
+    tokens: np.ndarray | Iterable[np.ndarray],
+    seq_len: int,
+    batch_size: int,
+    max_batches: int | None = None,
 ) -> Iterator[np.ndarray]:
-    """Non-overlapping (b, seq_len + 1) int64 windows, stride seq_len, in shard order."""
-    n_windows = max(0, (shard.num_tokens - 1) // seq_len)
-    span = np.arange(seq_len + 1)
-    firsts = range(0, n_windows, batch_size)
-    if max_batches is not None:
-        firsts = firsts[:max_batches]
-    for first in firsts:
-        starts = np.arange(first, min(first + batch_size, n_windows)) * seq_len
-        yield shard.tokens[starts[:, None] + span].astype(np.int64)  # (b, T+1)
-
-
-def shard_tokens_per_byte(shard: TokenShard) -> float:
-    """Content tokens (BOS/EOS excluded) per UTF-8 byte of the story text."""
-    content = shard.num_tokens - 2 * shard.num_stories
-    return content / max(1, shard.num_bytes)
+    """Evaluation windows over a token sequence (an array, e.g. a shard's tokens, or a stream
+    of 1-D chunks): int64 batches of `batch_size` rows of `seq_len + 1` tokens, stride
+    `seq_len`, in order. Consecutive windows share one token (the last input of one is the
+    first of the next), so every token after the very first is a target exactly once, BOS
+    and EOS included. At the end come the remaining whole windows as one smaller batch, then
+    the tail shorter than a window as a (1, n + 1) batch. At most `max_batches` batches.
+    """
+    if batch_size < 1 or seq_len < 1:
+        raise DataError(f"batch size and window must be positive ({batch_size}, {seq_len})")
+    step = batch_size * seq_len
+    if isinstance(tokens, np.ndarray):  # read a memory-mapped shard a batch at a time
+        array = tokens
+        tokens = (array[i : i + step] for i in range(0, array.shape[0], step))
+    idx = np.arange(batch_size)[:, None] * seq_len + np.arange(seq_len + 1)[None, :]
+    left = max_batches if max_batches is not None else -1
+    buf = np.zeros(0, dtype=np.int64)
+    for chunk in tokens:
+        buf = np.concatenate([buf, np.asarray(chunk, dtype=np.int64)])
+        while buf.size >= step + 1:
+            if left == 0:
+                return
+            yield buf[idx]  # (b, T+1)
+            left -= 1
+            buf = buf[step:]
+    whole = (buf.size - 1) // seq_len
+    if whole > 0 and left != 0:
+        yield buf[idx[:whole]]  # (k, T+1), k < b
+        left -= 1
+        buf = buf[whole * seq_len :]
+    if buf.size > 1 and left != 0:
+        yield buf[None, :]  # (1, n+1), n < T

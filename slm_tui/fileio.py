@@ -3,6 +3,7 @@
 - `atomic_write_bytes` / `atomic_write_text`: a file, via a temporary sibling and a rename.
 - `temp_dir` + `replace_dir`: a directory (a tokenizer, a checkpoint), built in a hidden
   sibling and swapped into place in one step.
+- `json_safe`: a value made fit for strict JSON (meta.json, metrics.jsonl).
 """
 
 from __future__ import annotations
@@ -11,10 +12,26 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import math
 import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
+
+
+def json_safe(value: Any) -> Any:
+    """`value` for strict JSON: NaN and inf become null (JSON has neither; a non-finite
+    figure is "unknown"), paths become strings, tuples lists, dict keys strings."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
 
 
 def fsync_dir(path: Path) -> None:

@@ -11,14 +11,14 @@ import typer
 from test_tokenizers import make_stories
 from typer.testing import CliRunner
 
-from slm_tui.cli import train_data
+from slm_tui.cli import train_data, train_tokenizer
 from slm_tui.data import load_shard
 from slm_tui.tokenizers import load_tokenizer
 
 # The two commands on their own app, as cli/train.py registers them, so these tests do not
 # depend on the model-training commands.
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-app.command("tokenizer")(train_data.tokenizer)
+app.command("tokenizer")(train_tokenizer.tokenizer)
 app.command("data")(train_data.data)
 runner = CliRunner()
 

@@ -1,7 +1,8 @@
-"""`slm-train model` and `slm-train eval` as a user runs them: text to model in one command,
-eval --json, SIGTERM mid-run (a real subprocess), DDP through a real `torchrun` with two
-gloo processes against one process, and every bad input: one line on stderr, exit code 2,
-the existing run untouched.
+"""`slm-train model`, `eval` and `export` as a user runs them: text to model in one command,
+eval --json, export to a slim checkpoint, SIGTERM mid-run (a real subprocess), DDP through a
+real `torchrun` with two gloo processes against one process, `--help` without importing
+torch (real subprocesses), and every bad input: one line on stderr, exit code 2, the
+existing run untouched.
 """
 
 from __future__ import annotations
@@ -110,6 +111,55 @@ def test_text_to_model_in_one_command_then_eval_json(env, tmp_path):
     res = invoke("eval", "--checkpoint", str(run))  # default: the run's own validation shard
     assert res.exit_code == 0, res.output
     assert "bits per byte" in res.stdout
+
+
+def test_eval_json_keeps_its_fields_and_order(env):
+    res = invoke("eval", "--checkpoint", str(env["run"]), "--json")
+    assert res.exit_code == 0, res.output
+    assert list(json.loads(res.stdout)) == [
+        "loss", "bpb", "tokens", "bytes", "stories", "perplexity", "checkpoint", "corpus",
+        "tokenizer", "vocab_size", "context_length", "seconds",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("command", [[], ["tokenizer"], ["data"], ["model"], ["eval"], ["export"]])
+def test_help_does_not_import_torch(command):
+    # The real entry point in a fresh interpreter; -X importtime lists every module imported.
+    cmd = [sys.executable, "-X", "importtime", str(BIN / "slm-train"), *command, "--help"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Usage" in proc.stdout
+    imported = [line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()
+                if line.startswith("import time:")]  # fmt: skip
+    assert "typer" in imported  # the listing is real
+    assert "torch" not in imported, [m for m in imported if m.startswith("torch")][:5]
+
+
+def test_export_writes_a_slim_loadable_checkpoint(env, tmp_path):
+    from slm_tui.checkpoints import load_checkpoint, read_checkpoint_meta
+
+    dest = tmp_path / "slim"
+    res = invoke("export", "--checkpoint", str(env["run"] / "latest"), "--output", str(dest))
+    assert res.exit_code == 0, res.output
+    assert res.stdout.strip() == str(dest.resolve())
+    assert not (dest / "trainer_state.pt").exists()
+    assert (dest / "metrics.jsonl").read_bytes() == (env["run"] / "metrics.jsonl").read_bytes()
+    source_meta = read_checkpoint_meta(env["run"] / "latest")
+    meta = read_checkpoint_meta(dest)
+    for key in ("step", "tokens_seen", "val_loss", "val_bpb"):
+        assert meta[key] == source_meta[key]
+    loaded = load_checkpoint(dest, device="cpu")
+    original = load_checkpoint(env["run"] / "latest", device="cpu")
+    for name, weight in original.model.state_dict().items():  # bf16 weights, upcast on load
+        assert (loaded.model.state_dict()[name] - weight).abs().max() <= weight.abs().max() / 64
+    assert_refused(invoke("export", "--checkpoint", str(env["run"]), "--output", str(dest)),
+                   "already exists", "--force")  # fmt: skip
+    assert_refused(invoke("export", "--checkpoint", str(env["run"]), "--output",
+                          str(tmp_path / "x"), "--dtype", "int8"), "--dtype")  # fmt: skip
+    assert invoke("export", "--checkpoint", str(env["run"]), "--output", str(dest),
+                  "--dtype", "float32", "--force").exit_code == 0  # fmt: skip
+    assert (load_checkpoint(dest, device="cpu").model.state_dict()["tok_emb.weight"]
+            == original.model.state_dict()["tok_emb.weight"]).all()  # fmt: skip
 
 
 def test_eval_takes_several_files_after_one_flag_as_the_other_commands_do(env, tmp_path):

@@ -5,6 +5,7 @@ loading a local folder, and the real TinyStories text when it is present."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 
@@ -16,10 +17,11 @@ from test_tokenizers import make_stories
 
 from slm_tui.data import (
     BatchSampler,
+    ShardProgress,
     corpus_source,
     default_shards_dir,
-    iter_eval_windows,
     iter_stories,
+    iter_windows,
     load_shard,
     plan_split,
     prepare_shards,
@@ -149,8 +151,14 @@ def test_dataset_folder_uses_its_validation_split(tmp_path, bpe) -> None:
 
 def test_shard_contents_and_sidecar(corpus, bpe) -> None:
     stories, path = corpus
-    shards = prepare_shards(corpus_source(data_files=[str(path)]), bpe, val_fraction=0.1)
+    seen: list[ShardProgress] = []
+    shards = prepare_shards(
+        corpus_source(data_files=[str(path)]), bpe, val_fraction=0.1, progress=seen.append
+    )
     tr, va = shards.train, shards.val
+    assert seen and seen[-1].stories == len(stories)  # progress ends with every story
+    assert seen[-1].tokens == tr.num_tokens + va.num_tokens
+    assert seen[-1].total_bytes == path.stat().st_size
     assert tr.tokens.dtype == np.uint16 and tr.meta["dtype"] == "uint16"
     assert tr.num_stories + va.num_stories == len(stories)
     assert va.num_stories == 45  # every 10th story, the first included
@@ -300,7 +308,7 @@ def test_sampler_resumes_from_cursor(shard) -> None:
 
 def test_sampler_rank_sharding_matches_one_process(shard) -> None:
     whole = BatchSampler(shard, 8, 16, seed=5)
-    ranks = [BatchSampler(shard, 8, 16, seed=5, rank=r, world_size=4) for r in range(4)]
+    ranks = [BatchSampler(shard, 2, 16, seed=5, rank=r, world_size=4) for r in range(4)]
     for _ in range(3):
         parts = [s.next_batch() for s in ranks]
         assert all(p.shape == (2, 17) for p in parts)
@@ -308,23 +316,43 @@ def test_sampler_rank_sharding_matches_one_process(shard) -> None:
 
 
 def test_sampler_bad_arguments(shard) -> None:
-    with pytest.raises(DataError, match="does not split evenly"):
-        BatchSampler(shard, 6, 16, seed=0, world_size=4)
+    with pytest.raises(DataError, match="not in a world"):
+        BatchSampler(shard, 2, 16, seed=0, rank=4, world_size=4)
+    with pytest.raises(DataError, match="must be positive"):
+        BatchSampler(shard, 0, 16, seed=0)
     with pytest.raises(DataError, match="fewer than one window"):
         BatchSampler(shard, 2, shard.num_tokens, seed=0)
 
 
-def test_eval_windows_cover_each_target_once(shard) -> None:
+def _targets(windows: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate([w[:, 1:].reshape(-1) for w in windows])
+
+
+def test_eval_windows_make_every_token_after_the_first_a_target_once(shard) -> None:
     T = 50
-    windows = list(iter_eval_windows(shard, T, batch_size=7))
-    assert all(w.shape[1] == T + 1 for w in windows) and windows[0].shape[0] == 7
-    allw = np.concatenate(windows)
-    n = len(allw)
-    assert n == (shard.num_tokens - 1) // T
-    targets = allw[:, 1:].reshape(-1)
-    assert (targets == np.asarray(shard.tokens[1 : 1 + n * T], dtype=np.int64)).all()
-    assert len(list(iter_eval_windows(shard, T, 7, max_batches=2))) == 2
-    assert [w.tolist() for w in iter_eval_windows(shard, T, 7)] == [w.tolist() for w in windows]
+    tokens = np.asarray(shard.tokens, dtype=np.int64)
+    assert (tokens.size - 1) % T != 0  # the shard ends in a partial window: it is included
+    windows = list(iter_windows(shard.tokens, T, batch_size=7))
+    assert windows[0].shape == (7, T + 1) and windows[0].dtype == np.int64
+    assert all(w.shape[1] == T + 1 for w in windows[:-1])
+    assert windows[-1].shape == (1, (tokens.size - 1) % T + 1)  # the tail, shorter
+    assert (_targets(windows) == tokens[1:]).all()  # every target once, in order
+    first = np.concatenate([w[:, 0] for w in windows])
+    assert (first == tokens[: tokens.size - 1 : T]).all()  # stride T, one shared token
+    assert len(list(iter_windows(shard.tokens, T, 7, max_batches=2))) == 2
+    # A stream of uneven chunks (how `slm-train eval` reads a corpus) gives the same windows.
+    cuts = [0, 1, 13, 400, 401, 2000, tokens.size]
+    chunks = [tokens[a:b] for a, b in itertools.pairwise(cuts)]
+    streamed = list(iter_windows(iter(chunks), T, batch_size=7))
+    assert [w.tolist() for w in streamed] == [w.tolist() for w in windows]
+
+
+def test_eval_windows_of_tiny_inputs() -> None:
+    assert list(iter_windows(np.zeros(1, dtype=np.uint16), 4, 2)) == []  # no target at all
+    (only,) = iter_windows(np.arange(3, dtype=np.uint16), 4, 2)
+    assert only.tolist() == [[0, 1, 2]]  # one short window: two targets
+    whole = list(iter_windows(np.arange(9, dtype=np.uint16), 4, 2))
+    assert [w.tolist() for w in whole] == [[[0, 1, 2, 3, 4], [4, 5, 6, 7, 8]]]  # no empty tail
 
 
 # ---- real text ------------------------------------------------------------------------------

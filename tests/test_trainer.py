@@ -1,6 +1,8 @@
 """The trainer as a library: a tiny run learns, resume replays the uninterrupted run exactly,
-schedules, the Muon option, a diverging run stops keeping its last good checkpoint, and
-whole-corpus evaluation counts every token and byte.
+schedules, the Muon option, a diverging run stops keeping its last good checkpoint,
+whole-corpus evaluation counts every token and byte, the in-run validation figures equal
+`evaluate` on the same shard, samples come from the generation engine, and the reporter
+hooks get the records metrics.jsonl holds.
 
 Everything runs on CPU in float32 with a one-layer, 32-wide model on the byte tokenizer and a
 synthetic corpus the test writes itself.
@@ -18,7 +20,9 @@ import torch
 from conftest import _synthetic_stories
 
 from slm_tui.config import load_config
-from slm_tui.errors import TrainingError
+from slm_tui.data import corpus_source, plan_split
+from slm_tui.errors import ConfigError, TrainingError
+from slm_tui.generation import SamplingSettings, generate_batch
 from slm_tui.trainer import Reporter, evaluate, lr_multiplier, train
 
 
@@ -89,7 +93,7 @@ class StopAt(Reporter):
         self.step, self.event = step, event
 
     def on_log(self, record):
-        if record["step"] == self.step:
+        if record.step == self.step:
             self.event.set()
 
 
@@ -167,13 +171,116 @@ def test_eval_counts_every_token_and_byte_of_the_corpus(corpus, tmp_path):
     train(tiny_config(corpus, "train.max_steps=5"), run)
     stories = _synthetic_stories(400, seed=3)
     result = evaluate(run, data_files=[str(corpus)], batch_size=4)
-    assert result["bytes"] == sum(len(s.encode("utf-8")) for s in stories)
-    assert result["tokens"] == sum(len(s.encode("utf-8")) + 2 for s in stories) - 1
-    assert result["bpb"] == pytest.approx(
-        result["loss"] * result["tokens"] / math.log(2) / result["bytes"]
-    )
+    assert result.bytes == sum(len(s.encode("utf-8")) for s in stories)
+    assert result.tokens == sum(len(s.encode("utf-8")) + 2 for s in stories) - 1
+    assert result.bpb == pytest.approx(result.loss * result.tokens / math.log(2) / result.bytes)
     # Batching does not change the answer; a cap reads whole stories only.
     again = evaluate(run, data_files=[str(corpus)], batch_size=7)
-    assert again["loss"] == pytest.approx(result["loss"], rel=1e-5)
+    assert again.loss == pytest.approx(result.loss, rel=1e-5)
     capped = evaluate(run, data_files=[str(corpus)], max_tokens=1000)
-    assert capped["tokens"] < result["tokens"] and capped["stories"] < 400
+    assert capped.tokens < result.tokens and capped.stories < 400
+
+
+class Recorder(Reporter):
+    """Keeps every record the hooks receive."""
+
+    def __init__(self) -> None:
+        self.got: dict[str, list] = {"start": [], "log": [], "eval": [], "samples": []}
+
+    def on_start(self, info):
+        self.got["start"].append(info)
+
+    def on_log(self, record):
+        self.got["log"].append(record)
+
+    def on_eval(self, record):
+        self.got["eval"].append(record)
+
+    def on_samples(self, record):
+        self.got["samples"].append(record)
+
+
+def test_in_run_validation_equals_eval_of_the_checkpoint_on_its_shard(corpus, tmp_path):
+    # eval_batches covers the whole validation shard, tail included: the same targets.
+    run = tmp_path / "run"
+    rec = Recorder()
+    train(tiny_config(corpus, "train.max_steps=6", "train.eval_batches=100000"), run, reporter=rec)
+    meta = json.loads((run / "latest" / "meta.json").read_text())
+    last = rec.got["eval"][-1]
+    assert last.step == 6 and (last.val_loss, last.val_bpb) == (meta["val_loss"], meta["val_bpb"])
+    result = evaluate(run / "latest")  # no corpus: the checkpoint's own validation shard
+    assert result.corpus.startswith("validation shard")
+    assert result.tokens == last.val_tokens
+    assert result.loss == pytest.approx(meta["val_loss"], abs=1e-5)
+    assert result.bpb == pytest.approx(meta["val_bpb"], abs=1e-5)
+    # The shard's bytes count whole: bpb is the sum of nats / ln 2 / the stories' bytes.
+    held_out = list(plan_split(corpus_source(data_files=[str(corpus)]), None, 0.005).iter_val())
+    assert result.stories == len(held_out)
+    assert result.bytes == sum(len(s.encode("utf-8")) for s in held_out)
+    assert result.tokens == sum(len(s.encode("utf-8")) + 2 for s in held_out) - 1
+    assert result.bpb == pytest.approx(result.loss * result.tokens / math.log(2) / result.bytes)
+
+
+def test_hooks_get_the_records_metrics_jsonl_holds(corpus, tmp_path):
+    run = tmp_path / "run"
+    rec = Recorder()
+    train(tiny_config(corpus, "train.max_steps=4", "train.eval_every=2"), run, reporter=rec)
+    (start,) = rec.got["start"]
+    assert (start.step, start.max_steps, start.tokens_per_step) == (0, 4, 8 * 32)
+    assert start.tokenizer == "byte" and not start.resumed and start.device == "cpu"
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert lines[0] == {"kind": "event", "event": "start", "step": 0, "tokens": 0}
+    train_lines = [x for x in lines if x["kind"] == "train"]
+    assert [x["step"] for x in train_lines] == [r.step for r in rec.got["log"]] == [1, 2, 3, 4]
+    # Key order is the file format; no "mfu" without a GPU peak.
+    keys = ["kind", "step", "tokens", "loss", "lr", "tokens_per_s", "elapsed_s", "eta_s"]
+    assert all(list(x) == keys for x in train_lines)
+    assert [x["loss"] for x in train_lines] == [r.loss for r in rec.got["log"]]
+    eval_lines = [x for x in lines if x["kind"] == "eval"]
+    assert [list(x) for x in eval_lines] == [
+        ["kind", "step", "tokens", "val_loss", "val_bpb", "val_tokens"]
+    ] * 2
+    assert [x["val_bpb"] for x in eval_lines] == [r.val_bpb for r in rec.got["eval"]]
+    sample_lines = [x for x in lines if x["kind"] == "samples"]
+    assert [x["step"] for x in sample_lines] == [2, 4]
+    assert list(sample_lines[0]) == ["kind", "step", "tokens", "samples"]
+    assert [list(s) for s in sample_lines[0]["samples"]] == [["prompt", "text"]] * 3
+    assert sample_lines[-1]["samples"] == [
+        {"prompt": s.prompt, "text": s.text} for s in rec.got["samples"][-1].samples
+    ]
+
+
+def test_samples_are_the_engines_stories_with_the_configured_settings(corpus, tmp_path):
+    from slm_tui.checkpoints import load_checkpoint
+
+    run = tmp_path / "run"
+    over = ("train.max_steps=3", "train.sample_tokens=12", "train.sample_top_k=5")
+    cfg = tiny_config(corpus, *over)
+    train(cfg, run)
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    written = [x for x in lines if x["kind"] == "samples"][-1]["samples"]
+    loaded = load_checkpoint(run / "latest", device="cpu")
+    settings = SamplingSettings(temperature=0.7, top_k=5, top_p=1.0, min_p=0.0,
+                                repetition_penalty=1.0, max_new_tokens=12)  # fmt: skip
+    prompts = list(cfg.train.sample_prompts)
+    seeds = [cfg.train.seed + i for i in range(len(prompts))]
+    again = generate_batch(loaded.model.eval(), loaded.tokenizer, prompts, settings, seeds=seeds)
+    assert written == [{"prompt": r.prompt, "text": r.text} for r in again]
+    assert any(r.text for r in again)
+
+
+def test_no_samples_when_sample_tokens_is_zero(corpus, tmp_path):
+    run = tmp_path / "run"
+    train(tiny_config(corpus, "train.max_steps=2", "train.sample_tokens=0"), run)
+    kinds = [json.loads(x)["kind"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert "samples" not in kinds and "eval" in kinds
+
+
+def test_sample_top_k_larger_than_the_vocabulary_is_refused_before_training(corpus, tmp_path):
+    run = tmp_path / "run"
+    with pytest.raises(ConfigError) as info:
+        train(tiny_config(corpus, "train.sample_top_k=100000"), run)
+    message = str(info.value)
+    assert "\n" not in message and "train.sample_top_k 100000" in message
+    assert "vocabulary" in message
+    assert not (run / "metrics.jsonl").exists()

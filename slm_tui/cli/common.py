@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import click
@@ -126,3 +127,28 @@ def data_files_from(data_files: list[str] | None, more: list[str] | None) -> lis
     if more and not data_files:
         fail(f"unexpected argument {more[0]!r}; local files go after --data-files")
     return [*(data_files or []), *(more or [])]
+
+
+def absolute_files(files: list[str]) -> list[str]:
+    """Absolute paths, so a saved config still finds its corpus from elsewhere (eval, resume)."""
+    return [str(Path(f).expanduser().absolute()) for f in files]
+
+
+# Options `slm-train tokenizer` and `slm-train data` share.
+DatasetOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--dataset",
+        help="Hugging Face dataset id (default roneneldan/TinyStories when no --data-files).",
+        show_default=False,
+    ),
+]
+SplitOpt = Annotated[str, typer.Option(help="Dataset split to read (hub datasets).")]
+ValFractionOpt = Annotated[
+    float,
+    typer.Option(
+        help="Held-out share of stories when the source has no validation split "
+        "(every round(1/f)-th story)."
+    ),
+]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output folder.")]

@@ -1,14 +1,16 @@
-"""`slm-train`: tokenizer, data, model and eval commands (one typer app).
+"""`slm-train`: tokenizer, data, model, eval and export commands (one typer app).
 
-The command bodies live beside this file, one module per pipeline stage; this module only
-assembles them, so `CliRunner().invoke(app, [...])` sees every command.
+Each command lives in the module named after it (`train_tokenizer`, `train_data`,
+`train_model`, `train_eval`, `train_export`), one per pipeline stage; this module only
+assembles them, so `CliRunner().invoke(app, [...])` sees every command. None of them imports
+torch before its body runs: `slm-train --help` and `slm-train <command> --help` stay quick.
 """
 
 from __future__ import annotations
 
 import typer
 
-from slm_tui.cli import train_data, train_export, train_model
+from slm_tui.cli import train_data, train_eval, train_export, train_model, train_tokenizer
 from slm_tui.cli.common import Group
 
 app = typer.Typer(
@@ -19,10 +21,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-app.command("tokenizer")(train_data.tokenizer)
+app.command("tokenizer")(train_tokenizer.tokenizer)
 app.command("data")(train_data.data)
 app.command("model")(train_model.model)
-app.command("eval")(train_model.evaluate)
+app.command("eval")(train_eval.evaluate)
 app.command("export")(train_export.export)
 
 

@@ -3,6 +3,7 @@
 Keeps what generation needs (weights, config, tokenizer, meta, metrics, loss plot), drops
 `trainer_state.pt` (optimizer moments: twice the weights), and can store the weights in
 bfloat16; loading upcasts them to float32 on CPU. This is how the bundled demo model is made.
+Torch and the checkpoint code are imported when the command runs, so `--help` stays quick.
 """
 
 from __future__ import annotations
@@ -10,14 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import torch
 import typer
 
-from slm_tui.checkpoints import is_checkpoint, load_checkpoint, save_checkpoint
+from slm_tui.checkpoint_files import is_checkpoint, read_checkpoint_meta
 from slm_tui.cli.common import cli_errors, err, out
 from slm_tui.errors import CheckpointError
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = ("float32", "bfloat16", "float16")  # names of torch dtypes
 
 
 def export(
@@ -32,6 +32,10 @@ def export(
 ) -> None:
     """Copy a checkpoint without its trainer state, optionally with bf16 weights."""
     with cli_errors():
+        import torch
+
+        from slm_tui.checkpoints import load_checkpoint, save_checkpoint
+
         if dtype not in DTYPES:
             raise CheckpointError(f"--dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
         dest = Path(output)
@@ -43,7 +47,8 @@ def export(
                     f"{dest} holds something that is not a checkpoint; not replacing it"
                 )
         loaded = load_checkpoint(checkpoint, device="cpu")
-        meta = {k: v for k, v in _meta(loaded.path).items() if k not in ("format", "version")}
+        meta = read_checkpoint_meta(loaded.path)
+        meta = {k: v for k, v in meta.items() if k not in ("format", "version")}
         extra = {
             name: loaded.path / name
             for name in ("metrics.jsonl", "loss.png")
@@ -56,14 +61,8 @@ def export(
             loaded.tokenizer,
             meta,
             extra_files=extra,
-            weights_dtype=DTYPES[dtype],
+            weights_dtype=getattr(torch, dtype),
         )
         size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
         err.print(f"exported {loaded.path} -> {dest} ({dtype} weights, {size / 1e6:.1f} MB)")
         out.print(str(dest.resolve()), highlight=False)
-
-
-def _meta(path: Path) -> dict:
-    import json
-
-    return json.loads((path / "meta.json").read_text())

@@ -1,34 +1,32 @@
-"""`slm-train model` and `slm-train eval`: thin wrappers over `slm_tui.trainer`.
+"""`slm-train model`: the third stage of the pipeline, a thin wrapper over `slm_tui.trainer`.
 
-`model` resolves the config (preset or YAML, `--set` overrides, corpus and tokenizer flags),
-prints it in full to stderr, and runs the trainer with a rich live display (step, loss, val
-loss, bits per byte, tokens/s, MFU on GPU, ETA); without a terminal it prints one line per
-log step instead. `eval` prints loss and bits per byte, or one JSON object with `--json`.
-Under torchrun only rank 0 prints.
+Resolves the config (preset or YAML, `--set` overrides, corpus and tokenizer flags), prints
+it in full to stderr, and runs the trainer with a rich live display (step, loss, val loss,
+bits per byte, tokens/s, MFU on GPU, ETA); without a terminal it prints one line per log
+step instead. Under torchrun only rank 0 prints. The trainer (torch) is imported when the
+command runs, so `--help` stays quick.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from slm_tui.cli.common import (
     DataFilesOpt,
     MoreFilesArg,
+    absolute_files,
     cli_errors,
     data_files_from,
     err,
     is_tty,
-    out,
 )
-from slm_tui.trainer.report import Reporter
+from slm_tui.trainer.report import EvalRecord, Reporter, RunStart, SamplesRecord, TrainRecord
 
 
 def _rank0() -> bool:
@@ -39,11 +37,6 @@ def _fmt(value: Any, spec: str = ".4f") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def _abs_files(files: list[str]) -> list[str]:
-    # Saved configs must still find the corpus when run from elsewhere (eval, resume).
-    return [str(Path(f).expanduser().absolute()) for f in files]
-
-
 class RichReporter(Reporter):
     """The trainer's hooks drawn as a rich progress bar plus printed evaluations."""
 
@@ -51,7 +44,7 @@ class RichReporter(Reporter):
         self.live = live
         self.title = title
         self.progress: Progress | None = None
-        self.task = None
+        self.task: TaskID | None = None
         self.fields = {"loss": "-", "val": "-", "bpb": "-", "tps": "-", "mfu": ""}
 
     def _print(self, text: str) -> None:
@@ -61,16 +54,16 @@ class RichReporter(Reporter):
     def on_message(self, text: str) -> None:
         self._print(f"[cyan]{text}[/]")
 
-    def on_start(self, info: dict[str, Any]) -> None:
+    def on_start(self, info: RunStart) -> None:
         # The config is printed once every check has passed, so a refusal stays one line.
         err.print(f"[bold]config[/] ({self.title})", highlight=False)
-        err.print(info["config"].to_yaml().rstrip(), highlight=False, markup=False)
+        err.print(info.config.to_yaml().rstrip(), highlight=False, markup=False)
         self._print(
-            f"[bold]training[/] {info['params'] / 1e6:.2f}M parameters on {info['device']}"
-            f" (x{info['world_size']}), {info['tokens_per_step']:,} tokens/step, "
-            f"{info['train_tokens']:,} train tokens, {info['tokenizer']} vocab "
-            f"{info['vocab_size']} -> {info['output']}"
-            + (f" [yellow](resumed at step {info['step']})[/]" if info["resumed"] else "")
+            f"[bold]training[/] {info.params / 1e6:.2f}M parameters on {info.device}"
+            f" (x{info.world_size}), {info.tokens_per_step:,} tokens/step, "
+            f"{info.train_tokens:,} train tokens, {info.tokenizer} vocab "
+            f"{info.vocab_size} -> {escape(info.output)}"
+            + (f" [yellow](resumed at step {info.step})[/]" if info.resumed else "")
         )
         if self.live:
             self.progress = Progress(
@@ -86,43 +79,43 @@ class RichReporter(Reporter):
             )
             self.progress.start()
             self.task = self.progress.add_task(
-                "train", total=info["max_steps"], completed=info["step"], **self.fields
+                "train", total=info.max_steps, completed=info.step, **self.fields
             )
 
-    def on_log(self, rec: dict[str, Any]) -> None:
-        self.fields["loss"] = _fmt(rec["loss"])
-        self.fields["tps"] = f"{rec['tokens_per_s']:,.0f}"
-        if rec.get("mfu") is not None:
-            self.fields["mfu"] = f"  MFU {rec['mfu'] * 100:.1f}%"
-        if self.progress is not None:
-            self.progress.update(self.task, completed=rec["step"], **self.fields)
+    def on_log(self, record: TrainRecord) -> None:
+        self.fields["loss"] = _fmt(record.loss)
+        self.fields["tps"] = f"{record.tokens_per_s:,.0f}"
+        if record.mfu is not None:
+            self.fields["mfu"] = f"  MFU {record.mfu * 100:.1f}%"
+        if self.progress is not None and self.task is not None:
+            self.progress.update(self.task, completed=record.step, **self.fields)
         else:
-            eta = rec.get("eta_s")
+            eta = record.eta_s
             self._print(
-                f"step {rec['step']}  loss {self.fields['loss']}  lr {rec['lr']:.2e}  "
+                f"step {record.step}  loss {self.fields['loss']}  lr {record.lr:.2e}  "
                 f"{self.fields['tps']} tok/s{self.fields['mfu']}"
                 + (f"  eta {eta:.0f}s" if eta is not None else "")
             )
 
-    def on_eval(self, rec: dict[str, Any]) -> None:
-        self.fields["val"] = _fmt(rec["val_loss"])
-        self.fields["bpb"] = _fmt(rec["val_bpb"], ".3f")
-        if self.progress is not None:
+    def on_eval(self, record: EvalRecord) -> None:
+        self.fields["val"] = _fmt(record.val_loss)
+        self.fields["bpb"] = _fmt(record.val_bpb, ".3f")
+        if self.progress is not None and self.task is not None:
             self.progress.update(self.task, **self.fields)
         self._print(
-            f"[green]eval[/] step {rec['step']}: val loss {self.fields['val']} "
+            f"[green]eval[/] step {record.step}: val loss {self.fields['val']} "
             f"nats/token, {self.fields['bpb']} bits/byte"
         )
 
-    def on_samples(self, step: int, samples: list[dict[str, str]]) -> None:
-        for s in samples:
-            text = " ".join(s["text"].split())  # one line per sample
-            space = " " if s["text"][:1].isspace() else ""
-            self._print(f"  [dim]{escape(s['prompt'])}[/]{space}[italic]{escape(text[:160])}[/]")
+    def on_samples(self, record: SamplesRecord) -> None:
+        for s in record.samples:
+            text = " ".join(s.text.split())  # one line per sample
+            space = " " if s.text[:1].isspace() else ""
+            self._print(f"  [dim]{escape(s.prompt)}[/]{space}[italic]{escape(text[:160])}[/]")
 
     def on_save(self, path: Path, kind: str) -> None:
         if kind == "best" or self.progress is None:
-            self._print(f"[dim]saved {kind} -> {path}[/]")
+            self._print(f"[dim]saved {kind} -> {escape(str(path))}[/]")
 
     def close(self) -> None:
         if self.progress is not None:
@@ -183,7 +176,7 @@ def model(
         files = data_files_from(data_files, more_files)
         cfg = load_config(base, list(set_ or []))
         if files:
-            cfg.data.data_files = _abs_files(files)
+            cfg.data.data_files = absolute_files(files)
         elif dataset:
             cfg.data.dataset, cfg.data.data_files = dataset, []
         cfg.validate()
@@ -210,67 +203,3 @@ def model(
                 + (" — continue with --resume" if result.status == "interrupted" else ""),
                 highlight=False,
             )
-
-
-def evaluate(
-    checkpoint: Annotated[
-        str,
-        typer.Option(
-            "--checkpoint", help="Checkpoint folder or run folder (its best/, else latest/)."
-        ),
-    ],
-    data_files: DataFilesOpt = None,
-    more_files: MoreFilesArg = None,
-    dataset: Annotated[
-        str | None, typer.Option("--dataset", help="Hugging Face dataset id.")
-    ] = None,
-    split: Annotated[
-        str, typer.Option("--split", help="Dataset split (with --dataset).")
-    ] = "validation",
-    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object to stdout.")] = False,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Windows per forward pass.")] = 16,
-    max_tokens: Annotated[
-        int | None,
-        typer.Option("--max-tokens", help="Stop reading after this many tokens (whole stories)."),
-    ] = None,
-    context_length: Annotated[
-        int | None,
-        typer.Option("--context-length", help="Window length (default: the model's context)."),
-    ] = None,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N, mps.")] = "auto",
-) -> None:
-    """Loss (nats/token) and bits per byte of a checkpoint on a corpus, with its own tokenizer.
-
-    Without --data-files/--dataset: the checkpoint's own validation shard."""
-    with cli_errors():
-        from slm_tui.trainer import evaluate as run_eval
-
-        given = data_files_from(data_files, more_files)
-        files = _abs_files(given) if given else None
-        result = run_eval(
-            checkpoint,
-            dataset=dataset,
-            data_files=files,
-            split=split,
-            batch_size=batch_size,
-            max_tokens=max_tokens,
-            context_length=context_length,
-            device=device,
-        )
-        if json_:
-            typer.echo(json.dumps(result))
-            return
-        table = Table(title=f"eval of {result['checkpoint']}", show_header=False)
-        for key, label, spec in (
-            ("loss", "loss (nats/token)", ".4f"),
-            ("bpb", "bits per byte", ".4f"),
-            ("perplexity", "perplexity", ".2f"),
-            ("tokens", "tokens", ","),
-            ("bytes", "bytes", ","),
-            ("stories", "stories", ","),
-            ("corpus", "corpus", ""),
-            ("context_length", "context", ""),
-            ("seconds", "seconds", ""),
-        ):
-            table.add_row(label, format(result[key], spec))
-        out.print(table)

@@ -1,10 +1,14 @@
-"""Devices and distributed data parallel: one code path for one process or many.
+"""Distributed data parallel: one code path for one process or many.
 
 `torchrun --nproc_per_node N slm-train model ...` sets RANK / LOCAL_RANK / WORLD_SIZE; without
 them this is a world of one and no process group is created. NCCL on CUDA, gloo elsewhere.
 Only rank 0 writes files or reports. The global batch is split evenly across ranks (the
 sampler hands rank r its slice of the same global draw), so N processes compute the same
 gradient as one process with the same `train.batch_size`.
+
+Every `torch.distributed` call of the trainer is here (setup, teardown, the mean of the
+loss, agreeing on a stop, passing rank 0's refusal on, the final barrier); each is a no-op
+in a world of one. The device comes from `slm_tui.devices.resolve_device`.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import torch
 import torch.distributed as dist
 
 from slm_tui.config import TrainConfig
-from slm_tui.errors import ConfigError
+from slm_tui.devices import resolve_device
 
 
 @dataclass
@@ -55,52 +59,6 @@ def env_world() -> tuple[int, int, int, int]:
     )
 
 
-def pick_device(preference: str = "auto", local_rank: int = 0) -> torch.device:
-    """`auto`: CUDA (this rank's GPU) > MPS > CPU; or exactly what `train.device` names."""
-    pref = (preference or "auto").strip().lower()
-    if pref == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank % torch.cuda.device_count())
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if pref.isdigit():
-        pref = f"cuda:{pref}"
-    try:
-        device = torch.device(pref)
-    except RuntimeError:
-        raise ConfigError(
-            f"train.device {preference!r} is not a device; use auto, cpu, cuda, cuda:N or mps"
-        ) from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError("train.device is cuda but no CUDA GPU is available; use auto or cpu")
-        if device.index is None:
-            device = torch.device("cuda", local_rank % torch.cuda.device_count())
-        elif device.index >= torch.cuda.device_count():
-            raise ConfigError(
-                f"train.device {preference} does not exist ({torch.cuda.device_count()} GPUs)"
-            )
-    elif device.type == "mps" and not (
-        getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-    ):
-        raise ConfigError("train.device is mps but MPS is not available; use auto or cpu")
-    elif device.type not in ("cpu", "cuda", "mps"):
-        raise ConfigError(f"train.device {preference!r} is not supported; use auto, cpu, cuda, mps")
-    return device
-
-
-def check_batch(cfg: TrainConfig, world_size: int) -> int:
-    """Rows per micro-step on each rank; ConfigError when the global batch does not divide."""
-    parts = cfg.grad_accum * world_size
-    if cfg.batch_size % parts:
-        raise ConfigError(
-            f"train.batch_size ({cfg.batch_size}) must be divisible by train.grad_accum "
-            f"({cfg.grad_accum}) x processes ({world_size}) = {parts}"
-        )
-    return cfg.batch_size // parts
-
-
 def cpu_threads(requested: int, local_world_size: int = 1) -> int:
     """Intra-op threads: `requested`, or the physical cores shared among local ranks.
 
@@ -116,8 +74,8 @@ def cpu_threads(requested: int, local_world_size: int = 1) -> int:
 def setup(cfg: TrainConfig) -> DistInfo:
     """Pick the device, set threads, join the process group when launched by torchrun."""
     rank, local_rank, world, local_world = env_world()
-    check_batch(cfg, world)
-    device = pick_device(cfg.device, local_rank)
+    cfg.micro_batch_size(world)  # a batch that does not divide fails before any group forms
+    device = resolve_device(cfg.device, local_rank=local_rank, flag="train.device")
     if device.type == "cpu":
         torch.set_num_threads(cpu_threads(cfg.threads, local_world))
     if device.type == "cuda":
@@ -149,3 +107,19 @@ def any_rank(flag: bool, info: DistInfo) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=info.device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
+
+
+def share_error(message: str | None, info: DistInfo) -> str | None:
+    """Rank 0's error message (or None) on every rank, so all ranks stop together when the
+    run is refused."""
+    if not info.distributed:
+        return message
+    box = [message]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def barrier(info: DistInfo) -> None:
+    """Wait for every rank (rank 0 may still be evaluating or saving)."""
+    if info.distributed:
+        dist.barrier()

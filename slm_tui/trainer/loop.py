@@ -1,14 +1,15 @@
-"""The training loop: one function, `train(config, output, ...)`, for one process or many.
+"""The training loop: `train(config, output, ...)`, for one process or many.
 
-Each optimizer step draws one global batch from the `BatchSampler` (this rank's slice),
-splits it into `grad_accum` micro-batches (DDP syncs gradients only on the last), clips,
-steps the optimizer(s) with the schedule's lr for that step. Notable:
+`train` plans the run (rank 0 checks and builds; see `prepare`), `run.start_run` builds its
+parts and state (fresh or restored), and `train_loop` reads like nanoGPT's: one optimizer
+step; every `log_every` steps a train record; every `eval_every` validation and samples;
+every `save_every` a checkpoint; then stop if asked. Notable:
+- Each step draws one global batch from the `BatchSampler` (this rank's slice), split into
+  `grad_accum` micro-batches (DDP syncs gradients only on the last); see `step.TrainStep`.
 - No host sync inside the step: the loss is summed on the device and read every
   `log_every` steps (and at evaluations/saves, where finiteness is checked).
-- Exact resume: `trainer_state.pt` holds the optimizer(s), the step, tokens seen, the
-  sampler cursor, the best val loss and the torch CPU/CUDA RNG states (dropout draws from
-  them). Evaluation and sampling never consume the global RNG, so a resumed run replays the
-  uninterrupted one step for step.
+- Exact resume (see `run`): validation and sampling never consume the global RNG, so a
+  resumed run replays the uninterrupted one step for step.
 - SIGINT/SIGTERM set a flag; the current step finishes, `latest/` is saved, and the run
   returns status "interrupted" (a second Ctrl-C aborts at once). Under torchrun the ranks
   agree on stopping at the next log step.
@@ -18,12 +19,11 @@ steps the optimizer(s) with the schedule's lr for that step. Notable:
 
 from __future__ import annotations
 
-import contextlib
 import math
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,32 +32,21 @@ import torch
 from slm_tui.config import Config
 from slm_tui.errors import SlmError, TrainingError
 from slm_tui.trainer import distributed as D
-from slm_tui.trainer.evaluate import sample_continuations, val_metrics
-from slm_tui.trainer.optim import build_optimizers
-from slm_tui.trainer.prepare import plan_run
-from slm_tui.trainer.report import MetricsLog, Reporter, plot_loss
-from slm_tui.trainer.step import TrainStep, configure_runtime, wrap_for_training
+from slm_tui.trainer.evaluation import sample_continuations, validate
+from slm_tui.trainer.prepare import RunPlan, plan_run
+from slm_tui.trainer.report import (
+    DivergedRecord,
+    EvalRecord,
+    EventRecord,
+    Reporter,
+    SamplesRecord,
+    TrainRecord,
+    plot_loss,
+)
+from slm_tui.trainer.run import PEAK_BF16, Run, RunState, peak_flops, save, start_run
 
-# Dense bf16 peak FLOP/s by GPU name fragment, for MFU (datasheet figures, no sparsity).
-PEAK_BF16 = {
-    "H200": 989e12,
-    "H100": 989e12,
-    "A100": 312e12,
-    "L40S": 362e12,
-    "A10G": 125e12,
-    "L4": 121e12,
-    "4090": 165e12,
-    "3090": 71e12,
-    "T4": 65e12,
-    "V100": 125e12,
-}
-
-
-def peak_flops(device: torch.device) -> float | None:
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    return next((v for k, v in PEAK_BF16.items() if k in name), None)
+# bench/train_gpu.py imports the MFU peaks from here.
+__all__ = ["PEAK_BF16", "TrainResult", "peak_flops", "train", "train_loop"]
 
 
 @dataclass
@@ -70,7 +59,6 @@ class TrainResult:
     val_bpb: float | None = None
     best_val_loss: float | None = None
     seconds: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class _StopFlag:
@@ -96,20 +84,7 @@ class _StopFlag:
             signal.signal(sig, handler)
 
 
-def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"torch_cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["torch_cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch_cpu"])
-    if torch.cuda.is_available() and "torch_cuda" in state:
-        with contextlib.suppress(RuntimeError, IndexError):
-            torch.cuda.set_rng_state_all(state["torch_cuda"])
-
-
+# ---- starting ------------------------------------------------------------------------------
 def train(
     config: Config,
     output: str | Path,
@@ -120,300 +95,195 @@ def train(
     reporter: Reporter | None = None,
     stop: threading.Event | None = None,
 ) -> TrainResult:
-    """Train (or resume) a model as `config` says, writing checkpoints under `output`."""
-    from slm_tui.data import BatchSampler
+    """Train (or resume) a model as `config` says, writing checkpoints under `output`.
 
+    `stop` (optional): setting it stops the run the way SIGINT does."""
     reporter = reporter or Reporter()
-    cfg = config
-    tc = cfg.train
-    dist = D.setup(tc)
-    main = dist.is_main
-    rep = reporter if main else Reporter()
+    dist = D.setup(config.train)
+    rep = reporter if dist.is_main else Reporter()
     try:
-        # Rank 0 checks and builds (tokenizer, shards); then the others load what it built.
-        plan = None
-        error: SlmError | None = None
-        if main:
-            try:
-                plan = plan_run(
-                    cfg,
-                    output,
-                    resume=resume,
-                    force=force,
-                    tokenizer_path=tokenizer_path,
-                    reporter=rep,
-                )
-                plan.commit(rep)
-            except SlmError as exc:
-                error = exc
-        if dist.distributed:
-            import torch.distributed as tdist
-
-            box = [str(error) if error is not None else None]
-            tdist.broadcast_object_list(box, src=0)
-            if box[0] is not None and not main:
-                raise TrainingError(box[0])
-            if not main:
-                plan = plan_run(
-                    cfg,
-                    output,
-                    resume=resume,
-                    force=force,
-                    tokenizer_path=tokenizer_path,
-                    build=False,
-                )
-        if error is not None:
-            raise error
-        assert plan is not None
-        return _run(plan, dist, rep, resume, stop, BatchSampler)
+        plan = _plan(config, output, dist, rep, resume, force, tokenizer_path)
+        run, state = start_run(plan, dist, rep, resume)
+        return train_loop(run, state, stop)
     finally:
         D.teardown(dist)
 
 
-def _run(plan, dist: D.DistInfo, rep: Reporter, resume: bool, stop, BatchSampler) -> TrainResult:
-    from slm_tui.checkpoints import load_checkpoint, load_trainer_state, save_checkpoint
-    from slm_tui.model import GPT
-
-    cfg, tc, out, device, main = (
-        plan.config,
-        plan.config.train,
-        plan.output,
-        dist.device,
-        dist.is_main,
-    )
-    seq_len = cfg.model.context_length
-    micro = D.check_batch(tc, dist.world_size)
-    configure_runtime(tc, device)
-
-    torch.manual_seed(tc.seed)
-    state: dict[str, Any] = {}
-    if resume:
-        model = load_checkpoint(plan.resume_from, device=device).model.train()
-        state = load_trainer_state(plan.resume_from)
-    else:
-        model = GPT(cfg.model).to(device)
-    if dist.rank:
-        torch.manual_seed(tc.seed + dist.rank)  # different dropout masks per rank
-    opt = build_optimizers(model, tc, device)
-    sampler = BatchSampler(
-        plan.shards.train,
-        tc.batch_size,
-        seq_len,
-        tc.seed,
-        rank=dist.rank,
-        world_size=dist.world_size,
-    )
-    step, tokens_seen, best = 0, 0, math.inf
-    elapsed_before = 0.0
-    metrics_path = out / "metrics.jsonl"
-    if state:
-        opt.load_state_dict(state["optimizer"])
-        sampler.load_state_dict(state["sampler"])
-        step, tokens_seen = int(state["step"]), int(state["tokens_seen"])
-        best = state.get("best_val_loss")
-        best = math.inf if best is None else float(best)
-        elapsed_before = float(state.get("elapsed", 0.0))
-        if main:  # metrics continue from the save, not from any steps logged after it
-            records = MetricsLog.read(plan.resume_from / "metrics.jsonl")
-            log = MetricsLog(metrics_path, records)
-            log.rewrite()
-        if dist.rank == 0:
-            _set_rng_state(state["rng"])
-    else:
-        log = MetricsLog(metrics_path)
-        if main:
-            log.rewrite()
-    if not main:
-        log = MetricsLog(Path("/dev/null"))
-
-    train_model = wrap_for_training(model, tc, device, dist.distributed)
-    train_step = TrainStep(model, train_model, opt, tc, micro, device, dist.distributed)
-    tokens_per_step = tc.batch_size * seq_len
-    flops_tok = model.flops_per_token(seq_len)
-    peak = peak_flops(device)
-    start_step = step
-    if main:
-        rep.on_start(
-            {
-                "step": step,
-                "max_steps": tc.max_steps,
-                "params": model.num_params(),
-                "device": str(device),
-                "world_size": dist.world_size,
-                "micro_batch": micro,
-                "tokens_per_step": tokens_per_step,
-                "output": str(out),
-                "resumed": bool(state),
-                "tokenizer": plan.tokenizer.kind,
-                "vocab_size": plan.tokenizer.vocab_size,
-                "train_tokens": plan.shards.train.num_tokens,
-                "dtype": tc.dtype,
-                "config": cfg,
-            }
-        )
-        log.append(
-            {
-                "kind": "event",
-                "event": "resume" if state else "start",
-                "step": step,
-                "tokens": tokens_seen,
-            }
-        )
-
-    pending = torch.zeros((), device=device)  # loss summed since the last read
-    pending_steps = 0
-    last_loss: float | None = None
-    val: dict[str, float] = {}
-    t_log = time.perf_counter()
-    t_start = t_log
-    tokens_at_log = tokens_seen
-
-    def read_loss() -> float | None:
-        nonlocal pending, pending_steps, last_loss
-        if pending_steps == 0:
-            return last_loss
-        value = float(D.all_mean(pending, dist).item()) / pending_steps
-        pending = torch.zeros((), device=device)
-        pending_steps = 0
-        if not math.isfinite(value):
-            kept = out / "latest"
-            log.append({"kind": "event", "event": "diverged", "step": step, "loss": value})
-            raise TrainingError(
-                f"the loss became {value} by step {step}; stopped (last good checkpoint: "
-                f"{kept if kept.exists() else 'none yet'}); lower train.lr or raise warmup"
+def _plan(
+    cfg: Config,
+    output: str | Path,
+    dist: D.DistInfo,
+    rep: Reporter,
+    resume: bool,
+    force: bool,
+    tokenizer_path: str | None,
+) -> RunPlan:
+    """Rank 0 checks and builds (tokenizer, shards); then the others load what it built.
+    A refusal on rank 0 stops every rank with its message."""
+    plan, error = None, None
+    if dist.is_main:
+        try:
+            plan = plan_run(
+                cfg,
+                output,
+                resume=resume,
+                force=force,
+                tokenizer_path=tokenizer_path,
+                reporter=rep,
             )
-        last_loss = value
-        return value
-
-    def save(kind: str) -> None:
-        if not main:
-            return
-        meta = {
-            "step": step,
-            "tokens_seen": tokens_seen,
-            "val_loss": val.get("val_loss"),
-            "val_bpb": val.get("val_bpb"),
-            "max_steps": tc.max_steps,
-            "train_loss": last_loss,
-            "world_size": dist.world_size,
-        }
-        tstate = {
-            "step": step,
-            "tokens_seen": tokens_seen,
-            "optimizer": opt.state_dict(),
-            "sampler": sampler.state_dict(),
-            "rng": _rng_state(),
-            "best_val_loss": best if math.isfinite(best) else None,
-            "elapsed": elapsed_before + time.perf_counter() - t_start,
-        }
-        extra = {"metrics.jsonl": metrics_path, "loss.png": out / "loss.png"}
-        path = save_checkpoint(
-            out / kind, model, cfg, plan.tokenizer, meta, trainer_state=tstate, extra_files=extra
+            plan.commit(rep)
+        except SlmError as exc:
+            error = exc
+    message = D.share_error(None if error is None else str(error), dist)
+    if error is not None:
+        raise error
+    if message is not None:
+        raise TrainingError(message)
+    if plan is None:
+        plan = plan_run(
+            cfg, output, resume=resume, force=force, tokenizer_path=tokenizer_path, build=False
         )
-        rep.on_save(path, kind)
+    return plan
 
-    def evaluate_now() -> None:
-        nonlocal best, val
-        read_loss()
-        if not main:
-            return
-        val = val_metrics(model, plan.shards.val, seq_len, micro, tc.eval_batches, device, tc.dtype)
-        rec = {"kind": "eval", "step": step, "tokens": tokens_seen, **val}
-        log.append(rec)
-        rep.on_eval(rec)
-        samples = sample_continuations(
-            model,
-            plan.tokenizer,
-            list(tc.sample_prompts),
-            tc.sample_tokens,
-            device,
-            seed=tc.seed,
-            dtype=tc.dtype,
-        )
-        if samples:
-            log.append({"kind": "samples", "step": step, "tokens": tokens_seen, "samples": samples})
-            rep.on_samples(step, samples)
-        plot_loss(log.records, out / "loss.png", title=out.name)
-        if val["val_loss"] < best:
-            best = val["val_loss"]
-            save("best")
 
+# ---- the loop ------------------------------------------------------------------------------
+def train_loop(run: Run, state: RunState, stop: threading.Event | None = None) -> TrainResult:
+    """Step until train.max_steps or a stop request; log, evaluate and save on the way."""
+    tc = run.tc
     status = "finished"
     with _StopFlag(stop) as flag:
-        model.train()
-        while step < tc.max_steps:
-            # ---- one optimizer step -------------------------------------------------------
-            pending += train_step(sampler.next_batch(), step)
-            lr = train_step.lr
-            step += 1
-            pending_steps += 1
-            tokens_seen += tokens_per_step
+        run.model.train()
+        while state.step < tc.max_steps:
+            state.loss_sum += run.train_step(run.sampler.next_batch(), state.step)
+            state.step += 1
+            state.loss_steps += 1
+            state.tokens_seen += run.tokens_per_step
 
-            # ---- bookkeeping (host syncs only here) ---------------------------------------
-            last = step == tc.max_steps
-            if step % tc.log_every == 0 or last:
-                loss_value = read_loss()
-                now = time.perf_counter()
-                tps = (tokens_seen - tokens_at_log) / max(now - t_log, 1e-9)
-                t_log, tokens_at_log = now, tokens_seen
-                rec = {
-                    "kind": "train",
-                    "step": step,
-                    "tokens": tokens_seen,
-                    "loss": loss_value,
-                    "lr": lr,
-                    "tokens_per_s": tps,
-                    "elapsed_s": elapsed_before + now - t_start,
-                }
-                if peak:
-                    rec["mfu"] = flops_tok * tps / (peak * dist.world_size)
-                rate = (step - start_step) / max(now - t_start, 1e-9)
-                rec["eta_s"] = (tc.max_steps - step) / rate if rate > 0 else None
-                log.append(rec)
-                rep.on_log(rec)
-            paused = False
-            if step % tc.eval_every == 0 or last:
-                evaluate_now()
+            # Bookkeeping: the only host syncs.
+            last = state.step == tc.max_steps
+            paused = False  # tokens/s measures training, not evaluation or saving
+            if state.step % tc.log_every == 0 or last:
+                log_train(run, state)
+            if state.step % tc.eval_every == 0 or last:
+                evaluate_and_sample(run, state)
                 paused = True
-            if step % tc.save_every == 0 or last:
-                read_loss()
-                save("latest")
+            if state.step % tc.save_every == 0 or last:
+                read_loss(run, state)
+                save(run, state, "latest")
                 paused = True
-            if paused:  # tokens/s measures training, not evaluation or saving
-                t_log = time.perf_counter()
-            stop_now = flag.event.is_set()
-            if dist.distributed:
-                stop_now = step % tc.log_every == 0 and D.any_rank(stop_now, dist)
-            if stop_now and not last:
-                read_loss()
+            if paused:
+                state.log_time = time.perf_counter()
+            if stop_requested(run, state, flag.event) and not last:
+                interrupt(run, state)
                 status = "interrupted"
-                if main:
-                    log.append(
-                        {
-                            "kind": "event",
-                            "event": "interrupted",
-                            "step": step,
-                            "tokens": tokens_seen,
-                        }
-                    )
-                if step % tc.save_every:
-                    save("latest")
                 break
-    if dist.distributed:
-        import torch.distributed as tdist
-
-        tdist.barrier()  # rank 0 may still be evaluating/saving; leave the group together
-    if main and status == "finished":
-        plot_loss(log.records, out / "loss.png", title=out.name)
-        if start_step == step:
-            rep.on_message(f"already at step {step} of {tc.max_steps}; raise train.max_steps")
+    D.barrier(run.dist)  # rank 0 may still be evaluating/saving; leave the group together
+    if run.dist.is_main and status == "finished":
+        plot_loss(run.log.records, run.out / "loss.png", title=run.out.name)
+        if state.start_step == state.step:
+            run.rep.on_message(
+                f"already at step {state.step} of {tc.max_steps}; raise train.max_steps"
+            )
     return TrainResult(
         status=status,
-        step=step,
-        tokens_seen=tokens_seen,
-        output=out,
-        val_loss=val.get("val_loss"),
-        val_bpb=val.get("val_bpb"),
-        best_val_loss=best if math.isfinite(best) else None,
-        seconds=time.perf_counter() - t_start,
+        step=state.step,
+        tokens_seen=state.tokens_seen,
+        output=run.out,
+        val_loss=state.val.val_loss if state.val else None,
+        val_bpb=state.val.val_bpb if state.val else None,
+        best_val_loss=state.best_val_loss if math.isfinite(state.best_val_loss) else None,
+        seconds=time.perf_counter() - state.started,
     )
+
+
+def read_loss(run: Run, state: RunState) -> float | None:
+    """The mean training loss over the ranks since the last read (a host sync, so every rank
+    calls it at the same steps); the previous value when no step ran since.
+    TrainingError (after a "diverged" event) when it is not finite."""
+    if state.loss_steps == 0:
+        return state.last_loss
+    value = float(D.all_mean(state.loss_sum, run.dist).item()) / state.loss_steps
+    state.loss_sum = torch.zeros((), device=run.dist.device)
+    state.loss_steps = 0
+    if not math.isfinite(value):
+        kept = run.out / "latest"
+        run.log.append(DivergedRecord(step=state.step, loss=value))
+        raise TrainingError(
+            f"the loss became {value} by step {state.step}; stopped (last good checkpoint: "
+            f"{kept if kept.exists() else 'none yet'}); lower train.lr or raise warmup"
+        )
+    state.last_loss = value
+    return value
+
+
+def log_train(run: Run, state: RunState) -> None:
+    """A train record: loss since the last one, lr, tokens/s (and MFU on a GPU), ETA."""
+    loss = read_loss(run, state)
+    now = time.perf_counter()
+    tps = (state.tokens_seen - state.log_tokens) / max(now - state.log_time, 1e-9)
+    state.log_time, state.log_tokens = now, state.tokens_seen
+    rate = (state.step - state.start_step) / max(now - state.started, 1e-9)
+    mfu = None
+    if run.peak:
+        mfu = run.flops_per_token * tps / (run.peak * run.dist.world_size)
+    record = TrainRecord(
+        step=state.step,
+        tokens=state.tokens_seen,
+        loss=loss,
+        lr=run.train_step.lr,
+        tokens_per_s=tps,
+        elapsed_s=state.elapsed_before + now - state.started,
+        mfu=mfu,
+        eta_s=(run.tc.max_steps - state.step) / rate if rate > 0 else None,
+    )
+    run.log.append(record)
+    run.rep.on_log(record)
+
+
+def evaluate_and_sample(run: Run, state: RunState) -> None:
+    """Validation figures and sample continuations (rank 0), loss.png, and `best/` when the
+    validation loss is the lowest so far."""
+    read_loss(run, state)
+    if not run.dist.is_main:
+        return
+    tc, plan = run.tc, run.plan
+    seq_len = run.cfg.model.context_length
+    measure = validate(
+        run.model, plan.shards.val, seq_len, run.micro, tc.eval_batches, run.dist.device, tc.dtype
+    )
+    state.val = EvalRecord(
+        step=state.step,
+        tokens=state.tokens_seen,
+        val_loss=measure.loss,
+        val_bpb=measure.bpb,
+        val_tokens=measure.targets,
+    )
+    run.log.append(state.val)
+    run.rep.on_eval(state.val)
+    samples = sample_continuations(run.model, plan.tokenizer, tc)
+    if samples:
+        record = SamplesRecord(step=state.step, tokens=state.tokens_seen, samples=samples)
+        run.log.append(record)
+        run.rep.on_samples(record)
+    plot_loss(run.log.records, run.out / "loss.png", title=run.out.name)
+    if measure.loss < state.best_val_loss:
+        state.best_val_loss = measure.loss
+        save(run, state, "best")
+
+
+def stop_requested(run: Run, state: RunState, event: threading.Event) -> bool:
+    """Whether to stop now: the flag, or under torchrun any rank's flag (checked at log
+    steps only, since agreeing is a collective)."""
+    stop = event.is_set()
+    if run.dist.distributed:
+        stop = state.step % run.tc.log_every == 0 and D.any_rank(stop, run.dist)
+    return stop
+
+
+def interrupt(run: Run, state: RunState) -> None:
+    """Stop cleanly: log the event and save `latest/` unless this step just did."""
+    read_loss(run, state)
+    if run.dist.is_main:
+        run.log.append(EventRecord(event="interrupted", step=state.step, tokens=state.tokens_seen))
+    if state.step % run.tc.save_every:
+        save(run, state, "latest")

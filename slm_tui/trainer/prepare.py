@@ -5,8 +5,9 @@ existing run is touched: a folder that holds another run (refused without `--res
 `--force`), `--resume` without a checkpoint or with a different model shape, a context
 longer than the checkpoint supports, a tokenizer whose vocabulary differs from
 `model.vocab_size`, shards written by another tokenizer, a validation shard too small for one
-window. A tokenizer trained for the run goes to a hidden temporary folder first and is moved
-to `<output>/tokenizer` only once every check has passed.
+window, `train.sample_top_k` larger than the vocabulary. A tokenizer trained for the run goes
+to a hidden temporary folder first and is moved to `<output>/tokenizer` only once every check
+has passed. Torch-free.
 """
 
 from __future__ import annotations
@@ -15,11 +16,14 @@ import dataclasses
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from slm_tui.config import Config, ModelConfig
-from slm_tui.errors import ConfigError, DataError, TrainingError
+from slm_tui.checkpoint_files import is_checkpoint, read_info
+from slm_tui.config import Config, ModelConfig, load_config
+from slm_tui.corpus import CorpusSource
+from slm_tui.data import Shards, corpus_source, iter_stories, prepare_shards
+from slm_tui.errors import ConfigError, DataError, SlmError, TrainingError
 from slm_tui.fileio import temp_dir
+from slm_tui.tokenizers import Tokenizer, load_tokenizer, train_tokenizer
 from slm_tui.trainer.report import Reporter
 
 RUN_ENTRIES = ("latest", "best", "metrics.jsonl", "loss.png")
@@ -29,8 +33,8 @@ RUN_ENTRIES = ("latest", "best", "metrics.jsonl", "loss.png")
 class RunPlan:
     config: Config
     output: Path
-    tokenizer: Any
-    shards: Any
+    tokenizer: Tokenizer
+    shards: Shards
     resume_from: Path | None = None
     replaced: bool = False
     pending_tokenizer: Path | None = None  # trained into a temp folder, moved in by `commit`
@@ -51,14 +55,7 @@ class RunPlan:
             if final.exists():
                 shutil.rmtree(final)
             self.pending_tokenizer.rename(final)
-            from slm_tui.tokenizers import load_tokenizer
-
             self.tokenizer = load_tokenizer(final)
-            self.pending_tokenizer = None
-
-    def abandon(self) -> None:
-        if self.pending_tokenizer is not None:
-            shutil.rmtree(self.pending_tokenizer.parent, ignore_errors=True)
             self.pending_tokenizer = None
 
 
@@ -80,17 +77,13 @@ def describe_output(output: Path) -> str | None:
 
 def _latest_step(output: Path) -> int | None:
     try:
-        from slm_tui.checkpoints import read_info
-
         return read_info(output / "latest").step
-    except Exception:
+    except (SlmError, OSError, ValueError):
         return None
 
 
-def corpus_sources(cfg: Config) -> tuple[Any, Any]:
+def corpus_sources(cfg: Config) -> tuple[CorpusSource, CorpusSource | None]:
     """(train source, validation source or None) from the data section."""
-    from slm_tui.data import corpus_source
-
     d = cfg.data
     if d.data_files:
         return corpus_source(None, d.data_files, split=d.train_split), None
@@ -102,10 +95,14 @@ def corpus_sources(cfg: Config) -> tuple[Any, Any]:
     )
 
 
-def shards_for(cfg: Config, source: Any, val_source: Any, tokenizer: Any, reporter=None) -> Any:
+def shards_for(
+    cfg: Config,
+    source: CorpusSource,
+    val_source: CorpusSource | None,
+    tokenizer: Tokenizer,
+    reporter: Reporter | None = None,
+) -> Shards:
     """Token shards for (source, tokenizer): cached, built when missing; checked to match."""
-    from slm_tui.data import prepare_shards
-
     out = Path(cfg.data.shards_dir).expanduser() if cfg.data.shards_dir else None
     shards = prepare_shards(
         source,
@@ -131,7 +128,7 @@ def model_differences(a: ModelConfig, b: ModelConfig) -> list[str]:
     return [k for k in da if da[k] != db[k] and not (k == "vocab_size" and None in (da[k], db[k]))]
 
 
-def _check_vocab(cfg: Config, tokenizer: Any) -> None:
+def _check_vocab(cfg: Config, tokenizer: Tokenizer) -> None:
     if cfg.model.vocab_size is None:
         cfg.model.vocab_size = tokenizer.vocab_size
     elif cfg.model.vocab_size != tokenizer.vocab_size:
@@ -139,13 +136,15 @@ def _check_vocab(cfg: Config, tokenizer: Any) -> None:
             f"model.vocab_size is {cfg.model.vocab_size} but the tokenizer at {tokenizer.path} "
             f"has {tokenizer.vocab_size} ids; drop model.vocab_size or use a matching tokenizer"
         )
+    tc = cfg.train
+    if tc.sample_tokens > 0 and tc.sample_top_k > tokenizer.vocab_size:
+        raise ConfigError(
+            f"train.sample_top_k {tc.sample_top_k} is larger than the vocabulary "
+            f"({tokenizer.vocab_size} tokens); use at most that, or 0 to turn it off"
+        )
 
 
-def _check_resume(cfg: Config, output: Path, tokenizer_path: str | None) -> tuple[Path, Any]:
-    from slm_tui.checkpoints import is_checkpoint
-    from slm_tui.config import load_config
-    from slm_tui.tokenizers import load_tokenizer
-
+def _check_resume(cfg: Config, output: Path, tokenizer_path: str | None) -> tuple[Path, Tokenizer]:
     latest = output / "latest"
     if not is_checkpoint(latest):
         raise TrainingError(
@@ -190,8 +189,6 @@ def plan_run(
 ) -> RunPlan:
     """Check everything and build what is missing (tokenizer, shards) without touching the
     output folder's existing files. `build=False` (non-zero ranks): load, never write."""
-    from slm_tui.tokenizers import load_tokenizer, train_tokenizer
-
     reporter = reporter or Reporter()
     output = Path(output).expanduser()
     if resume and force:
@@ -220,8 +217,6 @@ def plan_run(
     if tok is None and not build:
         tok = load_tokenizer(output / "tokenizer")
     elif tok is None:
-        from slm_tui.data import iter_stories
-
         vocab = cfg.model.vocab_size
         spm = cfg.tokenizer.kind != "byte"
         if vocab is not None and spm and vocab != cfg.tokenizer.vocab_size:
@@ -235,7 +230,7 @@ def plan_run(
         reporter.on_message(
             f"training a {cfg.tokenizer.kind} tokenizer{size} for {output / 'tokenizer'}"
         )
-        options: dict[str, Any] = {}
+        options: dict[str, int] = {}
         if cfg.tokenizer.kind.startswith("sentencepiece"):
             options["max_sentences"] = cfg.tokenizer.max_sentences
         try:

@@ -1,21 +1,129 @@
-"""What a run tells the outside world: the reporter hooks, metrics.jsonl and loss.png.
+"""What a run tells the outside world: the records, the reporter hooks, metrics.jsonl, loss.png.
 
-The library never prints. `train()` calls a `Reporter` (all hooks optional, default no-ops);
-the CLI implements one with a rich live display. Every logged figure also goes, one JSON
-object per line, to `<output>/metrics.jsonl` (`kind`: "train", "eval", "samples", "event").
-`loss.png` (matplotlib, headless Agg backend) plots train and validation loss against
-tokens seen; it is redrawn at each evaluation and at the end.
+The library never prints. `train()` calls a `Reporter` (all hooks optional, default no-ops)
+with small dataclasses; the CLI implements one with a rich live display. Every logged
+record also goes, one JSON object per line, to `<output>/metrics.jsonl`: the line is
+`{"kind": ..., **asdict(record)}` (`kind`: "train", "eval", "samples", "event"), except that
+a train line carries `mfu` only when the device has a known peak. `loss.png` (matplotlib,
+headless Agg backend) plots train and validation loss against tokens seen; it is redrawn at
+each evaluation and at the end. Torch-free, so the CLI can subclass `Reporter` cheaply.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import math
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from slm_tui.fileio import atomic_write_bytes
+from slm_tui.fileio import atomic_write_bytes, json_safe
+
+if TYPE_CHECKING:
+    from slm_tui.config import Config
+    from slm_tui.data import ShardProgress
+
+
+@dataclass
+class RunStart:
+    """The run begins (not logged: the config is saved with every checkpoint)."""
+
+    step: int  # 0, or the step a resumed run continues from
+    max_steps: int
+    params: int
+    device: str
+    world_size: int
+    micro_batch: int  # rows per micro-step on each rank
+    tokens_per_step: int  # global
+    output: str
+    resumed: bool
+    tokenizer: str  # the tokenizer's kind
+    vocab_size: int
+    train_tokens: int
+    dtype: str
+    config: Config
+
+
+@dataclass
+class TrainRecord:
+    """Every train.log_every steps (and the last): the mean loss since the previous record."""
+
+    KIND: ClassVar[str] = "train"
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("mfu",)  # left out of the line when None
+
+    step: int
+    tokens: int
+    loss: float | None
+    lr: float
+    tokens_per_s: float
+    elapsed_s: float
+    mfu: float | None  # model FLOPs utilisation, on a GPU with a known bf16 peak
+    eta_s: float | None
+
+
+@dataclass
+class EvalRecord:
+    """After each evaluation: nats per target token and bits per byte on validation text."""
+
+    KIND: ClassVar[str] = "eval"
+
+    step: int
+    tokens: int
+    val_loss: float
+    val_bpb: float
+    val_tokens: int  # targets the figures were measured on
+
+
+@dataclass
+class Sample:
+    prompt: str
+    text: str  # the continuation only (a leading space stays)
+
+
+@dataclass
+class SamplesRecord:
+    """Continuations of train.sample_prompts written at an evaluation."""
+
+    KIND: ClassVar[str] = "samples"
+
+    step: int
+    tokens: int
+    samples: list[Sample]
+
+
+@dataclass
+class EventRecord:
+    """A run event: "start", "resume", "interrupted"."""
+
+    KIND: ClassVar[str] = "event"
+
+    event: str
+    step: int
+    tokens: int
+
+
+@dataclass
+class DivergedRecord:
+    """The loss became NaN/inf (logged just before the run stops with TrainingError)."""
+
+    KIND: ClassVar[str] = "event"
+
+    event: str = field(default="diverged", init=False)
+    step: int
+    loss: float
+
+
+Record = TrainRecord | EvalRecord | SamplesRecord | EventRecord | DivergedRecord
+
+
+def metrics_line(record: Record) -> dict[str, Any]:
+    """The metrics.jsonl object of a record: kind first, then its fields in order."""
+    line = {"kind": record.KIND, **dataclasses.asdict(record)}
+    for name in getattr(record, "OPTIONAL", ()):
+        if line[name] is None:
+            del line[name]
+    return line
 
 
 class Reporter:
@@ -24,30 +132,23 @@ class Reporter:
     def on_message(self, text: str) -> None:
         """A one-line status: 'training tokenizer', 'resuming from step 200', ..."""
 
-    def on_prepare(self, progress: dict[str, Any]) -> None:
-        """Progress of tokenizer training / shard writing (the data layer's dicts)."""
+    def on_prepare(self, progress: ShardProgress) -> None:
+        """Progress of shard writing before the run (from `data.prepare_shards`)."""
 
-    def on_start(self, info: dict[str, Any]) -> None:
+    def on_start(self, info: RunStart) -> None:
         """The run begins: step, max_steps, params, device, tokens_per_step, config, ..."""
 
-    def on_log(self, record: dict[str, Any]) -> None:
+    def on_log(self, record: TrainRecord) -> None:
         """Every train.log_every steps: step, tokens, loss, lr, tokens_per_s, mfu, eta_s."""
 
-    def on_eval(self, record: dict[str, Any]) -> None:
-        """After each evaluation: step, tokens, val_loss, val_bpb."""
+    def on_eval(self, record: EvalRecord) -> None:
+        """After each evaluation: step, tokens, val_loss, val_bpb, val_tokens."""
 
-    def on_samples(self, step: int, samples: list[dict[str, str]]) -> None:
-        """Sample continuations of train.sample_prompts: [{prompt, text}]."""
+    def on_samples(self, record: SamplesRecord) -> None:
+        """Sample continuations of train.sample_prompts (when train.sample_tokens > 0)."""
 
     def on_save(self, path: Path, kind: str) -> None:
         """A checkpoint was written (kind: 'latest' or 'best')."""
-
-
-def _clean(value: Any) -> Any:
-    # JSON has no NaN/inf; write them as null so every line parses everywhere.
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 class MetricsLog:
@@ -78,11 +179,11 @@ class MetricsLog:
     def to_bytes(self) -> bytes:
         return "".join(json.dumps(r) + "\n" for r in self.records).encode("utf-8")
 
-    def append(self, record: dict[str, Any]) -> None:
-        record = {k: _clean(v) for k, v in record.items()}
-        self.records.append(record)
+    def append(self, record: Record) -> None:
+        line = json_safe(metrics_line(record))  # NaN/inf as null: every line parses
+        self.records.append(line)
         with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json.dumps(line) + "\n")
 
 
 def plot_loss(records: list[dict[str, Any]], path: Path, title: str = "") -> None:

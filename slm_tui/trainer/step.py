@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from slm_tui.config import TrainConfig
-from slm_tui.trainer.evaluate import autocast_for
+from slm_tui.trainer.evaluation import autocast_for
 from slm_tui.trainer.optim import Optimizers
 
 _ALLOCATOR_TUNED = False
