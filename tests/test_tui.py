@@ -1,13 +1,20 @@
 """The Textual app driven through its Pilot with a real tiny checkpoint: writing, cancelling,
-live settings, checkpoint swaps, token view, inspector, export, history, key maps, compare.
+live settings, an engine failure, checkpoint swaps, the picker following rescans, token
+view, inspector, export, history, key maps, the prompt's keys, compare; plus the story
+view's word wrap and a check that listing checkpoints never imports torch.
 
 Waits poll the app's state (never fixed sleeps), and the settings-change test asserts
-through the settings version the engine stamped on each token, not through timing.
+through the settings version the engine stamped on each token, not through timing. Only
+public Textual API: notifications are read through a spy on `App.notify`.
 """
 
 from __future__ import annotations
 
 import json
+import random
+import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -24,9 +31,10 @@ from slm_tui.tui.screens.export import ExportScreen
 from slm_tui.tui.screens.help import HelpScreen
 from slm_tui.tui.widgets.history_list import HistoryList
 from slm_tui.tui.widgets.inspector import TokenInspector
+from slm_tui.tui.widgets.prompt_area import PromptArea
 from slm_tui.tui.widgets.sampling_panel import SamplingPanel, SettingInput
 from slm_tui.tui.widgets.status_bar import StatusBar
-from slm_tui.tui.widgets.story_view import StoryView, visible
+from slm_tui.tui.widgets.story_view import StoryView, visible, wrap_offsets
 from slm_tui.tui.widgets.token_view import TokenView
 
 SIZE = (100, 30)
@@ -43,6 +51,19 @@ async def until(pilot, condition, timeout: float = 20.0) -> None:
 def make_app(root: Path, name: str = "alpha", **kwargs) -> SlmApp:
     kwargs.setdefault("rescan", False)
     return SlmApp(checkpoint=root / name, checkpoints_dir=root, demo=False, **kwargs)
+
+
+def notifications(app: SlmApp) -> list[str]:
+    """Record every message the app notifies from now on (the real notify still runs)."""
+    seen: list[str] = []
+    notify = app.notify
+
+    def spy(message, *args, **kwargs):
+        seen.append(str(message))
+        return notify(message, *args, **kwargs)
+
+    app.notify = spy  # type: ignore[method-assign]
+    return seen
 
 
 async def ready(pilot, app: SlmApp) -> None:
@@ -116,6 +137,48 @@ async def test_escape_cancels_mid_stream(tui_checkpoints, tui_env):
         assert app.current.num_tokens < 100000
         assert "cancelled" in status(app)
         assert "[cancelled]" in app.query_one(StoryView).plain_text
+
+
+async def test_story_view_follows_the_end_until_the_reader_scrolls_up(tui_checkpoints, tui_env):
+    app = make_app(tui_checkpoints)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        no_eos(app)
+        await type_setting(pilot, "max_new_tokens", "100000")
+        await write(pilot, app)
+        view, bar = app.query_one(StoryView), app.query_one(StoryView).vertical_scrollbar
+        await until(pilot, lambda: view.max_scroll_y >= 3)  # taller than the view now
+        assert view.scroll_y == view.max_scroll_y  # following the end
+        view.scroll_to(y=0, animate=False)  # the reader scrolls up ...
+        await pilot.pause()
+        height = view.virtual_size.height
+        await until(pilot, lambda: view.virtual_size.height >= height + 3)
+        assert view.scroll_y == 0  # ... and stays where they are while the story grows
+        view.scroll_end(animate=False)  # back at the end: following again
+        await until(pilot, lambda: view.virtual_size.height >= height + 6)
+        assert view.scroll_y == view.max_scroll_y > 0
+        # The scrollbar knows the grown height (it is updated without a layout pass).
+        assert bar.window_virtual_size == view.virtual_size.height
+        assert bar.position == view.scroll_y
+        await pilot.press("escape")
+        await until(pilot, lambda: not app.current.streaming)
+
+
+async def test_story_view_catches_up_after_the_token_view(tui_checkpoints, tui_env):
+    app = make_app(tui_checkpoints)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        no_eos(app)
+        await type_setting(pilot, "max_new_tokens", "120")
+        await write(pilot, app)
+        await pilot.press("f3")  # the token view replaces the story while it streams
+        await until(pilot, lambda: not app.current.streaming)
+        assert app.current.num_tokens == 120
+        await pilot.press("f3")
+        squeeze = lambda text: "".join(text.split())  # noqa: E731 — the view wraps lines
+        view = app.query_one(StoryView)
+        await until(pilot, lambda: squeeze(visible(app.current.text)) in squeeze(view.plain_text))
+        assert view.plain_text.startswith("Once upon a time")
 
 
 async def test_settings_change_applies_mid_stream(tui_checkpoints, tui_env):
@@ -322,9 +385,10 @@ async def test_bindings_remappable_from_keys_file(tui_checkpoints, tui_env):
     keys.parent.mkdir(parents=True)
     keys.write_text("token_view: f12\nregenerate: ctrl+g\nno_such_action: f11\n")
     app = make_app(tui_checkpoints)
+    notes = notifications(app)  # before run_test: the key map is read on mount
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot, app)
-        assert any("no_such_action" in n.message for n in app._notifications)
+        assert any("no_such_action" in note for note in notes)
         await write(pilot, app)
         await until(pilot, lambda: not app.current.streaming)
         await pilot.press("f3")  # no longer bound
@@ -414,3 +478,141 @@ def test_cli_rejects_a_missing_checkpoint(tmp_path):
     result = CliRunner().invoke(cli_app, ["--checkpoint", str(tmp_path / "nope")])
     assert result.exit_code == 2 and "no such checkpoint" in result.output
     assert "--checkpoints-dir" in CliRunner().invoke(cli_app, ["--help"]).output
+
+
+async def test_prompt_keys_newline_and_submit(tui_checkpoints, tui_env):
+    app = make_app(tui_checkpoints)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        prompt = app.query_one(PromptArea)
+        prompt.focus()
+        await pilot.press(*"Once", "shift+enter", *"upon", "ctrl+j", *"a time")
+        assert prompt.text == "Once\nupon\na time"  # Shift+Enter and Ctrl+J: new lines
+        assert app.current is None  # ... and neither wrote a story
+        await pilot.press("enter")
+        await until(pilot, lambda: app.current is not None)
+        assert app.current.prompt == "Once\nupon\na time" and prompt.text == ""
+        await until(pilot, lambda: not app.current.streaming)
+        assert app.query_one(StoryView).plain_text.startswith("Once\nupon\na time")
+
+
+async def test_engine_failure_is_shown_and_the_app_goes_on(tui_checkpoints, tui_env):
+    class FailsOnThirdToken:
+        """The real tokenizer (EOS off), until the engine asks for a third token's bytes."""
+
+        def __init__(self, tok) -> None:
+            self.tok, self.eos_id, self.calls = tok, -1, 0
+
+        def token_bytes(self, token_id):
+            self.calls += 1
+            if self.calls == 3:
+                raise RuntimeError("disk on fire\nsecond line")
+            return self.tok.token_bytes(token_id)
+
+        def __getattr__(self, name):
+            return getattr(self.tok, name)
+
+    app = make_app(tui_checkpoints)
+    notes = notifications(app)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        real = app.loaded.tokenizer
+        app.loaded.tokenizer = FailsOnThirdToken(real)
+        await write(pilot, app)
+        await until(pilot, lambda: not app.current.streaming)
+        story = app.current
+        # The engine's exception became the story's "done" event (Event.failed), one line.
+        assert story.finish_reason == "error" and story.error == "RuntimeError: disk on fire"
+        assert story.num_tokens == 2
+        assert "[error: RuntimeError: disk on fire]" in app.query_one(StoryView).plain_text
+        assert status(app).startswith("error")
+        assert "RuntimeError: disk on fire" in notes
+        app.loaded.tokenizer = real  # the app keeps working
+        await write(pilot, app, "The dog")
+        await until(pilot, lambda: not app.current.streaming)
+        assert app.current.finish_reason in ("eos", "length") and app.current.error is None
+
+
+async def test_picker_follows_rescans_and_marks_the_loaded_one(tiny_checkpoint, tmp_path, tui_env):
+    root = tmp_path / "checkpoints"
+    shutil.copytree(tiny_checkpoint, root / "first")
+    app = SlmApp(checkpoints_dir=root, demo=False, rescan=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await pilot.press("f2")
+        await until(pilot, lambda: isinstance(app.screen, CheckpointPicker))
+        picker = app.screen
+        table = picker.query_one("DataTable")
+        await until(pilot, lambda: [i.name for i in picker.infos] == ["first"])
+        assert table.get_row_at(0)[:2] == ["●", "first"]  # the loaded checkpoint is marked
+        shutil.copytree(tiny_checkpoint, root / "second")  # a training run saves another one
+        await pilot.press("r")  # the picker asks the app to rescan; the app publishes the list
+        await until(pilot, lambda: len(picker.infos) == 2)
+        rows = {table.get_row_at(i)[1]: table.get_row_at(i)[0] for i in range(2)}
+        assert rows == {"first": "●", "second": " "}
+
+
+def test_listing_checkpoints_does_not_import_torch(tui_checkpoints):
+    code = (
+        "import sys; from pathlib import Path\n"
+        "import slm_tui.tui.app\n"
+        "from slm_tui.tui.checkpoint_loader import scan_checkpoints\n"
+        f"infos = scan_checkpoints(Path({str(tui_checkpoints)!r}), demo=True)\n"
+        "assert {'alpha', 'beta', 'corrupt'} <= {i.name for i in infos}, infos\n"
+        "assert 'torch' not in sys.modules\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+# -- the story view's word wrap ----------------------------------------------------------
+def lines(text: str, width: int) -> list[str]:
+    ends = [*wrap_offsets(text, width), len(text)]
+    return [text[a:b] for a, b in zip([0, *ends[:-1]], ends, strict=True)]
+
+
+def test_wrap_offsets_greedy_word_wrap():
+    assert wrap_offsets("", 10) == []
+    assert lines("once upon a time", 10) == ["once upon ", "a time"]
+    # A word and the space after it must fit (Textual's rule): "bbb " moves down.
+    assert lines("aa bbb ccc", 6) == ["aa ", "bbb ", "ccc"]
+    # Trailing spaces stay with their word and count toward its width.
+    assert lines("one two  ", 8) == ["one ", "two  "]
+    assert lines("one two  ", 9) == ["one two  "]
+    assert wrap_offsets("      ", 3) == []  # spaces alone make no lines
+
+
+def test_wrap_offsets_folds_a_word_longer_than_the_line():
+    assert lines("abcdefghij", 4) == ["abcd", "efgh", "ij"]
+    assert lines("ab abcdefghij cd", 4) == ["ab ", "abcd", "efgh", "ij ", "cd"]
+    # A word exactly as wide as the line keeps the space after it (no line of blanks).
+    assert lines("abcd efgh", 4) == ["abcd ", "efgh"]
+
+
+def test_wrap_offsets_counts_terminal_cells():
+    # CJK characters and this emoji take two cells each.
+    assert lines("漢字漢字", 4) == ["漢字", "漢字"]
+    assert lines("a 漢字 b", 6) == ["a ", "漢字 b"]
+    assert lines("😀😀😀", 5) == ["😀😀", "😀"]
+    assert lines("é" * 5, 5) == ["é" * 5]  # one cell each
+    assert lines("漢", 1) == ["漢"]  # wider than the line: alone on it, never an empty line
+
+
+def test_wrap_offsets_appending_never_changes_a_finished_line():
+    """The property the story view relies on: only the last line is re-wrapped per flush."""
+    rng = random.Random(0)
+    alphabet = ["a", "bc", " ", "  ", "漢", "😀", "xyzxyzxyzxyz", ".", "\u200b"]
+    for _ in range(3000):
+        width = rng.randint(1, 12)
+        pieces = ["".join(rng.choices(alphabet, k=rng.randint(0, 4))) for _ in range(8)]
+        finished: list[int] = []
+        done, partial = 0, ""
+        for piece in pieces:  # what StoryView does on each flush
+            partial += piece
+            offsets = wrap_offsets(partial, width)
+            if offsets:
+                finished += [done + o for o in offsets]
+                done += offsets[-1]
+                partial = partial[offsets[-1] :]
+        at_once = wrap_offsets("".join(pieces), width)
+        assert finished + [done + o for o in wrap_offsets(partial, width)] == at_once

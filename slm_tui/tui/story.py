@@ -1,18 +1,19 @@
 """A story as the TUI keeps it: seed sentence, continuation, tokens, settings and stats.
 
 Plain data, no Textual and no torch, so history, export and tests can use it directly.
-`Story.apply(event)` folds one engine `Event` into the story; the engine's events are
-duck-typed here (kind, index, token_id, text, prob, top, ttft, tokens_per_s, seed,
-finish_reason, settings_version) so this module does not import the engine.
+`Story.apply(event)` folds one engine `Event` (from the torch-free
+`slm_tui.generation.events`) into the story: a "token" event adds a `TokenRecord`, the
+"done" event sets the finish reason (and the error, when the engine failed).
 """
 
 from __future__ import annotations
 
-import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
+
+from slm_tui.generation.events import Event, TokenAlt
 
 FINISH_LABELS = {
     "eos": "end of story",
@@ -23,15 +24,6 @@ FINISH_LABELS = {
 }
 
 
-@dataclass(frozen=True)
-class Alt:
-    """One alternative the model considered for a position (token id, its text, probability)."""
-
-    token_id: int
-    text: str
-    prob: float
-
-
 @dataclass
 class TokenRecord:
     """One generated token: what it added to the text and how likely the model found it."""
@@ -40,7 +32,7 @@ class TokenRecord:
     text: str  # the text delta this token produced ("" while a UTF-8 character is incomplete)
     prob: float | None
     piece: str = ""  # the tokenizer's printable piece ("▁the", "<0x0A>"), for the token view
-    top: tuple[Alt, ...] = ()  # kept in memory only; not persisted (history stays small)
+    top: tuple[TokenAlt, ...] = ()  # kept in memory only; not persisted (history stays small)
     settings_version: int = 0
 
 
@@ -64,7 +56,6 @@ class Story:
             datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
         )
     )
-    started: float = field(default_factory=time.monotonic, repr=False)
 
     @property
     def num_tokens(self) -> int:
@@ -80,20 +71,26 @@ class Story:
         line = " ".join(self.prompt.split()) or "(empty seed)"
         return line if len(line) <= 60 else line[:59] + "…"
 
-    def apply(self, event: Any, piece: str = "") -> None:
+    def apply(self, event: Event) -> None:
         """Fold one engine event (token or done) into the story."""
         if event.kind == "token":
-            top = tuple(Alt(a.token_id, a.text, a.prob) for a in (event.top or ()))
+            assert event.token_id is not None
             self.tokens.append(
                 TokenRecord(
-                    event.token_id, event.text, event.prob, piece, top, event.settings_version
+                    token_id=event.token_id,
+                    text=event.text,
+                    prob=event.prob,
+                    piece=event.piece,
+                    top=event.top,
+                    settings_version=event.settings_version,
                 )
             )
             self.text += event.text
         else:
             # The done event may carry text the engine held back (an incomplete character).
-            self.text += event.text or ""
+            self.text += event.text
             self.finish_reason = event.finish_reason
+            self.error = event.error
         if event.ttft is not None and self.ttft is None:
             self.ttft = event.ttft
         self.tokens_per_s = event.tokens_per_s or self.tokens_per_s
@@ -142,10 +139,3 @@ class Story:
         story.id = str(d.get("id") or story.id)
         story.created = str(d.get("created") or story.created)
         return story
-
-
-def settings_dict(settings: Any) -> dict[str, Any]:
-    """A SamplingSettings (a dataclass) as JSON-safe data."""
-    d = asdict(settings)
-    d["stop"] = list(d.get("stop") or ())
-    return d

@@ -1,14 +1,17 @@
 """F2: every checkpoint under the checkpoints folder (plus the bundled demo), with its numbers.
 
-The list follows the app's periodic rescan, so a checkpoint a training run saves while the
-picker is open appears in it. Enter loads the highlighted checkpoint (in a worker, by the
-app); a folder that cannot be read is listed with the reason instead of being hidden.
+The screen is given the list it opens with, the signal on which the app publishes each
+new scan (a `CheckpointList`), and the rescan action (`r`), so a checkpoint a training run
+saves while the picker is open appears in it. Enter returns the highlighted checkpoint's
+path (the app loads it in a worker); a folder that cannot be read is listed with the
+reason instead of being hidden.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from textual import on
 from textual.app import ComposeResult
@@ -16,14 +19,17 @@ from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.content import Content
 from textual.screen import ModalScreen
+from textual.signal import Signal
 from textual.widgets import DataTable, Label, Static
 
+from slm_tui.checkpoint_files import CheckpointInfo
+from slm_tui.tui.checkpoint_loader import CheckpointList
 from slm_tui.tui.widgets.checkpoint_card import human, info_lines
 
 COLUMNS = ("", "checkpoint", "params", "steps", "tokens", "val bpb", "tokenizer", "date")
 
 
-def row_for(info: Any, current: Path | None) -> tuple:
+def row_for(info: CheckpointInfo, current: Path | None) -> tuple:
     mark = "●" if current is not None and Path(info.path).resolve() == current else " "
     if info.error:
         return (mark, info.name, Content.styled("unreadable", "$text-error"), "", "", "", "", "")
@@ -40,7 +46,7 @@ def row_for(info: Any, current: Path | None) -> tuple:
     )
 
 
-def detail_for(info: Any | None) -> Content:
+def detail_for(info: CheckpointInfo | None) -> Content:
     if info is None:
         return Content.styled("No checkpoints found.", "$text-muted")
     if info.error:
@@ -59,6 +65,18 @@ class CheckpointPicker(ModalScreen[Path | None]):
         Binding("r", "rescan", "rescan", show=False),
     ]
 
+    def __init__(
+        self,
+        checkpoints: CheckpointList,
+        updates: Signal[CheckpointList],
+        request_rescan: Callable[[], object],
+    ) -> None:
+        super().__init__()
+        self.checkpoints = checkpoints  # the latest list, with the loaded checkpoint's path
+        self.updates = updates
+        self.request_rescan = request_rescan
+        self.infos: list[CheckpointInfo] = []  # the rows shown, in order
+
     def compose(self) -> ComposeResult:
         with Vertical(id="picker-box"):
             yield Label("Checkpoints  (Enter: load · Esc: close)", classes="title")
@@ -68,17 +86,18 @@ class CheckpointPicker(ModalScreen[Path | None]):
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
         table.add_columns(*COLUMNS)
-        self.infos: list[Any] = []
-        self.watch(self.app, "checkpoints", self._fill)
+        self._fill(self.checkpoints)
+        self.updates.subscribe(self, self._fill)
         table.focus()
 
-    def _fill(self, infos: list[Any]) -> None:
+    def _fill(self, checkpoints: CheckpointList) -> None:
+        self.checkpoints = checkpoints
         table = self.query_one(DataTable)
         keep = None
         if self.infos and 0 <= table.cursor_row < len(self.infos):
             keep = str(self.infos[table.cursor_row].path)
-        current = getattr(self.app, "loaded_path", None)
-        self.infos = list(infos)
+        current = checkpoints.loaded
+        self.infos = list(checkpoints.infos)
         table.clear()
         for info in self.infos:
             table.add_row(*row_for(info, current), key=str(info.path))
@@ -105,7 +124,7 @@ class CheckpointPicker(ModalScreen[Path | None]):
         self.dismiss(Path(str(event.row_key.value)))
 
     def action_rescan(self) -> None:
-        self.app.action_rescan()  # type: ignore[attr-defined]
+        self.request_rescan()
 
     def action_dismiss_none(self) -> None:
         self.dismiss(None)

@@ -1,32 +1,39 @@
 """F8: one seed sentence written twice, side by side, streaming together.
 
-Side A is the loaded checkpoint with the panel's settings. Side B is either the same
-checkpoint under a preset (greedy / balanced / wild) or another checkpoint with the same
-settings. Both sides share one seed (the pinned one, else a fresh one drawn here), so
-the only difference between them is the thing being compared. Each side has its own
-streamer (thread worker + 30 Hz flush); Esc stops both, a second Esc closes the screen.
+The screen is given what it compares: the loaded checkpoint and the panel's settings
+(side A), the listed checkpoints and the device to load another one on (side B). Side B
+is either the same checkpoint under a preset (greedy / balanced / wild) or another
+checkpoint with the same settings, loaded here in a worker. Both sides share one seed (the
+pinned one, else a fresh one drawn here), so the only difference between them is the thing
+being compared. Each side has its own `Streamer` (thread worker + 30 Hz flush); Esc stops
+both, a second Esc closes the screen.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Label, Select
 
-from slm_tui.errors import GenerationError, SlmError
-from slm_tui.generation import PRESETS
-from slm_tui.tui import checkpoint_host as ckpt
-from slm_tui.tui.story import Story, settings_dict
-from slm_tui.tui.stream import Streamer
+from slm_tui.checkpoint_files import CheckpointInfo
+from slm_tui.errors import GenerationError
+from slm_tui.generation import PRESETS, Event, SamplingSettings
+from slm_tui.tui import checkpoint_loader as ckpt
+from slm_tui.tui.story import Story
+from slm_tui.tui.streamer import Streamer
 from slm_tui.tui.widgets.status_bar import StatusBar
 from slm_tui.tui.widgets.story_view import StoryView
+
+if TYPE_CHECKING:
+    from slm_tui.checkpoints import LoadedCheckpoint
 
 
 class CompareScreen(Screen[None]):
@@ -36,22 +43,32 @@ class CompareScreen(Screen[None]):
         Binding("f8", "app.pop_screen", "close", show=False),
     ]
 
-    def __init__(self, seed_text: str = "") -> None:
+    def __init__(
+        self,
+        loaded: LoadedCheckpoint,
+        settings: SamplingSettings,
+        checkpoints: list[CheckpointInfo],
+        device: str,
+        seed_text: str = "",
+    ) -> None:
         super().__init__()
+        self.loaded = loaded  # side A's checkpoint (side B's too, under a preset)
+        self.settings = settings  # side A's settings (side B's too, with another checkpoint)
+        self.checkpoints = checkpoints  # side B's other choices
+        self.device = device  # where another checkpoint is loaded (the app's --device)
         self.seed_text = seed_text
         self.sides = {
-            "a": Streamer(self, "compare-a", partial_update(self, "a")),
-            "b": Streamer(self, "compare-b", partial_update(self, "b")),
+            "a": Streamer(self, "compare-a", self._streamed("a")),
+            "b": Streamer(self, "compare-b", self._streamed("b")),
         }
-        self.b_loaded: Any | None = None  # LoadedCheckpoint for side B, when it is another one
+        self.b_loaded: LoadedCheckpoint | None = None  # side B's, when it is another one
         self.stories: dict[str, Story] = {}
 
     def compose(self) -> ComposeResult:
-        app: Any = self.app
-        current = app.loaded_path
+        current = Path(self.loaded.path).resolve()
         others = [
             (f"{info.name} · same settings", f"ckpt:{info.path}")
-            for info in app.checkpoints
+            for info in self.checkpoints
             if not info.error and Path(info.path).resolve() != current
         ]
         choices = [(f"same model · {name}", f"preset:{name}") for name in PRESETS] + others
@@ -85,17 +102,8 @@ class CompareScreen(Screen[None]):
         if isinstance(value, str) and value.startswith("ckpt:"):
             path = Path(value.removeprefix("ckpt:"))
             self.query_one("#pane-b").loading = True
-            self._load_b(path)
+            ckpt.start_load(self, path, self.device, group="compare-load")
         self._titles()
-
-    @work(thread=True, exclusive=True, group="compare-load", exit_on_error=False)
-    def _load_b(self, path: Path) -> None:
-        try:
-            loaded = ckpt.load(path, self.app.device)  # type: ignore[attr-defined]
-        except SlmError as exc:
-            self.post_message(ckpt.CheckpointFailed(path, str(exc)))
-        else:
-            self.post_message(ckpt.CheckpointLoaded(loaded))
 
     def on_checkpoint_loaded(self, message: ckpt.CheckpointLoaded) -> None:
         message.stop()
@@ -111,16 +119,15 @@ class CompareScreen(Screen[None]):
     def _b_choice(self) -> str:
         return str(self.query_one(Select).value)
 
-    def _side_setup(self, side: str) -> tuple[Any, Any] | None:
+    def _side_setup(self, side: str) -> tuple[LoadedCheckpoint, SamplingSettings] | None:
         """(loaded checkpoint, settings) for a side; None while side B is still loading."""
-        app: Any = self.app
-        settings = app.query_one("#sampling").settings
         if side == "a":
-            return app.loaded, settings
+            return self.loaded, self.settings
         choice = self._b_choice()
         if choice.startswith("preset:"):
-            return app.loaded, settings.replace(**PRESETS[choice.removeprefix("preset:")])
-        return (self.b_loaded, settings) if self.b_loaded is not None else None
+            preset = PRESETS[choice.removeprefix("preset:")]
+            return self.loaded, self.settings.replace(**preset)
+        return (self.b_loaded, self.settings) if self.b_loaded is not None else None
 
     def _titles(self) -> None:
         for side in ("a", "b"):
@@ -158,13 +165,20 @@ class CompareScreen(Screen[None]):
             except GenerationError as exc:
                 self.notify(str(exc), severity="error")
                 return
-            story = Story(
-                prompt=prompt, checkpoint=loaded.info.name, settings=settings_dict(settings)
-            )
+            story = Story(prompt=prompt, checkpoint=loaded.info.name, settings=settings.to_dict())
             self.stories[side] = story
             self.query_one(f"#story-{side}", StoryView).follow()
             self.sides[side].start(loaded, story, prompt, settings)
             self._update(side, story)
+
+    def _streamed(self, side: str) -> Callable[[Story, list[Event]], None]:
+        """The streamer callback of one side: redraw it while its story is the shown one."""
+
+        def update(story: Story, events: list[Event]) -> None:
+            if self.stories.get(side) is story:
+                self._update(side, story)
+
+        return update
 
     def _update(self, side: str, story: Story) -> None:
         self.query_one(f"#story-{side}", StoryView).show(story)
@@ -184,11 +198,3 @@ class CompareScreen(Screen[None]):
     def on_unmount(self) -> None:
         for streamer in self.sides.values():
             streamer.cancel()
-
-
-def partial_update(screen: CompareScreen, side: str):
-    def update(story: Story, events: list[Any]) -> None:
-        if screen.stories.get(side) is story:
-            screen._update(side, story)
-
-    return update

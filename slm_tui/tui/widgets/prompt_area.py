@@ -1,18 +1,26 @@
-"""The seed-sentence editor: Enter writes the story, Shift+Enter or Ctrl+J starts a new line."""
+"""The seed-sentence editor: Enter writes the story, Shift+Enter or Ctrl+J starts a new line.
+
+Done with priority bindings on the widget, which Textual checks before the focused
+TextArea sees the key, so Enter never reaches the TextArea's own newline handling.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
-from textual import events
+from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.widgets import TextArea
-
-NEWLINE_KEYS = ("shift+enter", "ctrl+j")
 
 
 class PromptArea(TextArea):
     """A multi-line TextArea whose Enter submits instead of inserting a newline."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "submit", "write", show=False, priority=True),
+        Binding("shift+enter,ctrl+j", "newline", "new line", show=False, priority=True),
+    ]
 
     @dataclass
     class Submitted(Message):
@@ -29,15 +37,9 @@ class PromptArea(TextArea):
         )
         super().__init__(soft_wrap=True, show_line_numbers=False, tab_behavior="focus", **kwargs)
 
-    async def _on_key(self, event: events.Key) -> None:
-        if event.key == "enter":
-            event.stop()
-            event.prevent_default()
-            self.post_message(self.Submitted(self, self.text))
-            return
-        if event.key in NEWLINE_KEYS:
-            event.stop()
-            event.prevent_default()
-            self.insert("\n")
-            return
-        await super()._on_key(event)
+    def action_submit(self) -> None:
+        self.post_message(self.Submitted(self, self.text))
+
+    def action_newline(self) -> None:
+        if not self.read_only:
+            self.replace("\n", *self.selection, maintain_selection_offset=False)

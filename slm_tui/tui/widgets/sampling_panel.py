@@ -11,7 +11,7 @@ story through `LiveSettings.update`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from textual import on
 from textual.app import ComposeResult
@@ -24,18 +24,30 @@ from textual.widgets import Button, Input, Label, Static
 from slm_tui.errors import GenerationError
 from slm_tui.generation import PRESETS, SamplingSettings
 
-# (field, label, type, step). A blank seed means "a fresh seed for every story".
-FIELDS: tuple[tuple[str, str, type, float], ...] = (
-    ("temperature", "temp", float, 0.1),
-    ("top_k", "top-k", int, 5),
-    ("top_p", "top-p", float, 0.05),
-    ("min_p", "min-p", float, 0.01),
-    ("repetition_penalty", "rep pen", float, 0.05),
-    ("max_new_tokens", "max tok", int, 32),
-    ("seed", "seed", int, 1),
+
+class Control(NamedTuple):
+    """One row of the panel: the setting it edits, its label, its type, one Up/Down step."""
+
+    setting: str  # a SamplingSettings field name
+    label: str
+    kind: type
+    step: float
+
+
+# The panel's rows, top to bottom. A blank seed means "a fresh seed for every story".
+CONTROLS: tuple[Control, ...] = (
+    Control("temperature", "temp", float, 0.1),
+    Control("top_k", "top-k", int, 5),
+    Control("top_p", "top-p", float, 0.05),
+    Control("min_p", "min-p", float, 0.01),
+    Control("repetition_penalty", "rep pen", float, 0.05),
+    Control("max_new_tokens", "max tok", int, 32),
+    Control("seed", "seed", int, 1),
 )
-FIELD_TYPES = {name: kind for name, _, kind, _ in FIELDS}
-LIVE_FIELDS = tuple(name for name, *_ in FIELDS if name != "seed")  # the seed only matters at start
+BY_SETTING = {c.setting: c for c in CONTROLS}
+LABELS = {c.setting: c.label for c in CONTROLS}
+# The settings a running story picks up from its next token (the seed only matters at start).
+LIVE_SETTINGS = tuple(c.setting for c in CONTROLS if c.setting != "seed")
 
 
 def parse_value(name: str, text: str) -> Any:
@@ -43,7 +55,7 @@ def parse_value(name: str, text: str) -> Any:
     text = text.strip()
     if name == "seed" and text == "":
         return None
-    if FIELD_TYPES[name] is int:
+    if BY_SETTING[name].kind is int:
         return int(text)
     return float(text)
 
@@ -116,7 +128,7 @@ class SamplingPanel(Vertical):
         self.border_title = "sampling"
 
     def compose(self) -> ComposeResult:
-        for name, label, _, _ in FIELDS:
+        for name, label, _, _ in CONTROLS:
             with Horizontal(classes="setting-row"):
                 yield Label(label, classes="setting-label")
                 yield SettingInput(self, name, format_value(getattr(self.settings, name)))
@@ -163,7 +175,7 @@ class SamplingPanel(Vertical):
 
     def step(self, field: str, times: int) -> None:
         """Move `field` by `times` steps; a step that would be invalid rings the bell."""
-        _, _, kind, step = next(f for f in FIELDS if f[0] == field)
+        _, _, kind, step = BY_SETTING[field]
         current = getattr(self.settings, field)
         if field == "seed" and current is None:
             current = 0
@@ -182,7 +194,7 @@ class SamplingPanel(Vertical):
 
     def set_values(self, changes: dict[str, Any]) -> None:
         """Set several fields at once (a preset, remembered settings); invalid ones are skipped."""
-        changes = {k: v for k, v in changes.items() if k in FIELD_TYPES}
+        changes = {k: v for k, v in changes.items() if k in BY_SETTING}
         try:
             self.settings.replace(**changes)
         except GenerationError as exc:

@@ -1,10 +1,12 @@
 """The story: the seed sentence, then what the model wrote, drawn in two distinct styles.
 
-A line-API widget that wraps incrementally: greedy word wrap never changes a finished line
-when text is appended, so each flush only re-wraps the last, unfinished line and the cost of
-a redraw does not grow with the story. (Re-wrapping a whole Static every frame cost ~10 ms
-per frame at a few thousand characters, time the UI thread took from the engine's worker.)
-A width change or a different story rebuilds the lines once.
+A line-API widget that wraps incrementally: greedy word wrap (`wrap_offsets`) never changes
+a finished line when text is appended, so each flush only re-wraps the last, unfinished line
+and the cost of a redraw does not grow with the story. (Re-wrapping a whole Static every
+frame cost ~10 ms per frame at a few thousand characters, time the UI thread took from the
+engine's worker.) A width change or a different story rebuilds the lines once. While the
+story grows, its new height reaches the scrollbar without a screen-wide layout pass (see
+`_set_virtual_size`); only public Textual API is used.
 
 The view follows the end while the reader is at the end, stops following as soon as they
 scroll up, and follows again once they scroll back to the bottom.
@@ -12,8 +14,10 @@ scroll up, and follows again once they scroll back to the bottom.
 
 from __future__ import annotations
 
+import re
+
+from rich.cells import cell_len
 from rich.segment import Segment
-from textual._wrap import compute_wrap_offsets
 from textual.content import Content
 from textual.geometry import Size
 from textual.scroll_view import ScrollView
@@ -27,10 +31,49 @@ TEXT_STYLE = "$foreground"
 # C0 control characters (a young model emits them) drawn as their Unicode control pictures,
 # so they neither vanish nor move the terminal's cursor; newline and tab stay as they are.
 _CONTROL_PICTURES = {c: 0x2400 + c for c in range(32) if chr(c) not in "\n\t"} | {127: 0x2421}
+_CHUNK = re.compile(r"\S+\s*|\s+")  # a word and the whitespace after it (or leading space)
 
 
 def visible(text: str) -> str:
     return text.translate(_CONTROL_PICTURES)
+
+
+def wrap_offsets(text: str, width: int) -> list[int]:
+    """Where greedy word wrap breaks `text` (one line: no newlines, tabs already expanded)
+    into lines of at most `width` terminal cells, as character offsets.
+
+    A chunk is a word and the whitespace after it, measured in cells (a wide character
+    counts two). A chunk that does not fit the rest of the line starts the next one; that
+    is Textual's rule, so the story wraps as Textual's widgets do. A word wider than a whole
+    line is folded character by character, and the whitespace after it stays on the fold's
+    last line (where Textual would start a line of blanks). A break depends only on the text
+    before it and on the chunk it falls in, and appended text can only lengthen the last
+    chunk, so appending never moves a break already made: only the last line is unfinished.
+    """
+    width = max(1, width)
+    breaks: list[int] = []
+    used = 0  # cells on the current line
+    for match in _CHUNK.finditer(text):
+        start, chunk = match.start(), match.group()
+        chunk_width = cell_len(chunk)
+        if used + chunk_width <= width:
+            used += chunk_width
+        elif chunk_width <= width:
+            breaks.append(start)  # used > 0 here, or the chunk would have fitted
+            used = chunk_width
+        else:  # too wide for any line: a line of its own, folded; the whitespace hangs
+            if used:
+                breaks.append(start)
+            word = chunk.rstrip()
+            used = 0
+            for i, char in enumerate(word):
+                char_width = cell_len(char)
+                if used and used + char_width > width:
+                    breaks.append(start + i)
+                    used = 0
+                used += char_width
+            used += chunk_width - cell_len(word)
+    return breaks
 
 
 def suffix_content(story: Story | None) -> Content:
@@ -50,7 +93,8 @@ class StoryView(ScrollView, can_focus=True):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.story: Story | None = None
+        self.story: Story | None = None  # the story the lines below were built from
+        self.latest: Story | None = None  # the story to show (drawn once the view is on screen)
         self._width = 0
         self._consumed = 0  # characters of story.text already wrapped
         self._lines: list[Content] = []  # finished lines
@@ -69,7 +113,7 @@ class StoryView(ScrollView, can_focus=True):
             self._partial = self._partial + Content.styled(
                 visible(piece.replace("\t", "    ")), style
             )
-            offsets = compute_wrap_offsets(self._partial.plain, self._width, 8, fold=True)
+            offsets = wrap_offsets(self._partial.plain, self._width)
             if offsets:
                 parts = self._partial.divide(offsets)
                 self._lines.extend(parts[:-1])
@@ -84,7 +128,10 @@ class StoryView(ScrollView, can_focus=True):
 
     def show(self, story: Story | None) -> None:
         """Draw `story` (cheap when it is the same story with more text)."""
-        width = max(1, self.scrollable_content_region.width)
+        self.latest = story
+        width = self.scrollable_content_region.width
+        if width <= 0:
+            return  # not on screen (the token view is up): drawn when it is shown again
         if (
             story is not self.story
             or width != self._width
@@ -98,29 +145,38 @@ class StoryView(ScrollView, can_focus=True):
             self._consumed = len(story.text)
         self.story = story
         tail = self._partial + suffix_content(story)
-        offsets = compute_wrap_offsets(tail.plain, width, 8, fold=True)
+        offsets = wrap_offsets(tail.plain, width)
         self._tail = tail.divide(offsets) if offsets else [tail]
-        self._set_virtual_height(width, len(self._lines) + len(self._tail))
+        self._set_virtual_size(Size(width, len(self._lines) + len(self._tail)))
         if self._follow:
             self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True)
         self.refresh()
 
-    def _set_virtual_height(self, width: int, height: int) -> None:
-        """Grow the scrollable area without a screen-wide layout pass.
+    def _set_virtual_size(self, size: Size) -> None:
+        """Set the scrollable size; while a story grows, without a layout pass.
 
-        Assigning `virtual_size` asks for a layout, which repaints every widget on the
-        screen, and a fast model adds a line on most flushes. Only the scrollbars depend on
-        it, so they are updated directly; a layout is still requested when the vertical
-        scrollbar appears or disappears (the gutter is stable in app.tcss, so it rarely does).
+        Assigning `virtual_size` (as Textual's `Log` does) lays out the whole screen, and a
+        fast model adds a line on most flushes: that cost ~3 ms of the UI thread per flush,
+        time the engine's worker waits for the GIL. Only the vertical scrollbar depends on
+        the height, so while the story grows and the scrollbar neither appears nor goes, the
+        size is stored with `set_reactive` (no layout) and the scrollbar is given its new
+        range. Anything else (another story, a new width, the scrollbar appearing) assigns
+        `virtual_size` and lets Textual lay out as usual.
         """
-        size = Size(width, height)
-        if size == self.virtual_size:
+        old = self.virtual_size
+        if size == old:
             return
-        had_scrollbar = self.show_vertical_scrollbar
-        self.set_reactive(StoryView.virtual_size, size)
-        self._scroll_update(size)
-        if self.show_vertical_scrollbar != had_scrollbar:
-            self.refresh(layout=True)
+        needs_bar = size.height > self.container_size.height
+        if (
+            size.width == old.width
+            and size.height > old.height
+            and needs_bar == self.show_vertical_scrollbar
+        ):
+            self.set_reactive(StoryView.virtual_size, size)
+            if needs_bar:
+                self.vertical_scrollbar.window_virtual_size = size.height
+        else:
+            self.virtual_size = size
 
     def follow(self) -> None:
         """Jump to the end and follow it again (a new story starts)."""
@@ -132,7 +188,7 @@ class StoryView(ScrollView, can_focus=True):
         self._follow = new >= self.max_scroll_y
 
     def on_resize(self) -> None:
-        self.show(self.story)
+        self.show(self.latest)
 
     @property
     def plain_text(self) -> str:

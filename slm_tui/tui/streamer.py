@@ -1,14 +1,17 @@
-"""Run one story at a time through the engine in a thread worker, without ever blocking either side.
+"""`Streamer`: streams one story at a time from the engine into the UI, ~30 times a second.
 
-The worker iterates `generation.generate(...)` and appends each event to a deque (append is
-atomic and never waits), so the engine runs at full speed whatever the UI is doing. A timer
-on the UI thread drains the deque ~30 times a second and hands the batch to the owner, so
-the UI redraws at most 30 times a second whatever the token rate. Cancellation is a
-`threading.Event` the engine checks every step: Esc stops the story within one token.
+The engine runs in a thread worker: it iterates `generation.generate(...)` and appends each
+`Event` to a deque (append is atomic and never waits), so the engine runs at full speed
+whatever the UI is doing. A timer on the UI thread drains the deque ~30 times a second,
+folds the events into their `Story` and hands each story its batch, so the UI redraws at
+most 30 times a second whatever the token rate. Cancellation is a `threading.Event` the
+engine checks every step: Esc stops the story within one token. An engine failure becomes
+the story's `Event.failed(...)` "done" event: shown in place, never a crash.
 
 Sampling changes go through `LiveSettings.update`; the engine stamps each event with the
 settings version it was sampled with, and the streamer reports the first token of each
-new version (`on_applied`), which is how the status line can say "from token N".
+new version with the changes it carried (`on_applied`), which is how the status line can
+say "temperature 0.9 from token N".
 """
 
 from __future__ import annotations
@@ -16,35 +19,15 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from textual.dom import DOMNode
 from textual.timer import Timer
 
-from slm_tui.generation import LiveSettings, SamplingSettings, generate
+from slm_tui.generation import Event, LiveSettings, SamplingSettings
 from slm_tui.tui.story import Story
 
 FLUSH_INTERVAL = 1 / 30  # seconds between UI updates while streaming
-
-
-@dataclass(frozen=True)
-class FailedEvent:
-    """Stands in for the engine's "done" event when the engine raised (shown, never a crash)."""
-
-    message: str
-    seed: int | None = None
-    kind: str = "done"
-    index: int = 0
-    token_id: int | None = None
-    text: str = ""
-    prob: float | None = None
-    top: tuple = ()
-    ttft: float | None = None
-    tokens_per_s: float = 0.0
-    elapsed: float = 0.0
-    settings_version: int = 0
-    finish_reason: str = "error"
 
 
 class Streamer:
@@ -54,17 +37,19 @@ class Streamer:
         self,
         host: DOMNode,
         group: str,
-        on_update: Callable[[Story, list[Any]], None],
-        on_applied: Callable[[Story, int, int], None] | None = None,
+        on_update: Callable[[Story, list[Event]], None],
+        on_applied: Callable[[Story, int, int, dict[str, Any]], None] | None = None,
     ) -> None:
-        self.host = host
+        self.host = host  # runs the worker and the flush timer
         self.group = group
         self.on_update = on_update  # (story, events) after each flush, on the UI thread
-        self.on_applied = on_applied  # (story, settings_version, token index) on the UI thread
+        # (story, settings version, first token index using it, the changes it brought)
+        self.on_applied = on_applied
         self.story: Story | None = None
         self.live: LiveSettings | None = None
         self.applied: list[tuple[int, int]] = []  # (settings_version, first token index using it)
-        self._queue: deque[tuple[Story, Any, str]] = deque()
+        self.pending: dict[int, dict[str, Any]] = {}  # settings version -> changes not yet seen
+        self._queue: deque[tuple[Story, Event]] = deque()
         self._cancel: threading.Event | None = None
         self._timer: Timer | None = None
 
@@ -73,26 +58,29 @@ class Streamer:
         return self.story is not None and self.story.streaming
 
     def start(self, loaded: Any, story: Story, prompt: str, settings: SamplingSettings) -> None:
-        """Start streaming `prompt` into `story` (cancels a running story first)."""
+        """Stream `prompt` through `loaded` (a LoadedCheckpoint) into `story`; a running story
+        is cancelled first."""
         self.cancel()
         cancel = threading.Event()
         live = LiveSettings(settings)
         self._cancel, self.live, self.story = cancel, live, story
         self.applied = [(live.version, 1)]
+        self.pending.clear()
         model, tokenizer = loaded.model, loaded.tokenizer
         queue = self._queue
 
         def run() -> None:
-            seed = settings.seed
+            from slm_tui.generation import generate  # the engine (torch), off the UI thread
+
+            seed, index = settings.seed, 0
             try:
                 for event in generate(model, tokenizer, prompt, live, cancel=cancel):
-                    seed = event.seed
-                    # The printable piece is looked up here, off the UI thread.
-                    piece = "" if event.token_id is None else tokenizer.token_text(event.token_id)
-                    queue.append((story, event, piece))
-            except Exception as exc:  # shown in the status line; the app keeps working
+                    seed, index = event.seed, event.index
+                    queue.append((story, event))
+            except Exception as exc:  # shown in the story and the status line; the app goes on
                 first = (str(exc).splitlines() or [type(exc).__name__])[0]
-                queue.append((story, FailedEvent(f"{type(exc).__name__}: {first}", seed), ""))
+                failed = Event.failed(f"{type(exc).__name__}: {first}", seed=seed, index=index)
+                queue.append((story, failed))
 
         self.host.run_worker(
             run,
@@ -119,7 +107,9 @@ class Streamer:
         if not self.running or self.live is None:
             return None
         self.live.update(**changes)
-        return self.live.version
+        version = self.live.version
+        self.pending[version] = changes
+        return version
 
     def flush(self) -> None:
         """Drain the queue on the UI thread and hand each story its batch."""
@@ -127,22 +117,24 @@ class Streamer:
             if not self.running and self._timer is not None:
                 self._timer.pause()
             return
-        batches: dict[str, tuple[Story, list[Any]]] = {}
+        batches: dict[str, tuple[Story, list[Event]]] = {}
         while self._queue:
-            story, event, piece = self._queue.popleft()
-            story.apply(event, piece)
+            story, event = self._queue.popleft()
+            story.apply(event)
             if event.kind == "token":
                 self._note_version(story, event)
-            elif isinstance(event, FailedEvent):
-                story.error = event.message
             batches.setdefault(story.id, (story, []))[1].append(event)
         for story, events in batches.values():
             self.on_update(story, events)
 
-    def _note_version(self, story: Story, event: Any) -> None:
-        if story is not self.story:
+    def _note_version(self, story: Story, event: Event) -> None:
+        if story is not self.story or event.settings_version <= self.applied[-1][0]:
             return
-        if event.settings_version > self.applied[-1][0]:
-            self.applied.append((event.settings_version, event.index))
-            if self.on_applied is not None:
-                self.on_applied(story, event.settings_version, event.index)
+        version, index = event.settings_version, event.index
+        self.applied.append((version, index))
+        changes: dict[str, Any] = {}
+        for v in sorted(self.pending):
+            if v <= version:
+                changes.update(self.pending.pop(v))
+        if self.on_applied is not None:
+            self.on_applied(story, version, index, changes)
