@@ -123,8 +123,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cpp-wrapper", action="store_true", help="also compile with cpp_wrapper")
+    ap.add_argument(
+        "--quick", action="store_true", help="two rounds (for `make bench ARGS=--quick`)"
+    )
     ap.add_argument("--output", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
+    if args.quick:
+        args.repeats = min(args.repeats, 2)
     torch.set_num_threads(args.threads)
     loaded = load_checkpoint(args.checkpoint)
     model = loaded.model.eval()

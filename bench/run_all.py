@@ -22,12 +22,21 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from _machine import cpu_name
 from rich.console import Console
 from rich.table import Table
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
-ORDER = ["tokenizer", "shards", "train_cpu", "train_gpu", "generate", "tui_latency"]
+ORDER = [
+    "tokenizer",
+    "shards",
+    "train_cpu",
+    "train_gpu",
+    "generate",
+    "decode_step",
+    "tui_latency",
+]
 
 
 def scripts() -> list[str]:
@@ -90,7 +99,7 @@ def main() -> int:
     console.print(table)
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     console.print(
-        f"{now} · {platform.node()} · {platform.processor() or platform.machine()} · "
+        f"{now} · {platform.node()} · {cpu_name()} · "
         f"python {platform.python_version()} · `make bench{' ARGS=--quick' if args.quick else ''}`"
     )
     if failed:

@@ -39,6 +39,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
+from _machine import cpu_name  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
@@ -271,13 +272,16 @@ def main() -> None:
             "torch_threads": torch.get_num_threads(),
             "cpus": os.cpu_count(),
             "machine": platform.processor() or platform.machine(),
+            "cpu": cpu_name(),
             "python": platform.python_version(),
         },
         "quick": args.quick,
     }
     summary["headline"] = headline(summary)
 
-    table = Table(title="slm-tui under a fast model")
+    table = Table(
+        title=f"slm-tui under a fast model, {torch.get_num_threads()} threads, {cpu_name()}"
+    )
     table.add_column("measure")
     table.add_column("idle / direct", justify="right")
     table.add_column("streaming / in app", justify="right")

@@ -17,9 +17,6 @@ TUI's widgets and anything else that only reads settings or events stay light.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from slm_tui.generation.events import FINISH_REASONS, Event, TokenAlt
 from slm_tui.generation.settings import (
     DEFAULTS,
@@ -29,6 +26,7 @@ from slm_tui.generation.settings import (
     SamplingSettings,
     preset,
 )
+from slm_tui.lazy import lazy_exports
 
 # name -> the module that defines it (imported on first use: these need torch)
 _ENGINE_NAMES = {
@@ -47,12 +45,7 @@ _ENGINE_NAMES = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _ENGINE_NAMES.get(name)
-    if module is None:
-        raise AttributeError(f"module 'slm_tui.generation' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"slm_tui.generation.{module}"), name)
-
+__getattr__ = lazy_exports(__name__, _ENGINE_NAMES)
 
 __all__ = [
     "DEFAULTS",

@@ -14,9 +14,7 @@ once, `train`, `evaluate` and the rest on first use, so `slm-train --help` stays
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from slm_tui.lazy import lazy_exports
 from slm_tui.trainer.report import (
     EvalRecord,
     EventRecord,
@@ -37,12 +35,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'slm_tui.trainer' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"slm_tui.trainer.{module}"), name)
-
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 __all__ = [
     "EvalRecord",
