@@ -496,6 +496,24 @@ async def test_prompt_keys_newline_and_submit(tui_checkpoints, tui_env):
         assert app.query_one(StoryView).plain_text.startswith("Once\nupon\na time")
 
 
+async def test_a_burst_of_keys_ending_in_enter_writes_the_whole_prompt(tui_checkpoints, tui_env):
+    """Keys that arrive together (a paste without bracketed paste, tmux send-keys, a fast
+    typist) are handled in order: Enter submits the text typed before it, not an empty one."""
+    from textual import events
+
+    app = make_app(tui_checkpoints)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        app.query_one(PromptArea).focus()
+        await pilot.pause()
+        for key in [*"Once", "ctrl+j", *"upon", "enter"]:  # posted at once, as a driver does
+            char = {"enter": "\r", "ctrl+j": "\n"}.get(key, key)
+            app.post_message(events.Key(key, char))
+        await until(pilot, lambda: app.current is not None)
+        assert app.current.prompt == "Once\nupon"
+        await until(pilot, lambda: not app.current.streaming)
+
+
 async def test_engine_failure_is_shown_and_the_app_goes_on(tui_checkpoints, tui_env):
     class FailsOnThirdToken:
         """The real tokenizer (EOS off), until the engine asks for a third token's bytes."""

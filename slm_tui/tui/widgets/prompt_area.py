@@ -1,26 +1,26 @@
 """The seed-sentence editor: Enter writes the story, Shift+Enter or Ctrl+J starts a new line.
 
-Done with priority bindings on the widget, which Textual checks before the focused
-TextArea sees the key, so Enter never reaches the TextArea's own newline handling.
+The keys are handled in the widget's own `on_key`, which Textual calls before the
+TextArea's handler (the subclass comes first) and which stops it with `prevent_default()`.
+That keeps them in order with the characters typed before them: keys that arrive together
+(a paste without bracketed paste, `tmux send-keys`, a fast typist) are queued on this widget
+one after another, so Enter submits the whole text. (A priority binding would run at once,
+on the App, while the characters before it were still waiting in this widget's queue.)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
-from textual.binding import Binding, BindingType
+from textual import events
 from textual.message import Message
 from textual.widgets import TextArea
+
+NEWLINE_KEYS = ("shift+enter", "ctrl+j")
 
 
 class PromptArea(TextArea):
     """A multi-line TextArea whose Enter submits instead of inserting a newline."""
-
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("enter", "submit", "write", show=False, priority=True),
-        Binding("shift+enter,ctrl+j", "newline", "new line", show=False, priority=True),
-    ]
 
     @dataclass
     class Submitted(Message):
@@ -37,9 +37,12 @@ class PromptArea(TextArea):
         )
         super().__init__(soft_wrap=True, show_line_numbers=False, tab_behavior="focus", **kwargs)
 
-    def action_submit(self) -> None:
-        self.post_message(self.Submitted(self, self.text))
-
-    def action_newline(self) -> None:
-        if not self.read_only:
+    def on_key(self, event: events.Key) -> None:
+        if event.key == "enter":
+            event.prevent_default()  # the TextArea would insert a newline
+            event.stop()
+            self.post_message(self.Submitted(self, self.text))
+        elif event.key in NEWLINE_KEYS and not self.read_only:
+            event.prevent_default()
+            event.stop()
             self.replace("\n", *self.selection, maintain_selection_offset=False)
