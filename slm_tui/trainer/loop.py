@@ -171,8 +171,8 @@ def train_loop(run: Run, state: RunState, stop: threading.Event | None = None) -
                 read_loss(run, state)
                 save(run, state, "latest")
                 paused = True
-            if paused:
-                state.log_time = time.perf_counter()
+            if paused:  # the next record counts from here, tokens and time alike
+                state.log_time, state.log_tokens = time.perf_counter(), state.tokens_seen
             if stop_requested(run, state, flag.event) and not last:
                 interrupt(run, state)
                 status = "interrupted"
