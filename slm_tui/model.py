@@ -82,6 +82,18 @@ class KVCache:
         self.max_len = max_len
         self.length = 0
 
+    @classmethod
+    def over(cls, k: Tensor, v: Tensor, length: int = 0) -> KVCache:
+        """A cache over existing (L, B, Hkv, S, hd) tensors, without copying them."""
+        cache = cls.__new__(cls)
+        cache.k, cache.v, cache.max_len, cache.length = k, v, k.size(3), length
+        return cache
+
+    def rows(self, n: int) -> KVCache:
+        """The first `n` rows as a cache of their own: views of the same memory (each layer's
+        slice stays contiguous), with this cache's length."""
+        return KVCache.over(self.k[:, :n], self.v[:, :n], self.length)
+
     def reset(self) -> None:
         self.length = 0
 

@@ -405,6 +405,70 @@ def test_fused_decode_steps_write_the_same_stories_as_the_model_forward(model, b
     assert runs[0] == runs[1]
 
 
+def test_rows_that_join_and_leave_mid_story_write_what_they_write_alone(model, byte_tok):
+    """Continuous batching: rows join between steps (prefilled, right-aligned with the
+    others, shifting them when longer), leave at once, each with its own settings; every row
+    writes exactly the story it writes alone."""
+    from slm_tui.generation.engine import Decoder
+
+    greedy = SamplingSettings(temperature=0.0, max_new_tokens=200)
+    sampled = SamplingSettings(top_k=20, seed=0, max_new_tokens=200)
+    jobs = {  # tag: (prompt, settings, seed, step it joins, tokens it writes)
+        "a": ("Once upon a time", sampled, 1, 2, 70),  # longer than b: shifts it right
+        "b": ("Hi", greedy, 2, 0, 15),
+        "c": ("A much longer prompt than the others have", sampled, 3, 10, 40),
+        "d": ("x", sampled, 4, 30, 60),
+    }
+
+    def alone(prompt, settings, seed, n):
+        events = generate(model, byte_tok, prompt, settings.replace(seed=seed, max_new_tokens=n))
+        return [e.token_id for e in events if e.kind == "token"]
+
+    decoder = Decoder(model, capacity=2)  # the cache grows when a third row joins
+    written: dict[str, list[int]] = {}
+    with torch.inference_mode():
+        for step in range(100):
+            joining = [t for t, job in jobs.items() if job[3] == step]
+            if joining:
+                contexts = [prepare_prompt(byte_tok, jobs[t][0], 32)[0] for t in joining]
+                decoder.add(contexts, [jobs[t][2] for t in joining], tags=joining)
+                written.update((t, []) for t in joining)
+            if not decoder.batch:
+                break
+            ids = decoder.sample([jobs[t][1] for t in decoder.tags]).tolist()
+            done = []
+            for t, tok in zip(decoder.tags, ids, strict=True):
+                if tok == byte_tok.eos_id:
+                    done.append(t)
+                    continue
+                written[t].append(tok)
+                if len(written[t]) == jobs[t][4]:
+                    done.append(t)
+            by_tag = dict(zip(decoder.tags, ids, strict=True))
+            decoder.finish(done)
+            if decoder.batch:
+                toks = [by_tag[t] for t in decoder.tags]
+                decoder.advance(torch.tensor(toks), toks)
+    for t, (prompt, settings, seed, _, n) in jobs.items():
+        assert written[t] == alone(prompt, settings, seed, n), t
+
+
+def test_the_penalty_history_stays_bounded_and_grows_for_a_larger_window(model, byte_tok):
+    from slm_tui.generation.engine import HISTORY_KEEP, Decoder
+
+    decoder = Decoder(model, [[byte_tok.bos_id, 65]], [0])
+    s = SamplingSettings(seed=0, repetition_window=64)
+    with torch.inference_mode():
+        for _ in range(700):  # a long story: the history keeps only what a window can use
+            ids = decoder.sample(s)
+            decoder.advance(ids, ids.tolist())
+        assert decoder.hist.size(1) <= decoder.window_kept + HISTORY_KEEP
+        ids = decoder.sample(s.replace(repetition_window=400))  # a larger window, mid-story
+        seq = decoder.seqs[0]
+        kept = decoder.hist[0, decoder.hist_len - 400 : decoder.hist_len].tolist()
+        assert kept == seq[-400:]
+
+
 def test_events_carry_the_display_piece_and_a_model_in_training_mode_is_refused(
     tiny_checkpoint,
 ):

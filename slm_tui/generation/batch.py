@@ -1,20 +1,24 @@
 """`generate_batch()`: many prompts decoded together, for scripts and `slm-generate`.
 
-Prompts are grouped by length (less padding), decoded `batch_size` rows at a time through
-one left-padded KV cache, and each row stops on its own (EOS, stop string, max tokens);
-a finished row stays in the batch, its output ignored, until the whole group is done.
+Up to `batch_size` rows decode at once through one `Decoder`; prompts join in order of
+length (less padding), and as soon as a row ends (EOS, stop string, max tokens) it leaves
+and the next prompt is prefilled into its place (continuous batching), so no row waits for
+the slowest of its group.
 
 Seeds: row i of the job (the i-th prompt in `prompts`) uses `seeds[i]` when given, else
 `settings.seed + i` when the settings have a seed, else a fresh random seed; every result
 reports its seed. So `generate_batch(prompts, s)[i]` is the same story as
-`generate(prompts[i], s.replace(seed=s.seed + i))`, whatever the batch size or grouping:
-each row has its own generator and sees only its own tokens.
+`generate(prompts[i], s.replace(seed=s.seed + i))`, whatever the batch size or the order
+rows joined in: each row has its own generator and sees only its own tokens.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import torch
 
 from slm_tui.errors import GenerationError
 from slm_tui.generation.engine import Decoder, prepare_prompt, row_seeds
@@ -31,6 +35,15 @@ class GenerationResult:
     seed: int
     num_tokens: int
     prompt_truncated: bool = False
+
+
+@dataclass
+class _Row:
+    """A row's output so far."""
+
+    stream: TextStream = field(default_factory=TextStream)
+    texts: list[str] = field(default_factory=list)
+    ids: list[int] = field(default_factory=list)
 
 
 def generate_batch(
@@ -55,72 +68,54 @@ def generate_batch(
     elif len(seeds) != n:
         raise GenerationError(f"got {len(seeds)} seeds for {n} prompts; give one per prompt")
     prepared = [prepare_prompt(tokenizer, p, model.cfg.context_length) for p in prompts]
-    order = sorted(range(n), key=lambda i: len(prepared[i][0]))
+    waiting = deque(sorted(range(n), key=lambda i: len(prepared[i][0])))
     results: list[GenerationResult | None] = [None] * n
-    finished = 0
-    for at in range(0, n, batch_size):
-        rows = order[at : at + batch_size]
-
-        def row_done(j: int, result: GenerationResult, rows: list[int] = rows) -> None:
-            nonlocal finished
-            results[rows[j]] = result
-            finished += 1
-            if progress is not None:
-                progress(finished, n)
-
-        _decode_group(
-            model,
-            tokenizer,
-            [prompts[i] for i in rows],
-            [prepared[i] for i in rows],
-            [int(seeds[i]) for i in rows],
-            settings,
-            row_done,
-        )
-    return results  # type: ignore[return-value]
-
-
-def _decode_group(model, tokenizer, prompts, prepared, seeds, settings, row_done) -> None:
-    """Decode one group of rows to the end; call row_done(j, result) as each row ends."""
-    decoder = Decoder(model, [ids for ids, _ in prepared], seeds)
-    B = len(prompts)
-    streams = [TextStream() for _ in range(B)]
-    texts: list[list[str]] = [[] for _ in range(B)]
-    out: list[list[int]] = [[] for _ in range(B)]
-    live = set(range(B))
+    rows: dict[int, _Row] = {}
     eos, stops = tokenizer.eos_id, settings.stop
-
-    def finish(j: int, reason: str) -> None:
-        texts[j].append(streams[j].flush())
-        live.discard(j)
-        decoder.finish(j)
-        result = GenerationResult(
-            prompt=prompts[j],
-            text="".join(texts[j]),
-            token_ids=out[j],
-            finish_reason=reason,
-            seed=seeds[j],
-            num_tokens=len(out[j]),
-            prompt_truncated=prepared[j][1],
-        )
-        row_done(j, result)
-
-    for step in range(settings.max_new_tokens):
-        next_ids = decoder.sample(settings)  # (B,)
-        toks = next_ids.tolist()  # the one host sync per step
-        for j in sorted(live):
-            tok = toks[j]
-            if tok == eos:
-                finish(j, "eos")
-                continue
-            out[j].append(tok)
-            texts[j].append(streams[j].push(tokenizer.token_bytes(tok), stops))
-            if streams[j].stopped:
-                finish(j, "stop")
-        if not live:
-            return
-        if step == settings.max_new_tokens - 1:
-            break  # no forward for a token nobody will read
-        decoder.advance(next_ids, toks)
-    for j in sorted(live):
-        finish(j, "length")
+    decoder = Decoder(model, capacity=min(batch_size, n))
+    with torch.inference_mode():
+        while waiting or rows:
+            joining = [waiting.popleft() for _ in range(min(batch_size - len(rows), len(waiting)))]
+            if joining:
+                decoder.add(
+                    [prepared[i][0] for i in joining],
+                    [int(seeds[i]) for i in joining],
+                    tags=joining,
+                )
+                rows.update((i, _Row()) for i in joining)
+            next_ids = decoder.sample(settings)  # (B,)
+            toks = next_ids.tolist()  # the one host sync per step
+            ended: dict[int, str] = {}
+            for i, tok in zip(decoder.tags, toks, strict=True):
+                row = rows[i]
+                if tok == eos:
+                    ended[i] = "eos"
+                    continue
+                row.ids.append(tok)
+                row.texts.append(row.stream.push(tokenizer.token_bytes(tok), stops))
+                if row.stream.stopped:
+                    ended[i] = "stop"
+                elif len(row.ids) == settings.max_new_tokens:
+                    ended[i] = "length"  # no forward for a token nobody will read
+            for i, reason in ended.items():
+                row = rows.pop(i)
+                row.texts.append(row.stream.flush())
+                results[i] = GenerationResult(
+                    prompt=prompts[i],
+                    text="".join(row.texts),
+                    token_ids=row.ids,
+                    finish_reason=reason,
+                    seed=int(seeds[i]),
+                    num_tokens=len(row.ids),
+                    prompt_truncated=prepared[i][1],
+                )
+                if progress is not None:
+                    progress(n - len(waiting) - len(rows), n)
+            if ended:
+                by_tag = dict(zip(decoder.tags, toks, strict=True))
+                decoder.finish(list(ended))
+                toks = [by_tag[i] for i in decoder.tags]
+                next_ids = torch.tensor(toks, dtype=torch.long, device=decoder.device)
+            if rows:
+                decoder.advance(next_ids, toks)
+    return results  # type: ignore[return-value]

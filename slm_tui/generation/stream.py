@@ -19,9 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-import torch
-
-from slm_tui.generation.engine import Decoder, fresh_seed, prepare_prompt
+from slm_tui.generation.engine import Decoder, fresh_seed, prepare_prompt, read_choices
 from slm_tui.generation.events import Event, TokenAlt
 from slm_tui.generation.settings import LiveSettings, SamplingSettings
 from slm_tui.generation.text import TextStream
@@ -93,7 +91,7 @@ def generate(
             yield done("length", version)
             return
         next_ids = decoder.sample(s)  # (1,)
-        tok, prob, top = _read_token(decoder.logits, next_ids, top_n)  # the one host sync
+        ((tok, prob, top),) = read_choices(decoder.logits, next_ids, top_n)  # one host sync
         if tok == eos:
             yield done("eos", version, tok, prob)
             return
@@ -122,21 +120,3 @@ def generate(
             yield done("stop", version)
             return
         decoder.advance(next_ids, [tok])
-
-
-@torch.inference_mode()
-def _read_token(
-    logits: torch.Tensor, next_ids: torch.Tensor, top_n: int
-) -> tuple[int, float, list[tuple[int, float]]]:
-    """The chosen id, its raw-softmax probability and the top_n (id, prob), read to the host
-    in one transfer. logits (1, V), next_ids (1,)."""
-    row = logits[0]
-    lse = torch.logsumexp(row, dim=-1)
-    parts = [next_ids.double(), (row[next_ids] - lse).exp().double()]
-    if top_n:
-        vals, idx = torch.topk(row, top_n)
-        parts += [idx.double(), (vals - lse).exp().double()]
-    packed = torch.cat(parts).tolist()
-    tok, prob = int(packed[0]), packed[1]
-    top = [(int(packed[2 + j]), packed[2 + top_n + j]) for j in range(top_n)]
-    return tok, prob, top
