@@ -1,0 +1,532 @@
+"""The HTTP side of `slm-serve`: an OpenAI-compatible API over one `Scheduler` (FastAPI).
+
+Endpoints: `GET /v1/models` (and `/v1/models/{id}`), `POST /v1/completions`,
+`POST /v1/chat/completions` (streaming as server-sent events ending with `data: [DONE]`),
+`GET /health`, `GET /metrics` (Prometheus text). Notable:
+- Every error is OpenAI's JSON shape (`{"error": {"message", "type", "param", "code"}}`)
+  with its status: a body that is not JSON or has the wrong types (400, naming the field),
+  sampling values the engine refuses (400), an unknown model (404), a prompt longer than
+  the context (400 naming the limit), a body over `max_body` bytes (413), a missing or
+  wrong API key (401; compared in constant time), a full queue (429 with `Retry-After`),
+  shutting down (503).
+- Each choice of a request is one row of the engine's batch, seeded `seed + index` (a
+  fresh seed when none is given), so `n` > 1 and a list of prompts reproduce like
+  `slm-generate`. Token events come back from the engine thread through an asyncio queue.
+- A client that goes away is cancelled within a step: a stream's generator is closed by
+  Starlette on disconnect; a plain request polls for it while it waits.
+- `logprobs` are under the model's raw softmax (before penalties, filters and temperature),
+  as the TUI's token view shows them; a token's string is its own bytes decoded (a
+  character split over byte tokens shows as U+FFFD in each).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import math
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from slm_tui.generation.engine import fresh_seed
+from slm_tui.generation.events import Event
+from slm_tui.generation.settings import MAX_SEED
+from slm_tui.serve.protocol import ApiError, ChatRequest, CompletionRequest, Sampling
+from slm_tui.serve.scheduler import QueueFull, Row, Scheduler
+
+FINISH = {"eos": "stop", "stop": "stop", "length": "length"}  # ours -> OpenAI's
+OPEN_PATHS = ("/health",)  # answered without an API key
+
+
+class ClientGone(Exception):
+    """The client disconnected while its request was running."""
+
+
+class LimitBody:
+    """ASGI middleware: refuse a request body over `limit` bytes with 413, before the app
+    reads it (the declared length is checked first, then what actually arrives)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._too_large(send)
+            return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.limit:
+                await self._too_large(send)
+                return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, send: Send) -> None:
+        error = ApiError(413, f"request body over {self.limit} bytes", code="body_too_large")
+        await JSONResponse(error.body(), status_code=413)({"type": "http"}, _no_receive, send)
+
+
+async def _no_receive() -> Message:
+    return {"type": "http.disconnect"}
+
+
+COUNTED = ("/health", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions")
+
+
+class Gatekeeper:
+    """ASGI middleware: the API key (every path but /health) and the request counters."""
+
+    def __init__(self, app: ASGIApp, server: Server) -> None:
+        self.app, self.server = app, server
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        counted = path if path in COUNTED else "/v1/models/{id}" if path.startswith(
+            "/v1/models/") else "other"  # fmt: skip
+        key = self.server.api_key
+        if key is not None and path not in OPEN_PATHS:
+            headers = dict(scope.get("headers") or [])
+            given = headers.get(b"authorization", b"").decode("latin-1")
+            token = given[7:] if given[:7].lower() == "bearer " else ""
+            if not hmac.compare_digest(token.encode(), key.encode()):
+                self.server.requests[(counted, 401)] += 1
+                error = ApiError(
+                    401,
+                    "missing or wrong API key (send Authorization: Bearer <key>)",
+                    type="authentication_error",
+                    code="invalid_api_key",
+                )
+                await JSONResponse(error.body(), status_code=401)(scope, receive, send)
+                return
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.server.requests[(counted, message["status"])] += 1
+            await send(message)
+
+        await self.app(scope, receive, counting_send)
+
+
+class Server:
+    """The state behind the app: the model, its scheduler, the limits, the counters."""
+
+    def __init__(
+        self,
+        loaded: Any,
+        *,
+        model_name: str,
+        max_batch: int = 16,
+        max_queue: int = 64,
+        max_tokens_cap: int = 1024,
+        api_key: str | None = None,
+    ) -> None:
+        self.model, self.tokenizer = loaded.model, loaded.tokenizer
+        self.model_name = model_name
+        self.context = self.model.cfg.context_length
+        self.max_tokens_cap = max_tokens_cap
+        self.api_key = api_key
+        self.created = int(time.time())
+        self.scheduler = Scheduler(
+            self.model, self.tokenizer, max_batch=max_batch, max_queue=max_queue
+        )
+        self.requests: Counter[tuple[str, int]] = Counter()
+
+    # --- requests -> rows ---------------------------------------------------------------------
+    def check_model(self, name: str) -> None:
+        if name != self.model_name:
+            raise ApiError(
+                404,
+                f"model {name!r} does not exist; this server has {self.model_name!r}",
+                param="model",
+                code="model_not_found",
+            )
+
+    def start_rows(
+        self, prompts: list[str], body: Sampling, top_n: int, param: str
+    ) -> tuple[asyncio.Queue, list[Row], int]:
+        """Queue one row per prompt × n; (the events queue, the rows, prompt tokens)."""
+        self.check_model(body.model)
+        settings = body.settings(self.max_tokens_cap, self.model.cfg.vocab_size)
+        base_seed = settings.seed if settings.seed is not None else fresh_seed()
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
+        rows, prompt_tokens = [], 0
+        for i, prompt in enumerate(prompts):
+            ids = [self.tokenizer.bos_id, *self.tokenizer.encode(prompt)]
+            if len(ids) > self.context:
+                raise ApiError(
+                    400,
+                    f"the prompt is {len(ids)} tokens; this model's context is {self.context}",
+                    param=param,
+                    code="context_length_exceeded",
+                )
+            prompt_tokens += len(ids)
+            for j in range(body.n):
+                k = i * body.n + j
+                seed = (base_seed + k) % (MAX_SEED + 1)
+                rows.append(
+                    Row(
+                        ids=ids,
+                        settings=settings.replace(seed=seed),
+                        sink=_sink(loop, queue, k),
+                        top_n=top_n,
+                    )
+                )
+        try:
+            self.scheduler.submit(rows)
+        except QueueFull as exc:
+            raise ApiError(
+                429,
+                f"the server is busy ({exc}); retry shortly",
+                type="rate_limit_error",
+                code="queue_full",
+                headers={"Retry-After": "1"},
+            ) from None
+        except RuntimeError as exc:
+            raise ApiError(503, str(exc), type="server_error", code="shutting_down") from None
+        return queue, rows, prompt_tokens
+
+    @staticmethod
+    async def collect(request: Request, queue: asyncio.Queue, rows: list[Row]) -> list[list[Event]]:
+        """Every row's events, once all rows are done; ClientGone if the client leaves."""
+        events: list[list[Event]] = [[] for _ in rows]
+        pending = len(rows)
+        while pending:
+            try:
+                k, event = await asyncio.wait_for(queue.get(), timeout=0.2)
+            except TimeoutError:
+                if await request.is_disconnected():
+                    raise ClientGone from None
+                continue
+            events[k].append(event)
+            pending -= event.kind == "done"
+        return events
+
+    def token_string(self, token_id: int) -> str:
+        return self.tokenizer.token_bytes(token_id).decode("utf-8", errors="replace")
+
+    def usage(self, prompt_tokens: int, rows: list[Row]) -> dict[str, int]:
+        completion = sum(row.index for row in rows)
+        return {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion,
+            "total_tokens": prompt_tokens + completion,
+        }
+
+    def metrics(self) -> str:
+        s = self.scheduler.stats
+        lines = [
+            "# HELP slm_requests_total HTTP requests answered, by path and status.",
+            "# TYPE slm_requests_total counter",
+        ]
+        for (path, status), count in sorted(self.requests.items()):
+            lines.append(f'slm_requests_total{{path="{path}",status="{status}"}} {count}')
+        for name, kind, value, text in (
+            ("slm_generated_tokens_total", "counter", s.tokens_generated, "Tokens generated."),
+            ("slm_prompt_tokens_total", "counter", s.prompt_tokens, "Prompt tokens prefilled."),
+            ("slm_rows_finished_total", "counter", s.rows_finished, "Choices finished."),
+            ("slm_engine_steps_total", "counter", s.steps, "Batched decode steps."),
+            ("slm_engine_errors_total", "counter", s.errors, "Decode steps that failed."),
+            ("slm_active_rows", "gauge", s.active_rows, "Choices decoding now."),
+            ("slm_queue_depth", "gauge", s.queued_rows, "Choices waiting for a row."),
+        ):
+            lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}", f"{name} {value}"]
+        return "\n".join(lines) + "\n"
+
+
+def _sink(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, k: int):
+    def put(event: Event) -> None:  # called on the engine thread
+        loop.call_soon_threadsafe(queue.put_nowait, (k, event))
+
+    return put
+
+
+def _failed(events: list[list[Event]]) -> str | None:
+    for row in events:
+        if row and row[-1].finish_reason == "error":
+            return row[-1].error or "generation failed"
+    return None
+
+
+def create_app(
+    server: Server, *, max_body: int = 1 << 20, cors: list[str] | None = None
+) -> FastAPI:
+    """The FastAPI app over `server` (its scheduler is stopped, draining, at shutdown)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await asyncio.to_thread(server.scheduler.stop)
+
+    app = FastAPI(title="slm-serve", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.server = server
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+        if first.get("type") == "json_invalid":
+            message, param = f"the body is not valid JSON ({first.get('msg', '')})", None
+        else:
+            param = ".".join(loc) or None
+            message = f"{param or 'body'}: {first.get('msg', 'invalid')}"
+        return JSONResponse(ApiError(400, message, param=param).body(), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        error = ApiError(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}",
+                         type=kind)  # fmt: skip
+        return JSONResponse(error.body(), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception) -> JSONResponse:
+        error = ApiError(500, f"internal error: {type(exc).__name__}", type="server_error")
+        return JSONResponse(error.body(), status_code=500)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        s = server.scheduler.stats
+        status = "ok" if server.scheduler.running else "stopped"
+        return {"status": status, "model": server.model_name, "active_rows": s.active_rows,
+                "queued_rows": s.queued_rows}  # fmt: skip
+
+    @app.get("/metrics")
+    async def metrics() -> PlainTextResponse:
+        return PlainTextResponse(server.metrics(), media_type="text/plain; version=0.0.4")
+
+    def model_card() -> dict[str, Any]:
+        return {"id": server.model_name, "object": "model", "created": server.created,
+                "owned_by": "slm-tui"}  # fmt: skip
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [model_card()]}
+
+    @app.get("/v1/models/{model_id:path}")
+    async def model(model_id: str) -> dict[str, Any]:
+        server.check_model(model_id)
+        return model_card()
+
+    @app.post("/v1/completions")
+    async def completions(body: CompletionRequest, request: Request):
+        top_n = body.logprobs or 0
+        queue, rows, prompt_tokens = server.start_rows(body.prompts(), body, top_n, "prompt")
+        meta = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion",
+                "created": int(time.time()), "model": server.model_name}  # fmt: skip
+        want_logprobs = body.logprobs is not None
+        if body.stream:
+            usage = body.stream_options is not None and body.stream_options.include_usage
+            chunks = _completion_chunks(server, queue, rows, meta, want_logprobs)
+            return _sse(chunks, rows, server, prompt_tokens, meta, usage, "text_completion")
+        events = await _collect_or_cancel(request, queue, rows)
+        choices = []
+        for k, row_events in enumerate(events):
+            text = "".join(e.text for e in row_events)
+            logprobs = _completion_logprobs(server, row_events) if want_logprobs else None
+            choices.append({"index": k, "text": text, "logprobs": logprobs,
+                            "finish_reason": FINISH.get(row_events[-1].finish_reason or "")})  # fmt: skip
+        return {**meta, "choices": choices, "usage": server.usage(prompt_tokens, rows)}
+
+    @app.post("/v1/chat/completions")
+    async def chat(body: ChatRequest, request: Request):
+        top_n = (body.top_logprobs or 0) if body.logprobs else 0
+        prompt = body.story_prompt()
+        queue, rows, prompt_tokens = server.start_rows([prompt], body, top_n, "messages")
+        meta = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion",
+                "created": int(time.time()), "model": server.model_name}  # fmt: skip
+        if body.stream:
+            usage = body.stream_options is not None and body.stream_options.include_usage
+            chunks = _chat_chunks(server, queue, rows, meta, body.logprobs)
+            return _sse(chunks, rows, server, prompt_tokens, meta, usage, "chat.completion.chunk")
+        events = await _collect_or_cancel(request, queue, rows)
+        choices = []
+        for k, row_events in enumerate(events):
+            text = "".join(e.text for e in row_events)
+            logprobs = {"content": _chat_logprobs(server, row_events)} if body.logprobs else None
+            choices.append({"index": k, "message": {"role": "assistant", "content": text},
+                            "logprobs": logprobs,
+                            "finish_reason": FINISH.get(row_events[-1].finish_reason or "")})  # fmt: skip
+        return {**meta, "choices": choices, "usage": server.usage(prompt_tokens, rows)}
+
+    app.add_middleware(LimitBody, limit=max_body)
+    app.add_middleware(Gatekeeper, server=server)
+    if cors:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=cors, allow_methods=["*"],
+                           allow_headers=["*"])  # fmt: skip
+    return app
+
+
+async def _collect_or_cancel(
+    request: Request, queue: asyncio.Queue, rows: list[Row]
+) -> list[list[Event]]:
+    try:
+        events = await Server.collect(request, queue, rows)
+    except (ClientGone, asyncio.CancelledError):
+        for row in rows:
+            row.cancelled.set()
+        raise
+    error = _failed(events)
+    if error is not None:
+        raise ApiError(500, f"generation failed: {error}", type="server_error")
+    return events
+
+
+def _sse(
+    chunks: AsyncIterator[dict[str, Any]],
+    rows: list[Row],
+    server: Server,
+    prompt_tokens: int,
+    meta: dict[str, Any],
+    include_usage: bool,
+    obj: str,
+) -> StreamingResponse:
+    """Server-sent events: each chunk as `data: <json>`, the usage chunk when asked, then
+    `data: [DONE]`. Closing the stream (the client left) cancels the rows."""
+
+    async def events() -> AsyncIterator[str]:
+        try:
+            async for chunk in chunks:
+                yield f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
+            if include_usage:
+                usage = {**meta, "object": obj, "choices": [],
+                         "usage": server.usage(prompt_tokens, rows)}  # fmt: skip
+                yield f"data: {json.dumps(usage)}\n\n"
+            yield "data: [DONE]\n\n"
+        finally:
+            for row in rows:
+                row.cancelled.set()  # no-op for rows that finished
+
+    return StreamingResponse(
+        events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+    )
+
+
+async def _row_events(queue: asyncio.Queue, rows: list[Row]) -> AsyncIterator[tuple[int, Event]]:
+    pending = len(rows)
+    while pending:
+        k, event = await queue.get()
+        pending -= event.kind == "done"
+        yield k, event
+
+
+def _error_chunk(event: Event) -> dict[str, Any]:
+    error = ApiError(500, f"generation failed: {event.error}", type="server_error")
+    return error.body()
+
+
+async def _completion_chunks(
+    server: Server, queue: asyncio.Queue, rows: list[Row], meta: dict[str, Any], logprobs: bool
+) -> AsyncIterator[dict[str, Any]]:
+    async for k, event in _row_events(queue, rows):
+        if event.finish_reason == "error":
+            yield _error_chunk(event)
+            continue
+        if event.kind == "token" and not event.text and not logprobs:
+            continue  # bytes held for a character still incomplete
+        choice: dict[str, Any] = {"index": k, "text": event.text, "logprobs": None,
+                                  "finish_reason": FINISH.get(event.finish_reason or "")}  # fmt: skip
+        if logprobs and event.kind == "token":
+            choice["logprobs"] = _completion_logprobs(server, [event])
+        yield {**meta, "choices": [choice]}
+
+
+async def _chat_chunks(
+    server: Server, queue: asyncio.Queue, rows: list[Row], meta: dict[str, Any], logprobs: bool
+) -> AsyncIterator[dict[str, Any]]:
+    def chunk(k: int, delta: dict[str, Any], finish: str | None = None, lp=None):
+        return {**meta, "object": "chat.completion.chunk",  # (meta's object is chat.completion)
+                "choices": [{"index": k, "delta": delta, "logprobs": lp,
+                             "finish_reason": finish}]}  # fmt: skip
+
+    for k in range(len(rows)):
+        yield chunk(k, {"role": "assistant", "content": ""})
+    async for k, event in _row_events(queue, rows):
+        if event.finish_reason == "error":
+            yield _error_chunk(event)
+            continue
+        if event.kind == "token":
+            if not event.text and not logprobs:
+                continue
+            lp = {"content": _chat_logprobs(server, [event])} if logprobs else None
+            yield chunk(k, {"content": event.text}, lp=lp)
+        else:
+            if event.text:
+                yield chunk(k, {"content": event.text})
+            yield chunk(k, {}, FINISH.get(event.finish_reason or ""))
+
+
+def _completion_logprobs(server: Server, events: list[Event]) -> dict[str, Any]:
+    """OpenAI's legacy completions logprobs: tokens, their logprobs, the top alternatives as
+    {token: logprob}, and each token's offset in the text."""
+    tokens, logprobs, tops, offsets = [], [], [], []
+    offset = 0
+    for e in events:
+        if e.kind != "token" or e.token_id is None:
+            continue
+        tokens.append(server.token_string(e.token_id))
+        logprobs.append(_log(e.prob))
+        tops.append({server.token_string(a.token_id): _log(a.prob) for a in e.top})
+        offsets.append(offset)
+        offset += len(e.text)
+    return {"tokens": tokens, "token_logprobs": logprobs, "top_logprobs": tops,
+            "text_offset": offsets}  # fmt: skip
+
+
+def _chat_logprobs(server: Server, events: list[Event]) -> list[dict[str, Any]]:
+    """OpenAI's chat logprobs content: token, logprob, bytes, top_logprobs."""
+    out = []
+    for e in events:
+        if e.kind != "token" or e.token_id is None:
+            continue
+        raw = server.tokenizer.token_bytes(e.token_id)
+        top = []
+        for a in e.top:
+            alt = server.tokenizer.token_bytes(a.token_id)
+            top.append({"token": alt.decode("utf-8", "replace"), "logprob": _log(a.prob),
+                        "bytes": list(alt)})  # fmt: skip
+        out.append({"token": raw.decode("utf-8", "replace"), "logprob": _log(e.prob),
+                    "bytes": list(raw), "top_logprobs": top})  # fmt: skip
+    return out
+
+
+def _log(prob: float | None) -> float:
+    if not prob or prob <= 0:
+        return -9999.0  # OpenAI's stand-in for log(0)
+    return math.log(prob)

@@ -1,0 +1,213 @@
+"""The OpenAI request shapes the server accepts, and how they become sampling settings.
+
+Request bodies are pydantic models (types checked there); every sampling value is then
+checked by the engine's own rules (`SamplingSettings`), so the server refuses exactly what
+`slm-generate` refuses, as a 400 naming the parameter. Unknown fields are ignored (as
+llama.cpp's and vLLM's servers do), except OpenAI fields whose meaning we cannot honour.
+
+Sampling fields: OpenAI's `temperature`, `top_p`, `seed`, `stop`, `max_tokens`
+(`max_completion_tokens` in chat), plus what llama.cpp and vLLM accept: `top_k`, `min_p`,
+`repetition_penalty` (llama.cpp: `repeat_penalty`) and `repeat_last_n` (the penalty's
+look-back window). An omitted field takes the engine's default (README "Sampling
+defaults"); `max_tokens` defaults to 256.
+
+Chat: the model writes stories and follows no instructions, so `messages` become one story
+prompt: system messages are dropped, and the user and assistant messages are joined in
+order with a newline (as paragraphs of one story). The reply continues that story.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from slm_tui.errors import GenerationError
+from slm_tui.generation.settings import DEFAULTS, SamplingSettings
+
+DEFAULT_MAX_TOKENS = 256
+MAX_N = 16  # choices per request
+MAX_TOP_LOGPROBS = 20
+
+# Our setting name -> the request field to blame in an error.
+PARAMS = {
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "top_k": "top_k",
+    "min_p": "min_p",
+    "repetition_penalty": "repetition_penalty",
+    "repetition_window": "repeat_last_n",
+    "max_new_tokens": "max_tokens",
+    "seed": "seed",
+    "stop": "stop",
+}
+
+
+class ApiError(Exception):
+    """An error the client caused (or a refusal): OpenAI's error shape with this status."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type = status, message, type
+        self.param, self.code, self.headers = param, code, headers
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class Sampling(BaseModel):
+    """The sampling fields both endpoints share."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str
+    n: int = Field(1, ge=1, le=MAX_N)
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
+    repeat_penalty: float | None = None  # llama.cpp's name
+    repeat_last_n: int | None = None  # llama.cpp's name for the look-back window
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+
+    def requested_tokens(self) -> int | None:
+        return None
+
+    def settings(self, max_tokens_cap: int, vocab_size: int) -> SamplingSettings:
+        """The engine settings these fields ask for (seed: the first choice's), checked by the
+        engine's rules for a model with `vocab_size` tokens."""
+        for name in ("presence_penalty", "frequency_penalty"):
+            if getattr(self, name):
+                raise ApiError(
+                    400,
+                    f"{name} is not supported; use repetition_penalty",
+                    param=name,
+                    code="unsupported_parameter",
+                )
+        if self.repetition_penalty is not None and self.repeat_penalty is not None:
+            raise ApiError(
+                400,
+                "give repetition_penalty or repeat_penalty, not both",
+                param="repeat_penalty",
+            )
+        max_tokens = self.requested_tokens()
+        if max_tokens is not None and max_tokens > max_tokens_cap:
+            raise ApiError(
+                400,
+                f"max_tokens {max_tokens} is over this server's cap of {max_tokens_cap}",
+                param="max_tokens",
+            )
+        stop = self.stop if self.stop is not None else ()
+        if isinstance(stop, list) and len(stop) > 4:
+            raise ApiError(400, "at most 4 stop sequences", param="stop")
+        changes = {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            "min_p": self.min_p,
+            "repetition_penalty": (
+                self.repetition_penalty
+                if self.repetition_penalty is not None
+                else self.repeat_penalty
+            ),
+            "repetition_window": self.repeat_last_n,
+            "max_new_tokens": (
+                max_tokens if max_tokens is not None else min(DEFAULT_MAX_TOKENS, max_tokens_cap)
+            ),
+            "seed": self.seed,
+            "stop": stop,
+        }
+        try:
+            chosen = {k: v for k, v in changes.items() if v is not None}
+            return DEFAULTS.replace(**chosen).validate(vocab_size)
+        except GenerationError as exc:
+            message = str(exc)  # "<setting> must be ...": name the request's field instead
+            name = message.split(" ", 1)[0]
+            param = PARAMS.get(name, name)
+            raise ApiError(400, param + message[len(name) :], param=param) from None
+
+
+class CompletionRequest(Sampling):
+    prompt: str | list[str]
+    max_tokens: int | None = None
+    logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+    echo: bool = False
+    suffix: str | None = None
+
+    def requested_tokens(self) -> int | None:
+        return self.max_tokens
+
+    def prompts(self) -> list[str]:
+        if self.echo:
+            raise ApiError(400, "echo is not supported", param="echo")
+        if self.suffix:
+            raise ApiError(400, "suffix is not supported", param="suffix")
+        prompts = [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+        if not prompts:
+            raise ApiError(400, "prompt is an empty list", param="prompt")
+        return prompts
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[dict[str, Any]] | None = None
+
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        parts = []
+        for part in self.content:  # OpenAI's content parts: only text ones
+            if part.get("type") != "text" or not isinstance(part.get("text"), str):
+                raise ApiError(400, "only text content parts are supported", param="messages")
+            parts.append(part["text"])
+        return "".join(parts)
+
+
+class ChatRequest(Sampling):
+    messages: list[Message] = Field(min_length=1)
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+
+    def requested_tokens(self) -> int | None:
+        if self.max_completion_tokens is not None:
+            return self.max_completion_tokens
+        return self.max_tokens
+
+    def story_prompt(self) -> str:
+        """The story the conversation holds so far (module docstring)."""
+        kept = [m.text() for m in self.messages if m.role in ("user", "assistant")]
+        if not kept:
+            raise ApiError(400, "no user or assistant message to continue", param="messages")
+        return "\n".join(kept)
