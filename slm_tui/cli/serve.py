@@ -73,6 +73,9 @@ def serve(
     drain_seconds: Annotated[
         float, typer.Option(help="On SIGTERM, how long requests in flight may finish.")
     ] = 30.0,
+    threads: Annotated[
+        int, typer.Option(help="torch threads for the model (0: torch's default).")
+    ] = 0,
 ) -> None:
     """Serve a checkpoint over the OpenAI HTTP API."""
     with cli_errors():
@@ -96,6 +99,12 @@ def serve(
         path = checkpoint if checkpoint is not None else bundled_demo_path()
         if path is None:
             fail("no --checkpoint given and no bundled demo model found")
+        if threads < 0:
+            fail(f"--threads must be 0 (torch's default) or more, got {threads}")
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
         loaded = load_checkpoint(path, device)
         name = model_name or loaded.info.name
         server = Server(
