@@ -1,68 +1,55 @@
-"""`slm-train export`: a slim copy of a checkpoint for sharing or bundling.
+"""`slm-train export`: a checkpoint as a slim copy (`slm`), a Hugging Face folder (`hf`) or a
+GGUF file for llama.cpp and ollama (`gguf`).
 
-Keeps what generation needs (weights, config, tokenizer, meta, metrics, loss plot), drops
-`trainer_state.pt` (optimizer moments: twice the weights), and can store the weights in
-bfloat16; loading upcasts them to float32 on CPU. This is how the bundled demo model is made.
-Torch and the checkpoint code are imported when the command runs, so `--help` stays quick.
+`slm` (the default) keeps what generation needs (weights, config, tokenizer, meta, metrics,
+loss plot), drops `trainer_state.pt` and stores bf16 weights by default: how the bundled
+demo is made. `hf` and `gguf` are written by `slm_tui.interop` (see its modules for what
+each keeps). Everything heavy (torch, gguf) is imported when the command runs, so `--help`
+stays quick; every refusal is one line and exit code 2, and nothing is half-written.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from slm_tui.checkpoint_files import is_checkpoint, read_checkpoint_meta
 from slm_tui.cli.common import cli_errors, err, out
-from slm_tui.errors import CheckpointError
-
-DTYPES = ("float32", "bfloat16", "float16")  # names of torch dtypes
 
 
 def export(
     checkpoint: Annotated[
         str, typer.Option(help="Checkpoint folder, or a run folder (its best/, else latest/).")
     ],
-    output: Annotated[str, typer.Option(help="Folder to write the slim checkpoint to.")],
+    output: Annotated[
+        str, typer.Option(help="Where to write: a folder (slm, hf) or a .gguf file (gguf).")
+    ],
+    format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="slm: slim checkpoint of ours; hf: Hugging Face transformers folder "
+            "(Llama or GPT-2); gguf: one file for llama.cpp / ollama (Llama blocks only).",
+        ),
+    ] = "slm",
     dtype: Annotated[
-        str, typer.Option(help="Weights dtype: float32, bfloat16 or float16.")
-    ] = "bfloat16",
-    force: Annotated[bool, typer.Option(help="Replace a checkpoint already in --output.")] = False,
+        str | None,
+        typer.Option(
+            help="Weights type: float32, float16, bfloat16, or q8_0 (gguf only). "
+            "Default: bfloat16 for slm, float32 for hf and gguf.",
+            show_default=False,
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Replace an earlier export at --output.")] = False,
 ) -> None:
-    """Copy a checkpoint without its trainer state, optionally with bf16 weights."""
+    """Export a checkpoint: slim copy, Hugging Face folder, or GGUF file."""
     with cli_errors():
-        import torch
+        from slm_tui.interop.export import export_checkpoint
 
-        from slm_tui.checkpoints import load_checkpoint, save_checkpoint
-
-        if dtype not in DTYPES:
-            raise CheckpointError(f"--dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
-        dest = Path(output)
-        if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-            if not force:
-                raise CheckpointError(f"{dest} already exists; use --force to replace it")
-            if dest.is_dir() and not is_checkpoint(dest):
-                raise CheckpointError(
-                    f"{dest} holds something that is not a checkpoint; not replacing it"
-                )
-        loaded = load_checkpoint(checkpoint, device="cpu")
-        meta = read_checkpoint_meta(loaded.path)
-        meta = {k: v for k, v in meta.items() if k not in ("format", "version")}
-        extra = {
-            name: loaded.path / name
-            for name in ("metrics.jsonl", "loss.png")
-            if (loaded.path / name).is_file()
-        }
-        save_checkpoint(
-            dest,
-            loaded.model,
-            loaded.config,
-            loaded.tokenizer,
-            meta,
-            extra_files=extra,
-            weights_dtype=getattr(torch, dtype),
+        res = export_checkpoint(checkpoint, output, fmt=format, dtype=dtype, force=force)
+        err.print(
+            f"exported {res.source} -> {res.path} ({res.format}, {res.dtype} weights, "
+            f"{res.size_bytes / 1e6:.1f} MB)",
+            highlight=False,
         )
-        size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
-        err.print(f"exported {loaded.path} -> {dest} ({dtype} weights, {size / 1e6:.1f} MB)")
-        out.print(str(dest.resolve()), highlight=False)
+        out.print(str(res.path), highlight=False)

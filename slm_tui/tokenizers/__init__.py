@@ -2,9 +2,10 @@
 
 Public API: `train_tokenizer(kind, stories, vocab_size, output_dir, **options)`,
 `load_tokenizer(path)`, `available_kinds()`, `register_tokenizer(kind, cls)`, `Tokenizer`.
-Built in: `sentencepiece-bpe` (default), `sentencepiece-unigram`, `byte`; other packages
-add kinds through the entry-point group `slm_tui.tokenizers`. Code outside this package
-never hard-codes special ids: it reads `bos_id`, `eos_id`, `pad_id`, `unk_id`.
+Built in: `sentencepiece-bpe` (default), `sentencepiece-unigram`, `byte`, and `sentencepiece`
+(any SentencePiece model as found, for imported checkpoints; nothing to train); other
+packages add kinds through the entry-point group `slm_tui.tokenizers`. Code outside this
+package never hard-codes special ids: it reads `bos_id`, `eos_id`, `pad_id`, `unk_id`.
 """
 
 from slm_tui.tokenizers.base import META_FILE, Tokenizer

@@ -3,7 +3,7 @@
 A third-party package adds a kind by declaring an entry point in the group
 `slm_tui.tokenizers` (`my-kind = my_pkg.module:MyTokenizer`, a `Tokenizer` subclass).
 Entry points are read on every lookup that misses, so a package installed while the
-process runs is found. The three built-ins are also known without entry points, so a
+process runs is found. The built-ins are also known without entry points, so a
 source checkout that was never pip-installed still works.
 """
 
@@ -26,6 +26,7 @@ _BUILTIN = {
     "sentencepiece-bpe": "slm_tui.tokenizers.spm:SentencePieceBPE",
     "sentencepiece-unigram": "slm_tui.tokenizers.spm:SentencePieceUnigram",
     "byte": "slm_tui.tokenizers.byte:ByteTokenizer",
+    "sentencepiece": "slm_tui.tokenizers.spm_model:SentencePieceModel",
 }
 _registered: dict[str, type[Tokenizer]] = {}
 

@@ -1,0 +1,192 @@
+"""The tokenizer of a Hugging Face folder as one of our kinds, checked against transformers.
+
+`import_tokenizer(folder, work)` returns a saved `Tokenizer` that segments text exactly as
+the folder's own tokenizer does, or refuses with one line naming what cannot be held.
+
+Notable:
+- A SentencePiece model (`tokenizer.model`) is required: its pieces, scores and rules are
+  the tokenizer. It becomes `sentencepiece-bpe` / `sentencepiece-unigram` when it follows
+  our conventions (identity normalization, no dummy prefix, byte fallback, pad/unk/bos/eos;
+  an export of ours comes back as the same files, so the same fingerprint), else the
+  `sentencepiece` kind, which runs any SentencePiece model as SentencePiece does (Llama-2's
+  tokenizer: dummy prefix, no pad piece).
+- When the folder also has `tokenizer.json` (what `AutoTokenizer` loads), the candidate kind
+  must give the same ids as `AutoTokenizer` on probe text (spaces, newlines, CRLF, tabs,
+  emoji, CJK, a literal "▁", unseen characters); a disagreement, or added tokens beyond the
+  SentencePiece vocabulary, is refused. Left out of the probe, two known differences where
+  the import follows SentencePiece (the model's own tokenizer): literal special-token names
+  (transformers reads "<s>" in text as BOS, SentencePiece and we as text) and, with a dummy
+  prefix, text that starts with a space (transformers' Metaspace then adds no "▁").
+- A `tokenizer.json` with no SentencePiece model (GPT-2's byte-level BPE, tiktoken-style
+  tokenizers) is refused, except the exact form our `byte` kind exports to.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from slm_tui.errors import SlmError
+from slm_tui.interop.common import InteropError, read_limited
+from slm_tui.interop.hf_tokenizer import byte_tokenizer_json
+from slm_tui.interop.sp_model import UNUSED, SentencePieceModel, parse_model
+from slm_tui.tokenizers import Tokenizer, get_tokenizer_class
+from slm_tui.tokenizers.byte import ByteTokenizer
+
+SP_LIMIT = 64 << 20
+JSON_LIMIT = 256 << 20
+PROBES = [
+    "Once upon a time, there was a little girl named Lily.",
+    'She said, "Look!" and ran\nto the park.\n\nThe end.',
+    "  leading, trailing  and many     spaces ",
+    "tabs\there\t\tand\r\nwindows line endings\r\n",
+    "emoji 😀🎉👩‍👩‍👧 and flags 🇫🇷",
+    "CJK 漢字かなカナ 한국어, unseen: Ω ∑ ≈ ç √ ж ש ع",
+    "a literal ▁ and ▁▁ here▁",
+    "digits 1234567890 and 3.14159 and Zyxwvq-quokkafied",
+    "\n\n\nx\n",
+]
+
+
+def conventional_kind(sp: SentencePieceModel) -> str | None:
+    """`sentencepiece-bpe`/`-unigram` if the model follows the settings our kinds train with."""
+    ok = (
+        sp.model_type in ("bpe", "unigram")
+        and sp.identity_normalization()
+        and not sp.add_dummy_prefix
+        and not sp.remove_extra_whitespaces
+        and sp.escape_whitespaces
+        and not sp.treat_whitespace_as_suffix
+        and sp.byte_fallback
+        and min(sp.pad_id, sp.unk_id, sp.bos_id, sp.eos_id) >= 0
+        and not sp.ids_of_type(UNUSED)
+    )
+    return f"sentencepiece-{sp.model_type}" if ok else None
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """transformers' log lines and warnings off (the CLI's output is one line on error)."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
+def _reference(folder: Path) -> Any:
+    """`AutoTokenizer` on the folder (local files, no remote code)."""
+    try:
+        from transformers import AutoTokenizer
+    except ImportError:
+        raise InteropError(
+            "importing a Hugging Face tokenizer needs transformers: pip install 'slm-tui[interop]'"
+        ) from None
+    try:
+        with _quiet():
+            return AutoTokenizer.from_pretrained(
+                str(folder), local_files_only=True, trust_remote_code=False
+            )
+    except Exception as exc:  # transformers raises many types for a bad folder
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise InteropError(
+            f"transformers cannot load the tokenizer in {folder} "
+            f"({type(exc).__name__}: {first[:200]})"
+        ) from None
+
+
+def _disagreement(tok: Tokenizer, ref: Any, dummy_prefix: bool) -> str | None:
+    """The first probe text whose ids differ between `tok` and the reference, if any.
+
+    With a dummy prefix, text that starts with a space is left out: transformers' Metaspace
+    adds no "▁" before a text that already starts with one, SentencePiece always adds it
+    (" a" is ["▁", "▁a"] in SentencePiece, ["▁a"] in transformers). The import follows
+    SentencePiece, the model's own tokenizer."""
+    for text in PROBES:
+        if dummy_prefix:
+            text = text.lstrip(" ")
+        with _quiet():
+            theirs = ref(text, add_special_tokens=False)["input_ids"]
+        if tok.encode(text) != list(theirs):
+            return text
+    return None
+
+
+def _build(kind: str, data: bytes, sp: SentencePieceModel, out: Path) -> Tokenizer:
+    cls = get_tokenizer_class(kind)
+    if kind == "sentencepiece":
+        tok = cls(data, None, {"imported": True})
+    else:
+        tok = cls(data, None, {"model_type": sp.model_type, "imported": True})
+    tok.save(out)
+    return tok
+
+
+def import_tokenizer(folder: Path, work: Path) -> Tokenizer:
+    """The folder's tokenizer as one of our kinds, saved under `work` (a scratch folder)."""
+    model_file, tokenizer_json = folder / "tokenizer.model", folder / "tokenizer.json"
+    if model_file.is_file():
+        data = read_limited(model_file, SP_LIMIT)
+        sp = parse_model(data, str(model_file))
+        if sp.model_type not in ("bpe", "unigram"):
+            raise InteropError(
+                f"{model_file} is a SentencePiece {sp.model_type} model; only bpe and unigram "
+                "models are supported"
+            )
+        ref = _reference(folder) if tokenizer_json.is_file() else None
+        if ref is not None and len(ref) != len(sp.pieces):
+            raise InteropError(
+                f"the folder's tokenizer has {len(ref)} tokens but its SentencePiece model "
+                f"{len(sp.pieces)}: added tokens cannot be held by a SentencePiece tokenizer"
+            )
+        kinds = [k for k in (conventional_kind(sp), "sentencepiece") if k]
+        first_bad = None
+        for kind in kinds:
+            try:
+                tok = _build(kind, data, sp, work / kind)
+            except SlmError as exc:
+                raise InteropError(f"{model_file} cannot be used: {exc}") from None
+            bad = _disagreement(tok, ref, sp.add_dummy_prefix) if ref is not None else None
+            if bad is None:
+                return tok
+            first_bad = first_bad or bad
+        raise InteropError(
+            f"the folder's tokenizer.json and tokenizer.model segment text differently (e.g. "
+            f"{first_bad[:40]!r}); its tokenization cannot be held exactly"
+        )
+    if tokenizer_json.is_file():
+        return _byte_or_refuse(tokenizer_json, work)
+    raise InteropError(
+        f"{folder} has no tokenizer (tokenizer.model or tokenizer.json); "
+        "a checkpoint needs its tokenizer"
+    )
+
+
+def _byte_or_refuse(path: Path, work: Path) -> Tokenizer:
+    try:
+        spec = json.loads(read_limited(path, JSON_LIMIT))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InteropError(f"{path} is corrupt ({type(exc).__name__})") from None
+    model = spec.get("model") if isinstance(spec, dict) else None
+    if not isinstance(model, dict):
+        raise InteropError(f"{path} is not a tokenizers file (no model)")
+    byte = ByteTokenizer()
+    if model == byte_tokenizer_json(byte)["model"]:
+        byte.save(work / "byte")
+        return byte
+    kind = model.get("type", "unknown")
+    pre = spec.get("pre_tokenizer") or {}
+    detail = f", pre-tokenizer {pre.get('type')}" if isinstance(pre, dict) and pre else ""
+    raise InteropError(
+        f"the tokenizer is a {kind} tokenizer.json without a SentencePiece model "
+        f"(tokenizer.model){detail}; only SentencePiece tokenizers can be imported exactly"
+    )
