@@ -141,12 +141,35 @@ def our_decode_seconds(loaded, prompt: str, n: int) -> tuple[int, float]:
     return len(many[0].token_ids), (t2 - t1) - (t1 - t0)
 
 
+def without_extra_buffers(llama_cpp) -> None:
+    """Load models with llama.cpp's extra CPU buffer types off (`use_extra_bufts`: weights
+    repacked for AMX / other kernels). With them on, llama-cpp-python 0.3.36 segfaults on
+    the first decode of any Q8_0 model of this shape on an AMX CPU (2026-12-02, Intel Xeon
+    with AMX-BF16): ours, and llama.cpp's own quantization of our f32 file alike; with them
+    off both run and agree with f32. `Llama()` has no flag for it, so the default model
+    parameters it starts from are wrapped."""
+    default = llama_cpp.llama_model_default_params
+    if getattr(default, "without_extra_buffers", False):
+        return
+
+    def params():
+        p = default()
+        if hasattr(p, "use_extra_bufts"):
+            p.use_extra_bufts = False
+        return p
+
+    params.without_extra_buffers = True
+    llama_cpp.llama_model_default_params = params
+    llama_cpp.llama.llama_cpp.llama_model_default_params = params
+
+
 def judge_llama_cpp(loaded, work: Path, new_tokens: int, threads: int, repeats: int) -> dict:
     try:
         import llama_cpp
     except ImportError:
         return {"skipped": "llama-cpp-python is not installed (pip install llama-cpp-python; "
                            "it builds llama.cpp from source)"}  # fmt: skip
+    without_extra_buffers(llama_cpp)
     tok, model = loaded.tokenizer, loaded.model
     ctx, eos = model.cfg.context_length, tok.eos_id
     n = min(new_tokens, ctx - 1 - max(len(tok.encode(p)) + 1 for p in PROMPTS))
@@ -155,8 +178,12 @@ def judge_llama_cpp(loaded, work: Path, new_tokens: int, threads: int, repeats: 
     for dtype in ("float32", "q8_0"):
         path = work / f"model-{dtype}.gguf"
         export_checkpoint(loaded.path, path, fmt="gguf", dtype=dtype)
+        # The KV cache in float32 (llama.cpp's default is f16), so the f32 comparison compares
+        # the models, not a cache precision.
         llm = llama_cpp.Llama(model_path=str(path), n_ctx=ctx, n_batch=ctx, n_threads=threads,
-                              n_threads_batch=threads, logits_all=True, verbose=False)  # fmt: skip
+                              n_threads_batch=threads, logits_all=True, verbose=False,
+                              type_k=llama_cpp.GGML_TYPE_F32,
+                              type_v=llama_cpp.GGML_TYPE_F32)  # fmt: skip
         row: dict = {"size_mb": path.stat().st_size / 1e6}
         row["tokenization_same"] = sum(
             llm.tokenize(t.encode("utf-8"), add_bos=False, special=False) == tok.encode(t)
