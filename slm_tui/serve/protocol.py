@@ -110,10 +110,12 @@ class Sampling(BaseModel):
                     param=name,
                     code="unsupported_parameter",
                 )
-        if self.repetition_penalty is not None and self.repeat_penalty is not None:
+        if None not in (self.repetition_penalty, self.repeat_penalty) and (
+            self.repetition_penalty != self.repeat_penalty
+        ):  # clients that speak to several servers send both names, with one value
             raise ApiError(
                 400,
-                "give repetition_penalty or repeat_penalty, not both",
+                "repetition_penalty and repeat_penalty differ; give one",
                 param="repeat_penalty",
             )
         max_tokens = self.requested_tokens()
