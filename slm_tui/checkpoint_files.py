@@ -15,8 +15,15 @@ Layout of a checkpoint directory (any directory with `model.safetensors` + `conf
     metrics.jsonl, loss.png   copied in when the trainer passes them
 
 A run directory holds `latest/` and `best/`; `resolve_checkpoint` maps it to best/, else
-latest/. A truncated or corrupt weights file is caught by checking the safetensors header
-against the file size, before anything is read.
+latest/. A checkpoint may come from anyone, so every file is read bounded and checked:
+- the safetensors header: at most 16 MiB; every entry's dtype, shape and data offsets, the
+  offsets tiling the data exactly, the data ending where the file does (truncation and
+  garbage are caught without reading the weights; `weights_sha256` in meta.json, checked at
+  load, catches flipped bits);
+- meta.json: at most 1 MiB, a JSON object, each known field of its type (`META_FIELDS`);
+- config.yaml: at most 1 MiB, no YAML aliases, every value typed and bounded (`config`).
+`list_checkpoints` lists a directory that fails any check with its reason, whatever the
+failure: one bad checkpoint never hides the others.
 """
 
 from __future__ import annotations
@@ -31,10 +38,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from slm_tui.config import Config, config_from_dict
 from slm_tui.errors import CheckpointError, SlmError
+from slm_tui.untrusted import (
+    JSON_LIMIT,
+    YAML_LIMIT,
+    MiB,
+    check_fields,
+    decode_text,
+    finite_or_none,
+    load_yaml,
+    read_bounded,
+    short_repr,
+)
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.yaml"
@@ -44,6 +60,32 @@ TOKENIZER_DIR = "tokenizer"
 FORMAT = "slm-tui-checkpoint"
 VERSION = 1
 HIDDEN_PREFIXES = (".tmp-", ".trash-")  # interrupted saves; never listed
+HEADER_LIMIT = 16 * MiB  # a safetensors header (ours: a few KB; the format allows 100 MB)
+# Bytes per element of each safetensors dtype.
+DTYPE_SIZES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1,
+    "U16": 2, "I16": 2, "F16": 2, "BF16": 2,
+    "U32": 4, "I32": 4, "F32": 4,
+    "U64": 8, "I64": 8, "F64": 8,
+}  # fmt: skip
+# meta.json fields that are read, and what each must be when present.
+META_FIELDS = {
+    "format": "str",
+    "version": "int",
+    "step": "int",
+    "tokens_seen": "int",
+    "params": "int",
+    "val_loss": "number?",
+    "val_bpb": "number?",
+    "train_loss": "number?",
+    "max_steps": "int",
+    "world_size": "int",
+    "created": "str",
+    "tokenizer_kind": "str",
+    "tokenizer_fingerprint": "str",
+    "weights_dtype": "str",
+    "weights_sha256": "sha256",
+}
 
 
 @dataclass
@@ -111,8 +153,8 @@ def bundled_demo_path() -> Path | None:
 
 
 def safetensors_header(path: Path) -> dict[str, Any]:
-    """Parse the header and check the file is exactly as long as it says (catches truncation
-    and garbage without reading the weights)."""
+    """Parse the header, check its schema, and check the file is exactly as long as it says
+    (catches truncation and garbage without reading the weights)."""
     where = f"{path.parent}: {MODEL_FILE}"
     try:
         size = path.stat().st_size
@@ -121,20 +163,16 @@ def safetensors_header(path: Path) -> dict[str, Any]:
             if len(raw) < 8:
                 raise CheckpointError(f"{where} is truncated ({size} bytes); re-save or re-train")
             (n,) = struct.unpack("<Q", raw)
-            if n > min(size - 8, 100_000_000):
+            if n > min(size - 8, HEADER_LIMIT):
                 raise ValueError("header length beyond the end of the file")
             header = json.loads(f.read(n))
-        if not isinstance(header, dict):
-            raise ValueError("header is not a mapping")
-        end = max(
-            (v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0
-        )
     except CheckpointError:
         raise
-    except (ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:
         raise CheckpointError(f"{where} is corrupt ({exc}); re-save or re-train") from None
     except OSError as exc:
         raise CheckpointError(f"{where} cannot be read ({exc.strerror})") from None
+    end = _check_header(header, where)
     if 8 + n + end != size:
         raise CheckpointError(
             f"{where} is truncated or corrupt ({size} bytes, header says {8 + n + end}); "
@@ -143,18 +181,60 @@ def safetensors_header(path: Path) -> dict[str, Any]:
     return header
 
 
+def _check_header(header: Any, where: str) -> int:
+    """The safetensors schema: {name: {dtype, shape, data_offsets}} whose spans tile the data
+    from 0 without gaps or overlaps, plus an optional string-to-string `__metadata__`.
+    Returns the length of the data; CheckpointError naming the first bad entry."""
+
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(f"{where} is corrupt ({what}); re-save or re-train")
+
+    if not isinstance(header, dict):
+        raise bad("the header is not a JSON object")
+    spans = []
+    for name, entry in header.items():
+        if name == "__metadata__":
+            if not isinstance(entry, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in entry.items()
+            ):
+                raise bad("__metadata__ is not a map of strings")
+            continue
+        label = f"tensor {short_repr(name)}"
+        if not isinstance(entry, dict):
+            raise bad(f"{label} is not an object")
+        dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+        if dtype not in DTYPE_SIZES:
+            raise bad(f"{label} has dtype {short_repr(dtype)}")
+        if not isinstance(shape, list) or len(shape) > 8 or not all(_natural(d) for d in shape):
+            raise bad(f"{label} has shape {short_repr(shape)}, not a list of sizes")
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(_natural(o) for o in offsets)
+            or offsets[0] > offsets[1]
+        ):
+            raise bad(f"{label} has data_offsets {short_repr(offsets)}, not [begin, end]")
+        if offsets[1] - offsets[0] != math.prod(shape) * DTYPE_SIZES[dtype]:
+            raise bad(f"{label}: data_offsets do not match its shape and dtype")
+        spans.append((offsets[0], offsets[1], label))
+    spans.sort()
+    end = 0
+    for begin, stop, label in spans:
+        if begin != end:
+            raise bad(f"{label} overlaps another tensor or leaves a gap before it")
+        end = stop
+    return end
+
+
+def _natural(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def read_config(path: Path) -> Config:
     """config.yaml, parsed and validated like any user config (CheckpointError if not)."""
-    try:
-        data = yaml.safe_load((path / CONFIG_FILE).read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise CheckpointError(f"{path}: {CONFIG_FILE} is not valid YAML{where}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CheckpointError(
-            f"{path}: {CONFIG_FILE} is unreadable ({type(exc).__name__})"
-        ) from None
+    name = f"{path}: {CONFIG_FILE}"
+    raw = read_bounded(path / CONFIG_FILE, YAML_LIMIT, CheckpointError, name)
+    data = load_yaml(decode_text(raw, CheckpointError, name), CheckpointError, name)
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: {CONFIG_FILE} is not a mapping of config sections")
     try:
@@ -167,24 +247,24 @@ def read_config(path: Path) -> Config:
 
 
 def read_checkpoint_meta(path: Path) -> dict[str, Any]:
+    """meta.json: a JSON object of at most 1 MiB whose known fields have their types."""
     file = path / META_FILE
     if not file.is_file():
         raise CheckpointError(f"checkpoint {path} is incomplete: {META_FILE} is missing")
+    name = f"{path}: {META_FILE}"
+    raw = read_bounded(file, JSON_LIMIT, CheckpointError, name)
     try:
-        meta = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: {META_FILE} is corrupt ({type(exc).__name__})") from None
+        meta = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise CheckpointError(f"{name} is corrupt ({type(exc).__name__})") from None
     if not isinstance(meta, dict):
-        raise CheckpointError(f"{path}: {META_FILE} is not a JSON object")
+        raise CheckpointError(f"{name} is not a JSON object")
+    check_fields(meta, META_FIELDS, CheckpointError, name)
     return meta
 
 
 def _display_name(path: Path) -> str:
     return f"{path.parent.name}/{path.name}" if path.name in ("best", "latest") else path.name
-
-
-def _float_or_none(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
 def read_info(path: str | os.PathLike[str]) -> CheckpointInfo:
@@ -204,11 +284,11 @@ def info_from(p: Path, cfg: Config, meta: dict[str, Any], header: dict[str, Any]
     return CheckpointInfo(
         path=p,
         name=_display_name(p),
-        step=int(meta.get("step") or 0),
-        tokens_seen=int(meta.get("tokens_seen") or 0),
+        step=meta.get("step", 0),
+        tokens_seen=meta.get("tokens_seen", 0),
         params=params,
-        val_loss=_float_or_none(meta.get("val_loss")),
-        val_bpb=_float_or_none(meta.get("val_bpb")),
+        val_loss=finite_or_none(meta.get("val_loss")),
+        val_bpb=finite_or_none(meta.get("val_bpb")),
         tokenizer_kind=str(meta.get("tokenizer_kind") or cfg.tokenizer.kind),
         vocab_size=cfg.model.vocab_size,
         context_length=cfg.model.context_length,
@@ -283,6 +363,8 @@ def list_checkpoints(root: str | os.PathLike[str]) -> list[CheckpointInfo]:
             info = _broken_info(here, name, str(exc))
         except OSError as exc:
             info = _broken_info(here, name, f"{here} cannot be read ({exc.strerror})")
+        except Exception as exc:  # a check this reader lacks: list it as broken, go on
+            info = _broken_info(here, name, f"{here} cannot be read ({type(exc).__name__})")
         found.append(info)
     found.sort(key=_sort_key, reverse=True)
     return found

@@ -4,7 +4,14 @@ A config is plain data. `load_config("tiny", ["train.lr=3e-4"])` reads the prese
 `slm_tui/configs/tiny.yaml` (or a YAML path), applies the overrides, type-checks every
 value against the dataclass fields and returns a `Config`. Unknown keys and wrong types
 raise `ConfigError` with a one-line message that names the key and lists the valid ones.
-Only `yaml.safe_load` is ever used.
+YAML is read with `yaml.safe_load` rules, without anchors or aliases and at most 1 MiB
+(`slm_tui.untrusted`): a config may come from a checkpoint someone else made. Sizes are
+bounded (`LIMITS`), so a config asking for a 1e11-token context is one line, not an
+allocation failure.
+
+(A little over the project's ~400-line guide: the four sections, their checks and the
+loader belong together; the checks are what make a config from a stranger's checkpoint
+safe to read.)
 """
 
 from __future__ import annotations
@@ -22,8 +29,42 @@ import yaml
 
 from slm_tui.errors import ConfigError, GenerationError
 from slm_tui.generation.settings import SamplingSettings
+from slm_tui.untrusted import (
+    YAML_LIMIT,
+    decode_text,
+    load_yaml,
+    read_bounded,
+    short_repr,
+    short_text,
+)
 
 DEFAULT_DATASET = "roneneldan/TinyStories"
+# The largest value each size may take: far beyond any small model (imports included: a
+# 128k context is allowed), small enough that nothing is asked to allocate the impossible.
+LIMITS = {
+    "model.vocab_size": 1 << 24,
+    "model.context_length": 1 << 17,
+    "model.n_layer": 1024,
+    "model.n_head": 1024,
+    "model.d_model": 1 << 16,
+    "model.mlp_hidden": 1 << 18,
+    "tokenizer.vocab_size": 1 << 24,
+    "train.batch_size": 1 << 16,
+    "train.grad_accum": 1 << 16,
+    "train.eval_batches": 1 << 20,
+    "train.sample_tokens": 1 << 16,
+    "train.threads": 4096,
+}
+MAX_PARAMS = 10_000_000_000  # 40 GB of float32 weights: not a small language model
+
+
+def _bounded(section: Any, prefix: str) -> None:
+    for key, most in LIMITS.items():
+        name = key.removeprefix(prefix)
+        value = getattr(section, name, None) or 0
+        if key.startswith(prefix) and value > most:
+            got = f"{value:,}" if value < 1e15 else f"{value:.3g}"
+            raise ConfigError(f"{key} must be at most {most:,}, got {got}")
 
 
 @dataclass
@@ -46,6 +87,7 @@ class ModelConfig:
     dropout: float = 0.0
 
     def validate(self) -> None:
+        _bounded(self, "model.")
         _choice("model.mlp", self.mlp, ("swiglu", "gelu"))
         _choice("model.norm", self.norm, ("rmsnorm", "layernorm"))
         _choice("model.positions", self.positions, ("rope", "learned"))
@@ -64,6 +106,18 @@ class ModelConfig:
             raise ConfigError(f"model.n_kv_head ({kv}) must divide model.n_head ({self.n_head})")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if self.mlp_hidden is not None and self.mlp_hidden < 1:
+            raise ConfigError(f"model.mlp_hidden must be at least 1, got {self.mlp_hidden}")
+        # Embeddings (input and head) plus per block attention (4 d^2) and the MLP (3 d h).
+        hidden = self.mlp_hidden or 4 * self.d_model
+        params = 2 * (self.vocab_size or 0) * self.d_model + self.n_layer * (
+            4 * self.d_model**2 + 3 * self.d_model * hidden
+        )
+        if params > MAX_PARAMS:
+            raise ConfigError(
+                f"this model shape has about {params / 1e9:,.0f}B parameters, more than the "
+                f"{MAX_PARAMS / 1e9:.0f}B this program builds; lower model.d_model or model.n_layer"
+            )
 
 
 @dataclass
@@ -76,6 +130,7 @@ class TokenizerConfig:
     max_sentences: int = 2_000_000  # sentencepiece samples at most this many sentences
 
     def validate(self) -> None:
+        _bounded(self, "tokenizer.")
         if self.vocab_size < 1:
             raise ConfigError(f"tokenizer.vocab_size must be positive, got {self.vocab_size}")
 
@@ -136,6 +191,7 @@ class TrainConfig:
     threads: int = 0  # CPU intra-op threads; 0 = one per physical core
 
     def validate(self) -> None:
+        _bounded(self, "train.")
         _choice("train.optimizer", self.optimizer, ("adamw", "muon"))
         _choice("train.schedule", self.schedule, ("cosine", "wsd"))
         _choice("train.dtype", self.dtype, ("auto", "float32", "bfloat16"))
@@ -219,7 +275,7 @@ SECTIONS: dict[str, type] = {
 
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}")
+        raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {short_repr(value)}")
 
 
 def list_presets() -> list[str]:
@@ -237,8 +293,8 @@ def _read_yaml(name_or_path: str) -> tuple[dict[str, Any], str]:
             raise ConfigError(
                 f"config file {name_or_path} not found (presets: {', '.join(list_presets())})"
             )
-        text = path.read_text(encoding="utf-8")
         origin = str(path)
+        text = decode_text(read_bounded(path, YAML_LIMIT, ConfigError), ConfigError, origin)
     else:
         res = resources.files("slm_tui") / "configs" / f"{name_or_path}.yaml"
         if not res.is_file():
@@ -247,12 +303,7 @@ def _read_yaml(name_or_path: str) -> tuple[dict[str, Any], str]:
             )
         text = res.read_text(encoding="utf-8")
         origin = f"preset {name_or_path}"
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{origin} is not valid YAML{where}") from None
+    data = load_yaml(text, ConfigError, origin) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{origin} must be a mapping of sections, got {type(data).__name__}")
     return data, origin
@@ -278,32 +329,32 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             except ConfigError:
                 continue
         names = " or ".join("null" if a is type(None) else _type_name(a) for a in args)
-        raise ConfigError(f"{key} must be {names}, got {value!r}")
+        raise ConfigError(f"{key} must be {names}, got {short_repr(value)}")
     if origin is list:
         (item,) = typing.get_args(tp)
         if isinstance(value, str) and item is str:
             return [value]
         if not isinstance(value, list):
-            raise ConfigError(f"{key} must be a list, got {value!r}")
+            raise ConfigError(f"{key} must be a list, got {short_repr(value)}")
         return [_coerce(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{key} must be true or false, got {value!r}")
+        raise ConfigError(f"{key} must be true or false, got {short_repr(value)}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        raise ConfigError(f"{key} must be an integer, got {value!r}")
+        raise ConfigError(f"{key} must be an integer, got {short_repr(value)}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        raise ConfigError(f"{key} must be a number, got {value!r}")
+        raise ConfigError(f"{key} must be a number, got {short_repr(value)}")
     if tp is str:
         if isinstance(value, str):
             return value
-        raise ConfigError(f"{key} must be a string, got {value!r}")
+        raise ConfigError(f"{key} must be a string, got {short_repr(value)}")
     raise ConfigError(f"{key}: unsupported type {tp!r}")  # pragma: no cover
 
 
@@ -315,12 +366,15 @@ def _type_name(tp: Any) -> str:
 
 def _apply_section(section_obj: Any, section: str, values: Any, origin: str) -> None:
     if not isinstance(values, dict):
-        raise ConfigError(f"{origin}: section {section} must be a mapping, got {values!r}")
+        raise ConfigError(
+            f"{origin}: section {section} must be a mapping, got {short_repr(values)}"
+        )
     types_ = _field_types(type(section_obj))
     for key, value in values.items():
         if key not in types_:
             raise ConfigError(
-                f"unknown config key {section}.{key} ({origin}); valid keys in {section}: "
+                f"unknown config key {section}.{short_text(key)} ({origin}); "
+                f"valid keys in {section}: "
                 f"{', '.join(types_)}"
             )
         setattr(section_obj, key, _coerce(f"{section}.{key}", value, types_[key]))
@@ -331,7 +385,8 @@ def config_from_dict(data: dict[str, Any], origin: str = "config") -> Config:
     for section, values in data.items():
         if section not in SECTIONS:
             raise ConfigError(
-                f"unknown config section {section!r} ({origin}); sections: {', '.join(SECTIONS)}"
+                f"unknown config section {short_repr(section)} ({origin}); "
+                f"sections: {', '.join(SECTIONS)}"
             )
         if values is None:
             continue
@@ -353,8 +408,8 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     if section not in SECTIONS:
         raise ConfigError(f"unknown config section {section!r}; sections: {', '.join(SECTIONS)}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+        value = load_yaml(raw, ConfigError, "override") if raw.strip() else ""
+    except ConfigError:
         value = raw
     # YAML reads "3e-4" as a string (no dot); accept it as a number when the field wants one.
     if isinstance(value, str):

@@ -6,7 +6,10 @@ files, globs allowed: `.txt` in the TinyStories dump format (stories separated b
 one array of objects, which is read whole) and `.parquet`, each with a `text` field.
 
 Notable:
-- Streamed one story at a time; memory stays flat however large the corpus is.
+- Streamed one story at a time; memory stays flat however large the corpus is. A story may
+  be at most 8 MiB (`MAX_STORY_BYTES`): a longer line or story is refused as soon as it is
+  read, naming the line, so one 200 MB line costs 8 MiB and a moment, not gigabytes. A
+  `.json` array is read whole, so it may be at most 256 MiB (JSON lines stream).
 - Stories are stripped of surrounding whitespace; empty ones are skipped.
 - Invalid UTF-8 is an error naming the file and byte offset (never silently replaced:
   a tokenizer trained on mojibake is worse than a clear stop).
@@ -32,8 +35,15 @@ from urllib.parse import urlparse
 
 from slm_tui.config import DEFAULT_DATASET
 from slm_tui.errors import DataError
+from slm_tui.untrusted import MiB, read_bounded, size_text
 
 STORY_SEPARATOR = b"<|endoftext|>"
+MAX_STORY_BYTES = 8 * MiB  # a TinyStories story is ~1 KB; a whole novel fits
+JSON_ARRAY_LIMIT = 256 * MiB
+_TOO_LONG = (
+    f"a story may be at most {size_text(MAX_STORY_BYTES)}; separate stories with lines "
+    f"{STORY_SEPARATOR.decode()} (.txt) or give one per line (.jsonl)"
+)
 SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")
 _USE_FILES = "use --data-files with local .txt/.jsonl/.json/.parquet files"
 
@@ -109,16 +119,25 @@ def _decode(data: bytes, path: Path, offset: int) -> str:
 
 def _iter_txt(path: Path) -> Iterator[str]:
     buf: list[bytes] = []
-    start = offset = 0
+    start = offset = size = lineno = 0
+    first = 1  # the line the story in `buf` starts at
     with open(path, "rb") as f:
-        for line in f:
+        while line := f.readline(MAX_STORY_BYTES + 1):
+            lineno += 1
+            if len(line) > MAX_STORY_BYTES:
+                raise DataError(f"{path}: line {lineno} is longer than {_TOO_LONG}")
             if line.strip() == STORY_SEPARATOR:
                 text = _decode(b"".join(buf), path, start).strip()
                 if text:
                     yield text
-                buf = []
+                buf, size, first = [], 0, lineno + 1
                 start = offset + len(line)
             else:
+                size += len(line)
+                if size > MAX_STORY_BYTES:
+                    raise DataError(
+                        f"{path}: the story from line {first} is longer than {_TOO_LONG}"
+                    )
                 buf.append(line)
             offset += len(line)
     text = _decode(b"".join(buf), path, start).strip()
@@ -134,13 +153,25 @@ def _text_field(obj: Any, where: str) -> str:
         return ""
     if not isinstance(text, str):
         raise DataError(f"{where}: 'text' is {type(text).__name__}, expected a string")
+    _check_length(text, where)
     return text.strip()
 
 
+def _check_length(text: str, where: str) -> None:
+    if len(text) * 4 > MAX_STORY_BYTES and len(text.encode("utf-8")) > MAX_STORY_BYTES:
+        raise DataError(f"{where}: the story is longer than {_TOO_LONG}")
+
+
 def _iter_jsonl(path: Path) -> Iterator[str]:
-    offset = 0
+    offset = lineno = 0
+    limit = 4 * MAX_STORY_BYTES  # the story, escaped as JSON (\n, \", \uXXXX), and its fields
     with open(path, "rb") as f:
-        for lineno, line in enumerate(f, 1):
+        while line := f.readline(limit + 1):
+            lineno += 1
+            if len(line) > limit:
+                raise DataError(
+                    f"{path}:{lineno}: the line is longer than {size_text(limit)}; {_TOO_LONG}"
+                )
             text = _decode(line, path, offset)
             offset += len(line)
             if not text.strip():
@@ -161,10 +192,15 @@ def _iter_json(path: Path) -> Iterator[str]:
         yield from _iter_jsonl(path)  # JSON lines in a .json file, as `datasets` accepts
         return
     # An array cannot be streamed with the standard library; it is read whole.
+    data = read_bounded(
+        path, JSON_ARRAY_LIMIT, DataError, f"{path} (a JSON array, read whole; use JSON lines)"
+    )
     try:
-        rows = json.loads(_decode(path.read_bytes(), path, 0))
-    except ValueError as exc:
-        raise DataError(f"{path}: invalid JSON ({exc})") from None
+        rows = json.loads(_decode(data, path, 0))
+    except (ValueError, RecursionError) as exc:
+        raise DataError(f"{path}: invalid JSON ({type(exc).__name__})") from None
+    if not isinstance(rows, list):
+        raise DataError(f"{path}: expected an array of objects with a 'text' field")
     for i, obj in enumerate(rows):
         story = _text_field(obj, f"{path}: item {i}")
         if story:
@@ -184,7 +220,12 @@ def _iter_parquet(path: Path) -> Iterator[str]:
     try:
         for batch in pf.iter_batches(columns=["text"], batch_size=1024):
             for text in batch.column(0).to_pylist():
-                if text and text.strip():
+                if text is None:
+                    continue
+                if not isinstance(text, str):
+                    raise DataError(f"{path}: the 'text' column holds {type(text).__name__}")
+                _check_length(text, f"{path}: row")
+                if text.strip():
                     yield text.strip()
     except pa.ArrowException as exc:
         raise DataError(f"{path}: cannot read parquet data ({exc})") from None

@@ -43,6 +43,7 @@ from slm_tui.corpus import (
 )
 from slm_tui.errors import DataError
 from slm_tui.tokenizers import Tokenizer
+from slm_tui.untrusted import JSON_LIMIT, check_fields, read_bounded
 
 __all__ = [
     "BatchSampler",
@@ -65,6 +66,11 @@ SHARD_FORMAT = "slm-tui-shard"
 SHARD_VERSION = 1
 SPLITS = ("train", "val")
 _BATCH_BYTES = 1 << 20  # stories per encode_batch call: ~1 MB of text keeps both cores busy
+# A sidecar's fields and what each must be (checked on every load: a shard folder can be
+# copied from anywhere).
+SIDECAR_FIELDS = dict.fromkeys(("tokens", "bytes", "stories"), "int") | dict.fromkeys(
+    ("format", "dtype", "tokenizer_fingerprint", "source_fingerprint"), "str"
+)
 
 
 class TokenShard:
@@ -76,7 +82,7 @@ class TokenShard:
         self.tokens = tokens  # (N,) uint16 | uint32
         self.num_tokens = int(meta["tokens"])
         self.num_bytes = int(meta["bytes"])
-        self.num_stories = int(meta["stories"])
+        self.num_stories = int(meta.get("stories", 0))
 
     def __len__(self) -> int:
         return self.num_tokens
@@ -96,15 +102,19 @@ def load_shard(path: str | os.PathLike[str]) -> TokenShard:
     bin_path, json_path = _sidecar(Path(path))
     if not json_path.is_file():
         raise DataError(f"{json_path}: no such shard; write shards with `slm-train data`")
+    invalid = f"{json_path} is not a valid shard file; rebuild with --force"
     try:
-        meta = json.loads(json_path.read_text(encoding="utf-8"))
-        dtype = np.dtype(meta["dtype"])
-        n = int(meta["tokens"])
-        ok = meta.get("format") == SHARD_FORMAT and dtype in (np.uint16, np.uint32)
-    except (ValueError, KeyError, TypeError):
-        ok = False
-    if not ok:
-        raise DataError(f"{json_path} is not a valid shard file; rebuild with --force")
+        meta = json.loads(read_bounded(json_path, JSON_LIMIT, DataError))
+    except (ValueError, RecursionError):
+        raise DataError(invalid) from None
+    if not isinstance(meta, dict) or meta.get("format") != SHARD_FORMAT:
+        raise DataError(invalid)
+    check_fields(
+        meta, SIDECAR_FIELDS, DataError, str(json_path), required=("dtype", "tokens", "bytes")
+    )
+    if meta["dtype"] not in ("uint16", "uint32"):
+        raise DataError(invalid)
+    dtype, n = np.dtype(meta["dtype"]), meta["tokens"]
     if not bin_path.is_file() or bin_path.stat().st_size != n * dtype.itemsize:
         raise DataError(f"{bin_path} is missing or truncated; rebuild with --force")
     tokens = np.memmap(bin_path, dtype=dtype, mode="r") if n else np.zeros(0, dtype)

@@ -2,7 +2,10 @@
 eval --json, export to a slim checkpoint, SIGTERM mid-run (a real subprocess), DDP through a
 real `torchrun` with two gloo processes against one process, `--help` without importing
 torch (real subprocesses), and every bad input: one line on stderr, exit code 2, the
-existing run untouched.
+existing run untouched. One run per folder (real concurrent `slm-train model` processes),
+a second Ctrl-C during the interrupt save (real SIGINTs at a chosen point), `--resume` after
+a swap cut between its renames, a run folder named with rich markup, and a real full disk
+(a tmpfs in a private mount namespace, where root may mount one).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -309,3 +313,227 @@ def test_batch_that_does_not_divide_across_ranks_is_refused(env, tmp_path, monke
                  "--output", str(tmp_path / "run"))  # fmt: skip
     assert_refused(res, "train.batch_size (6)", "processes (2)")
     assert not (tmp_path / "run").exists()
+
+
+# ---- one run per folder, interrupted saves, full disks, markup (issue 16) --------------------
+def _slm_train(args: list[str], env: dict, **kwargs) -> subprocess.Popen:
+    child_env = {**os.environ, "SLM_SHARDS_DIR": str(env["root"] / "shards-cache"),
+                 "OMP_NUM_THREADS": "1"}  # fmt: skip
+    return subprocess.Popen([str(BIN / "slm-train"), *args], env=child_env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)  # fmt: skip
+
+
+def _one_error_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in stderr, stderr
+    return lines[0]
+
+
+def test_a_second_run_on_a_training_folder_is_refused_naming_the_process(env, tmp_path):
+    run = tmp_path / "run"
+    args = [*TINY, "--tokenizer", str(env["byte"]), "--data-files", str(env["corpus"]),
+            "--output", str(run), "--set", "train.max_steps=100000",
+            "--set", "train.save_every=100000", "--set", "train.eval_every=100000"]  # fmt: skip
+    first = _slm_train(args, env)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (
+            (run / "metrics.jsonl").is_file() and train_losses(run)
+        ):
+            time.sleep(0.2)
+        assert train_losses(run), "the first run never started training"
+        for extra in ([], ["--resume"], ["--force"]):
+            other = _slm_train([*args, *extra], env)
+            _, stderr = other.communicate(timeout=120)
+            assert other.returncode == 2, (extra, stderr)
+            line = _one_error_line(stderr)
+            assert "in use by another training run" in line and f"process {first.pid}" in line
+        first.send_signal(signal.SIGTERM)
+        _, stderr = first.communicate(timeout=120)
+    finally:
+        first.kill()
+    assert first.returncode == 0, stderr
+    steps = [r["step"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+             if r["kind"] == "train"]  # fmt: skip
+    assert steps == sorted(set(steps))  # every step once: nobody else trained here
+    # The kernel dropped the lock with the process: the next run resumes at once.
+    res = invoke(*args, "--resume", "--set", f"train.max_steps={max(steps) + 1}")
+    assert res.exit_code == 0, res.output
+
+
+def test_two_runs_started_together_on_one_folder_do_not_both_train(env, tmp_path):
+    run = tmp_path / "run"
+    args = [*TINY, "--tokenizer", str(env["byte"]), "--data-files", str(env["corpus"]),
+            "--output", str(run), "--set", "train.max_steps=8"]  # fmt: skip
+    procs = [_slm_train(args, env) for _ in range(2)]
+    results = [(p.wait(timeout=240), p.communicate()[1]) for p in procs]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 2], results
+    refused = next(stderr for code, stderr in results if code == 2)
+    _one_error_line(refused)
+    steps = [r["step"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+             if r["kind"] == "train"]  # fmt: skip
+    assert steps == list(range(1, 9))
+
+
+def test_a_second_ctrl_c_during_the_interrupt_save_keeps_latest(env, tmp_path):
+    """Ctrl-C, then Ctrl-C again right before the interrupt save swaps `latest/` in: exit 130
+    and `latest/` (the previous save) loads, nothing is left behind, `--resume` goes on."""
+    run = tmp_path / "run"
+    args = [*TINY, "--tokenizer", str(env["byte"]), "--data-files", str(env["corpus"]),
+            "--output", str(run), "--set", "train.max_steps=100000",
+            "--set", "train.save_every=2", "--set", "train.eval_every=100000"]  # fmt: skip
+    code = (
+        "import os, signal, sys\n"
+        "state = {'appends': 0, 'first': False, 'second': False}\n"
+        "def hook(event, a):\n"
+        "    if event == 'open' and str(a[0]).endswith('metrics.jsonl') and a[1] == 'a':\n"
+        "        state['appends'] += 1\n"
+        "        if state['appends'] == 6 and not state['first']:\n"
+        "            state['first'] = True\n"
+        "            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C: finish the step, save\n"
+        "    elif state['first'] and not state['second'] and '.tmp-latest-' in repr(a) and (\n"
+        "            event in ('os.rename', 'ctypes.call_function')):\n"
+        "        state['second'] = True\n"
+        "        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C again, before the swap\n"
+        "sys.addaudithook(hook)\n"
+        "from slm_tui.cli.train import main\n"
+        "sys.argv = ['slm-train'] + sys.argv[1:]\n"
+        "main()\n"
+    )
+    child_env = {**os.environ, "SLM_SHARDS_DIR": str(env["root"] / "shards-cache"),
+                 "OMP_NUM_THREADS": "1"}  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", code, *args], env=child_env,
+                          capture_output=True, text=True, timeout=240)  # fmt: skip
+    assert proc.returncode == 130, proc.stderr[-2000:]
+    assert "interrupted" in proc.stderr and "Traceback" not in proc.stderr
+    from slm_tui.checkpoints import load_checkpoint
+
+    step = load_checkpoint(run / "latest").info.step
+    assert step >= 2 and step % 2 == 0  # the last periodic save, whole
+    assert [p.name for p in run.iterdir() if p.name.startswith((".tmp-", ".trash-"))] == []
+    res = invoke(*args, "--resume", "--set", f"train.max_steps={step + 2}")
+    assert res.exit_code == 0, res.output
+    assert load_checkpoint(run / "latest").info.step == step + 2
+
+
+def test_resume_puts_back_a_latest_cut_between_the_two_renames(env, tmp_path):
+    """What a kill between the fallback swap's two renames leaves: no latest/, the previous
+    one in .trash-latest-<pid> of a dead process. --resume puts it back and goes on."""
+    run = tmp_path / "run"
+    shutil.copytree(env["run"], run)
+    pid = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                             capture_output=True, text=True).stdout)  # fmt: skip
+    step = json.loads((run / "latest" / "meta.json").read_text())["step"]
+    (run / "latest").rename(run / f".trash-latest-{pid}")
+    shutil.copytree(run / "best", run / f".tmp-latest-{pid}")
+    res = invoke(*TINY, "--tokenizer", str(env["byte"]), "--data-files", str(env["corpus"]),
+                 "--output", str(run), "--resume",
+                 "--set", f"train.max_steps={step + 1}")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "restored" in res.stderr and f"resumed at step {step}" in res.stderr
+    assert json.loads((run / "latest" / "meta.json").read_text())["step"] == step + 1
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".tmp-")) == []
+
+
+def test_a_run_folder_whose_name_holds_markup_trains_and_prints_it(env, tmp_path):
+    run = tmp_path / "scratch[/]x[bold red]y"
+    args = [*TINY, "--set", "tokenizer.kind=byte", "--data-files", str(env["corpus"]),
+            "--output", str(run), "--set", "train.max_steps=2"]  # fmt: skip
+    res = invoke(*args)
+    assert res.exit_code == 0, res.output
+    assert f"checkpoints in {run}" in res.stderr and f"{run / 'tokenizer'}" in res.stderr
+    res = invoke(*args, "--force")
+    assert res.exit_code == 0, res.output
+    assert f"replaced the previous run in {run}" in res.stderr
+
+
+def _can_mount_tmpfs() -> bool:
+    """Whether a tmpfs can be mounted in a private mount namespace (root, util-linux)."""
+    import tempfile
+
+    if shutil.which("unshare") is None:
+        return False
+    with tempfile.TemporaryDirectory() as where:
+        probe = subprocess.run(
+            ["unshare", "-m", "--propagation", "private", "sh", "-c",
+             f"mount -t tmpfs -o size=64k tmpfs {where}"],
+            capture_output=True,
+        )  # fmt: skip
+    return probe.returncode == 0
+
+
+DISK_FULL_DRIVER = r"""
+import json, os, subprocess, sys
+from pathlib import Path
+disk, run_src, tok, corpus = map(Path, sys.argv[1:5])
+tiny = json.loads(sys.argv[5])
+bin_ = Path(sys.executable).parent
+env = {**os.environ, "OMP_NUM_THREADS": "1"}
+results = {}
+def cli(name, *args):
+    proc = subprocess.run([str(bin_ / name), *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=240)
+    return {"code": proc.returncode, "stderr": proc.stderr}
+run = disk / "run"
+subprocess.run(["cp", "-a", str(run_src), str(run)], check=True)
+step = json.loads((run / "latest" / "meta.json").read_text())["step"]
+filler = disk / "filler"
+with open(filler, "wb") as f:  # leave 64 KiB: metrics lines fit, a checkpoint does not
+    free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+    f.write(b"\0" * max(0, free - (64 << 10)))
+results["train"] = cli("slm-train", *tiny, "--tokenizer", tok, "--data-files", corpus,
+                       "--output", run, "--resume", "--set", f"train.max_steps={step + 2}",
+                       "--set", "train.save_every=1")
+results["latest_step"] = json.loads((run / "latest" / "meta.json").read_text())["step"]
+results["export"] = cli("slm-train", "export", "--checkpoint", run, "--output", disk / "slim")
+out = disk / "stories.txt"
+out.write_text("earlier\n")
+try:  # now nothing at all is left
+    with open(filler, "ab", buffering=0) as f:
+        while True:
+            f.write(b"\0" * 4096)
+except OSError:
+    pass
+results["generate"] = cli("slm-generate", "--checkpoint", run, "--prompt", "Tom", "--output",
+                          out, "--max-new-tokens", "8", "--device", "cpu")
+results["stories"] = out.read_text()
+results["leftovers"] = sorted(
+    p.name for p in run.iterdir() if p.name.startswith((".tmp", ".trash"))
+)
+results["disk"] = sorted(os.listdir(disk))
+print(json.dumps(results))
+"""
+
+
+@pytest.mark.skipif(not _can_mount_tmpfs(), reason="cannot mount a tmpfs (needs root)")
+def test_a_full_disk_is_one_line_saying_what_was_kept(env, tmp_path):
+    """A real full disk (a small tmpfs in a private mount namespace) under a training save,
+    an export and slm-generate --output: one line each, and the old files stay whole."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    driver = tmp_path / "driver.py"
+    driver.write_text(DISK_FULL_DRIVER)
+    inner = (f"mount -t tmpfs -o size=4m tmpfs {disk} && exec {sys.executable} {driver} {disk} "
+             f"{env['run']} {env['byte']} {env['corpus']} '{json.dumps(TINY)}'")  # fmt: skip
+    child_env = {**os.environ, "SLM_SHARDS_DIR": str(env["root"] / "shards-cache")}
+    proc = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", inner],
+                          capture_output=True, text=True, timeout=600, env=child_env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(proc.stdout)
+    for what in ("export", "generate"):
+        assert r[what]["code"] == 2, (what, r[what])
+        assert "the disk is full" in _one_error_line(r[what]["stderr"])
+    # A run prints its config and progress first; it ends with the one error line.
+    train = r["train"]["stderr"]
+    errors = [line for line in train.splitlines() if line.startswith("error:")]
+    assert r["train"]["code"] == 2 and "Traceback" not in train, train[-2000:]
+    assert len(errors) == 1 and train.rstrip().endswith(errors[0]), train[-2000:]
+    assert "the disk is full" in errors[0] and "previous latest/ is kept" in errors[0]
+    assert "nothing kept" in _one_error_line(r["export"]["stderr"])
+    assert "kept as it was" in _one_error_line(r["generate"]["stderr"])
+    step = json.loads((env["run"] / "latest" / "meta.json").read_text())["step"]
+    assert r["latest_step"] == step  # the run's last checkpoint, untouched
+    assert r["stories"] == "earlier\n"
+    assert r["leftovers"] == [] and "slim" not in r["disk"]
+    assert [n for n in r["disk"] if n.startswith(".")] == []

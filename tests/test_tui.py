@@ -1,7 +1,8 @@
 """The Textual app driven through its Pilot with a real tiny checkpoint: writing, cancelling,
 live settings, an engine failure, checkpoint swaps, the picker following rescans, token
-view, inspector, export, history, key maps, the prompt's keys, compare; plus the story
-view's word wrap and a check that listing checkpoints never imports torch.
+view, inspector, export, history, key maps, the prompt's keys, compare; damaged checkpoints
+(and one named with rich markup) beside a good one, a 50 KB paste, a burst of keys; plus the
+story view's word wrap and a check that listing checkpoints never imports torch.
 
 Waits poll the app's state (never fixed sleeps), and the settings-change test asserts
 through the settings version the engine stamped on each token, not through timing. Only
@@ -634,3 +635,111 @@ def test_wrap_offsets_appending_never_changes_a_finished_line():
                 partial = partial[offsets[-1] :]
         at_once = wrap_offsets("".join(pieces), width)
         assert finished + [done + o for o in wrap_offsets(partial, width)] == at_once
+
+
+# ---- hostile checkpoints and prompts (issue 16) ------------------------------------------------
+def _damaged_root(tiny_checkpoint, root: Path) -> Path:
+    """A good checkpoint beside one with string data_offsets, one whose meta.json says
+    "step": "abc", one with a YAML alias bomb for a config, and one named with rich markup."""
+    import struct
+
+    for name in ("good", "offsets", "step", "bomb", "[/]x[bold red]y"):
+        shutil.copytree(tiny_checkpoint, root / name)
+    f = root / "offsets" / "model.safetensors"
+    data = f.read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + n])
+    header[next(k for k in header if k != "__metadata__")]["data_offsets"] = "0,12"
+    raw = json.dumps(header).encode()
+    f.write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + n :])
+    meta = json.loads((root / "step" / "meta.json").read_text())
+    (root / "step" / "meta.json").write_text(json.dumps({**meta, "step": "abc"}))
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"b{i}: &b{i} [{', '.join([f'*b{i - 1}' if i > 1 else '*a'] * 9)}]\n" for i in range(1, 10)
+    )
+    (root / "bomb" / "config.yaml").write_text(bomb)
+    return root
+
+
+async def test_bad_checkpoints_beside_a_good_one_never_hang_the_app(
+    tiny_checkpoint, tmp_path, tui_env
+):
+    root = _damaged_root(tiny_checkpoint, tmp_path / "checkpoints")
+    app = make_app(root, "good")
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)  # the scan finished and --checkpoint loaded
+        assert app.loaded.info.name == "good"
+        errors = {i.name: i.error for i in app.checkpoints}
+        assert errors["good"] is None and errors["[/]x[bold red]y"] is None
+        assert "data_offsets" in errors["offsets"] and "step" in errors["step"]
+        assert "alias" in errors["bomb"]
+        await pilot.press("f2")
+        await until(pilot, lambda: isinstance(app.screen, CheckpointPicker))
+        picker = app.screen
+        names = [i.name for i in picker.infos]
+        picker.query_one("DataTable").move_cursor(row=names.index("[/]x[bold red]y"))
+        await pilot.press("enter")
+        marked = (root / "[/]x[bold red]y").resolve()  # a folder "]x[bold red]y" inside "["
+        await until(pilot, lambda: app.loaded_path == marked)
+        await pilot.press("f2")
+        await until(pilot, lambda: isinstance(app.screen, CheckpointPicker))
+        names = [i.name for i in app.screen.infos]
+        app.screen.query_one("DataTable").move_cursor(row=names.index("step"))
+        seen = notifications(app)
+        await pilot.press("enter")
+        await until(pilot, lambda: app.loading is None and seen)
+        assert "step" in seen[-1] and app.loaded_path == marked
+        await write(pilot, app, "The dog")
+        await until(pilot, lambda: not app.current.streaming)
+        assert app.current.num_tokens > 0
+        await pilot.press("f8")  # compare: names in titles and in side B's choices
+        await until(pilot, lambda: isinstance(app.screen, CompareScreen))
+        await pilot.pause()
+        assert "A · ]x[bold red]y · T" in str(app.screen.query_one("#title-a").render())
+
+
+async def test_a_50kb_paste_is_cut_to_what_the_context_can_use(tui_checkpoints, tui_env):
+    from textual import events
+
+    app = make_app(tui_checkpoints)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        seen = notifications(app)
+        prompt = app.query_one(PromptArea)
+        prompt.focus()
+        pasted = "".join(f"Line {i}: Tom saw a red ball. " for i in range(1700))  # ~50 KB
+        assert len(pasted) > 50_000
+        prompt.post_message(events.Paste(pasted))
+        limit = app.prompt_limit
+        assert limit == 64 * 32  # the fixture's context (64 tokens) x 32 characters a token
+        await until(pilot, lambda: prompt.text == pasted[-limit:])
+        await until(pilot, lambda: any("cut to its last 2,048 characters" in m for m in seen))
+        assert "reads only its last 64 tokens" in seen[-1]
+        inspector = app.query_one(TokenInspector)
+        await until(pilot, lambda: inspector.ids == app.loaded.tokenizer.encode(prompt.text))
+        await pilot.press("enter")
+        await until(pilot, lambda: app.current is not None and not app.current.streaming)
+        assert app.current.prompt == pasted[-limit:] and app.current.num_tokens > 0
+
+
+async def test_a_burst_of_keys_is_inspected_once_not_per_key(tui_checkpoints, tui_env):
+    """Keys posted at once (a paste without bracketed paste) queue one inspection of the
+    prompt, not one per key."""
+    from textual import events
+
+    app = make_app(tui_checkpoints)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        calls = []
+        tokenizer = app.loaded.tokenizer
+        real = tokenizer.encode
+        tokenizer.encode = lambda text: calls.append(len(text)) or real(text)
+        prompt = app.query_one(PromptArea)
+        prompt.focus()
+        await pilot.pause()
+        text = "Tom saw a dog. " * 40  # 600 keys
+        for char in text:
+            app.post_message(events.Key(char if char != " " else "space", char))
+        inspector = app.query_one(TokenInspector)
+        await until(pilot, lambda: prompt.text == text and inspector.ids == real(text))
+        assert len(calls) < len(text) // 10, len(calls)

@@ -2,12 +2,16 @@
 
 Errors a user can cause end the same way everywhere: `error: <message>` on one line of
 stderr, exit code 2, never a traceback or a usage box.
-- Inside a command body, `cli_errors()` turns a `SlmError` (and a missing or unreadable
-  file) into that line; KeyboardInterrupt exits 130.
+- Inside a command body, `cli_errors()` turns a `SlmError` (and any `OSError`: a missing
+  or unreadable file, a full disk) into that line; KeyboardInterrupt exits 130.
 - Before the body runs, click refuses bad flags (an unknown option, `--top-k 2.5`, a
   missing required option); the command classes below (`Command` for one-command apps,
   `Group` for `slm-train`) print those as the same one line.
-Messages are printed as plain text: a path holding `[/]` is shown, not read as markup.
+Everything printed is plain text: both consoles have rich markup off, so a path holding
+`[/]` or `[bold red]` is shown as it is, never read as markup (styled output is built from
+`rich.text.Text` pieces instead). Text that came from a file or a model and goes to a
+terminal passes through `for_terminal`: escape sequences (ESC, OSC, BEL, C1 controls) are
+shown as visible characters instead of being run by the terminal.
 """
 
 from __future__ import annotations
@@ -25,15 +29,31 @@ from rich.text import Text
 from typer.core import TyperCommand, TyperGroup
 
 from slm_tui.errors import SlmError
+from slm_tui.fileio import disk_full_reason, is_disk_full
 
 # stdout holds results only (pipelines); progress, summaries and errors go to stderr.
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True, markup=False)
+err = Console(stderr=True, soft_wrap=True, markup=False)
+
+
+# C0 controls except newline and tab, and DEL, as their Unicode control pictures (␛ for
+# ESC, ␇ for BEL: what the TUI shows); C1 controls (U+0080-U+009F, e.g. the one-character
+# CSI) as \u escapes.
+_TERMINAL_SAFE = (
+    {c: 0x2400 + c for c in range(32) if chr(c) not in "\n\t"}
+    | {0x7F: 0x2421}
+    | {c: f"\\u{c:04x}" for c in range(0x80, 0xA0)}
+)
+
+
+def for_terminal(text: str) -> str:
+    """`text` with its control characters made visible (newlines and tabs kept)."""
+    return text.translate(_TERMINAL_SAFE)
 
 
 def print_error(message: str) -> None:
     """`error: <message>` on one line of stderr, as plain text."""
-    first_line = " ".join(str(message).split())
+    first_line = for_terminal(" ".join(str(message).split()))
     err.print(Text.assemble(("error:", "bold red"), " ", first_line), highlight=False)
 
 
@@ -54,6 +74,11 @@ def cli_errors() -> Iterator[None]:
         fail(f"{exc.filename or exc}: no such file or directory")
     except PermissionError as exc:
         fail(f"{exc.filename or exc}: permission denied")
+    except OSError as exc:  # a full disk, a path through a file, a device that refuses
+        where = f"{exc.filename}: " if exc.filename else ""
+        if is_disk_full(exc):
+            fail(f"{where}{disk_full_reason(exc)}; nothing was written there")
+        fail(f"{where}{exc.strerror or type(exc).__name__}")
     except KeyboardInterrupt:
         err.print("interrupted")
         raise typer.Exit(code=130) from None
@@ -100,7 +125,7 @@ class Group(_OneLineErrors, TyperGroup):
 
 
 def warn(message: str) -> None:
-    err.print(Text.assemble(("warning:", "yellow"), " ", message), highlight=False)
+    err.print(Text.assemble(("warning:", "yellow"), " ", for_terminal(message)), highlight=False)
 
 
 def is_tty() -> bool:

@@ -1,16 +1,22 @@
 """`slm-generate`: write stories from a checkpoint, for scripts and shell pipelines.
 
 Prompts come from `--prompt` (repeatable), `--prompts FILE` (one per line, or JSONL with a
-`prompt` field) or, when neither is given, from stdin (when it is not a terminal). Every
-prompt is written `--num-samples` times; job j (prompt i, sample s, j = i·N + s) uses seed
-`--seed + j`, so one seed reproduces the whole output. Results go to stdout (nothing else
-does: progress, warnings and errors go to stderr) or to `--output FILE`, written atomically
-after the last story, so an error never leaves a partial file.
+`prompt` field; at most 64 MiB) or, when neither is given, from stdin (when it is not a
+terminal; the same bound). Every prompt is written `--num-samples` times, at most 100,000
+stories a run; job j (prompt i, sample s, j = i·N + s) uses seed `--seed + j`, so one seed
+reproduces the whole output. Results go to stdout (nothing else does: progress, warnings
+and errors go to stderr) or to `--output FILE`, written atomically after the last story, so
+an error never leaves a partial file. `--output` through a symlink replaces the link's
+target and keeps the link; a device or FIFO (`/dev/stdout`, `/dev/null`) is written in
+place, never replaced; a full disk is one line that says the old file was kept.
 
 Text output: each story is its prompt followed by the continuation; several stories are
 separated by a line `<|endoftext|>` (the TinyStories dump format, so the output can be read
-back as a corpus). JSONL output: one object per story with prompt, sample, text,
-finish_reason, tokens, seed and settings.
+back as a corpus). On a terminal, control characters (ESC, BEL, ...: a prompt can carry an
+escape sequence, a young model can write one) are shown as visible symbols (␛, ␇), as the
+TUI shows them; a file or a pipe gets the text unchanged. JSONL output: one object per story
+with prompt, sample, text, finish_reason, tokens, seed and settings (DEL and C1 controls
+written as \\u escapes, like the other control characters JSON escapes).
 
 Flags are typed (numbers are parsed by click); a value click refuses, like one the sampler
 refuses, is one line on stderr and exit code 2 (`cli.common.Command`).
@@ -27,13 +33,18 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from slm_tui.cli.common import Command, cli_errors, err, warn
+from slm_tui.cli.common import Command, cli_errors, err, for_terminal, warn
 from slm_tui.errors import GenerationError
-from slm_tui.fileio import atomic_write_text
+from slm_tui.fileio import atomic_write_text, disk_full_reason, is_disk_full
 from slm_tui.generation import DEFAULTS, SamplingSettings, generate, generate_batch, prepare_prompt
 from slm_tui.generation.engine import row_seeds
+from slm_tui.untrusted import read_bounded
 
 SEPARATOR = "<|endoftext|>"
+MAX_STORIES = 100_000  # stories one run writes (all are held until the output is written)
+MAX_BATCH = 1024
+PROMPTS_LIMIT = 64 << 20  # bytes of a prompts file or of stdin
+_JSON_CONTROLS = {c: f"\\u{c:04x}" for c in range(0x7F, 0xA0)}  # json.dumps keeps these raw
 
 app = typer.Typer(
     name="slm-generate",
@@ -130,9 +141,20 @@ def main_command(
         samples, batch = num_samples, batch_size
         if samples < 1:
             raise GenerationError(f"--num-samples must be at least 1, got {samples}")
-        if batch < 1:
-            raise GenerationError(f"--batch-size must be at least 1, got {batch}")
+        if not 1 <= batch <= MAX_BATCH:
+            raise GenerationError(f"--batch-size must be from 1 to {MAX_BATCH}, got {batch}")
+        if samples > MAX_STORIES:
+            raise GenerationError(
+                f"--num-samples {samples:,} is more than the {MAX_STORIES:,} stories one run "
+                "writes; split the job into several runs"
+            )
         texts = _collect_prompts(prompt, prompts)
+        if len(texts) * samples > MAX_STORIES:
+            raise GenerationError(
+                f"{len(texts):,} prompts x --num-samples {samples:,} is "
+                f"{len(texts) * samples:,} stories, more than the {MAX_STORIES:,} one run "
+                "writes; split the job into several runs"
+            )
         if stream and (len(texts) * samples != 1 or format != Format.text or output is not None):
             raise GenerationError("--stream needs one prompt, one sample, text output to stdout")
         if output is not None and output.is_dir():
@@ -168,11 +190,13 @@ def main_command(
                     "seed": r.seed,
                     "settings": settings.replace(seed=r.seed).to_dict(),
                 }
-                lines.append(json.dumps(row, ensure_ascii=False) + "\n")
+                lines.append(json.dumps(row, ensure_ascii=False).translate(_JSON_CONTROLS) + "\n")
             body = "".join(lines)
         else:
             sep = f"\n{SEPARATOR}\n"
             body = sep.join(r.prompt + r.text for r in results) + "\n"
+            if output is None and sys.stdout.isatty():
+                body = for_terminal(body)
         if output is None:
             sys.stdout.write(body)
             sys.stdout.flush()
@@ -185,13 +209,11 @@ def main_command(
 def read_prompts_file(path: Path) -> list[str]:
     """Prompts from a file: JSONL (a `prompt` field per line) when the first non-blank line
     starts with `{` or the name ends in .jsonl, else one prompt per non-blank line."""
-    try:
-        data = path.read_bytes()
-    except IsADirectoryError:
-        raise GenerationError(f"--prompts {path} is a directory; give a file") from None
-    except FileNotFoundError:
-        raise GenerationError(f"--prompts {path}: no such file") from None
-    return parse_prompts(data, str(path))
+    if path.is_dir():
+        raise GenerationError(f"--prompts {path} is a directory; give a file")
+    if not path.exists():
+        raise GenerationError(f"--prompts {path}: no such file")
+    return parse_prompts(read_bounded(path, PROMPTS_LIMIT, GenerationError), str(path))
 
 
 def parse_prompts(data: bytes, origin: str) -> list[str]:
@@ -232,7 +254,12 @@ def _collect_prompts(prompt: list[str] | None, prompts: Path | None) -> list[str
             raise GenerationError(
                 "no prompts: give --prompt TEXT, --prompts FILE, or pipe prompts on stdin"
             )
-        texts = parse_prompts(sys.stdin.buffer.read(), "stdin")
+        data = sys.stdin.buffer.read(PROMPTS_LIMIT + 1)
+        if len(data) > PROMPTS_LIMIT:
+            raise GenerationError(
+                f"stdin holds more than {PROMPTS_LIMIT >> 20} MiB of prompts; give fewer"
+            )
+        texts = parse_prompts(data, "stdin")
     return texts
 
 
@@ -267,31 +294,43 @@ def _run(
 
 def _stream(model, tokenizer, prompt: str, settings: SamplingSettings) -> None:
     """Print the prompt, then each text delta as it arrives."""
-    sys.stdout.write(prompt)
+    shown = for_terminal if sys.stdout.isatty() else str
+    sys.stdout.write(shown(prompt))
     sys.stdout.flush()
     last = None
     for event in generate(model, tokenizer, prompt, settings):
         if event.text:
-            sys.stdout.write(event.text)
+            sys.stdout.write(shown(event.text))
             sys.stdout.flush()
         last = event
     sys.stdout.write("\n")
     sys.stdout.flush()
     if last is not None:
         err.print(
-            f"[dim]{last.index} tokens, {last.tokens_per_s:.1f} tokens/s, "
-            f"finish: {last.finish_reason}, seed {last.seed}[/]",
+            f"{last.index} tokens, {last.tokens_per_s:.1f} tokens/s, "
+            f"finish: {last.finish_reason}, seed {last.seed}",
+            style="dim",
             highlight=False,
         )
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary sibling, fsync, then rename over `path`."""
+    """Write to a temporary sibling, fsync, then rename over `path` (a symlink's target is
+    replaced; a device or FIFO is written in place: `fileio.atomic_write_bytes`)."""
     path = path.expanduser()
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise GenerationError(f"--output {path}: folder {parent} does not exist")
-    atomic_write_text(path, text)
+    existed = path.exists()
+    try:
+        atomic_write_text(path, text)
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        kept = "the file there was kept as it was" if existed else "nothing was written"
+        if existed and not path.is_file():
+            kept = "not all stories were written"
+        raise GenerationError(f"--output {path}: {disk_full_reason(exc)}; {kept}") from None
 
 
 def main() -> None:

@@ -3,8 +3,9 @@
 Resolves the config (preset or YAML, `--set` overrides, corpus and tokenizer flags), prints
 it in full to stderr, and runs the trainer with a rich live display (step, loss, val loss,
 bits per byte, tokens/s, MFU on GPU, ETA); without a terminal it prints one line per log
-step instead. Under torchrun only rank 0 prints. The trainer (torch) is imported when the
-command runs, so `--help` stays quick.
+step instead. Under torchrun only rank 0 prints. Lines are built from `rich.text.Text`
+pieces, never markup: a path or a sample holding `[/]` prints as it is. The trainer (torch)
+is imported when the command runs, so `--help` stays quick.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+from rich.text import Text
 
 from slm_tui.cli.common import (
     DataFilesOpt,
@@ -47,23 +48,25 @@ class RichReporter(Reporter):
         self.task: TaskID | None = None
         self.fields = {"loss": "-", "val": "-", "bpb": "-", "tps": "-", "mfu": ""}
 
-    def _print(self, text: str) -> None:
+    def _print(self, *parts: str | tuple[str, str]) -> None:
+        """One line from plain strings and (text, style) pairs."""
         console = self.progress.console if self.progress is not None else err
-        console.print(text, highlight=False)
+        console.print(Text.assemble(*parts), highlight=False)
 
     def on_message(self, text: str) -> None:
-        self._print(f"[cyan]{text}[/]")
+        self._print((text, "cyan"))
 
     def on_start(self, info: RunStart) -> None:
         # The config is printed once every check has passed, so a refusal stays one line.
-        err.print(f"[bold]config[/] ({self.title})", highlight=False)
-        err.print(info.config.to_yaml().rstrip(), highlight=False, markup=False)
+        err.print(Text.assemble(("config", "bold"), f" ({self.title})"), highlight=False)
+        err.print(info.config.to_yaml().rstrip(), highlight=False)
         self._print(
-            f"[bold]training[/] {info.params / 1e6:.2f}M parameters on {info.device}"
+            ("training", "bold"),
+            f" {info.params / 1e6:.2f}M parameters on {info.device}"
             f" (x{info.world_size}), {info.tokens_per_step:,} tokens/step, "
             f"{info.train_tokens:,} train tokens, {info.tokenizer} vocab "
-            f"{info.vocab_size} -> {escape(info.output)}"
-            + (f" [yellow](resumed at step {info.step})[/]" if info.resumed else "")
+            f"{info.vocab_size} -> {info.output}",
+            (f" (resumed at step {info.step})" if info.resumed else "", "yellow"),
         )
         if self.live:
             self.progress = Progress(
@@ -103,19 +106,20 @@ class RichReporter(Reporter):
         if self.progress is not None and self.task is not None:
             self.progress.update(self.task, **self.fields)
         self._print(
-            f"[green]eval[/] step {record.step}: val loss {self.fields['val']} "
-            f"nats/token, {self.fields['bpb']} bits/byte"
+            ("eval", "green"),
+            f" step {record.step}: val loss {self.fields['val']} "
+            f"nats/token, {self.fields['bpb']} bits/byte",
         )
 
     def on_samples(self, record: SamplesRecord) -> None:
         for s in record.samples:
             text = " ".join(s.text.split())  # one line per sample
             space = " " if s.text[:1].isspace() else ""
-            self._print(f"  [dim]{escape(s.prompt)}[/]{space}[italic]{escape(text[:160])}[/]")
+            self._print("  ", (s.prompt, "dim"), space, (text[:160], "italic"))
 
     def on_save(self, path: Path, kind: str) -> None:
         if kind == "best" or self.progress is None:
-            self._print(f"[dim]saved {kind} -> {escape(str(path))}[/]")
+            self._print((f"saved {kind} -> {path}", "dim"))
 
     def close(self) -> None:
         if self.progress is not None:
@@ -197,9 +201,12 @@ def model(
         if rank0:
             verb = "stopped (interrupted)" if result.status == "interrupted" else "finished"
             err.print(
-                f"[bold]{verb}[/] at step {result.step}, {result.tokens_seen:,} tokens in "
-                f"{result.seconds:.0f}s; val loss {_fmt(result.val_loss)}, "
-                f"{_fmt(result.val_bpb, '.3f')} bits/byte; checkpoints in {result.output}"
-                + (" — continue with --resume" if result.status == "interrupted" else ""),
+                Text.assemble(
+                    (verb, "bold"),
+                    f" at step {result.step}, {result.tokens_seen:,} tokens in "
+                    f"{result.seconds:.0f}s; val loss {_fmt(result.val_loss)}, "
+                    f"{_fmt(result.val_bpb, '.3f')} bits/byte; checkpoints in {result.output}"
+                    + (" — continue with --resume" if result.status == "interrupted" else ""),
+                ),
                 highlight=False,
             )

@@ -7,9 +7,11 @@ own files (names and bytes, `tokenizer.json` excluded), so two directories with 
 fingerprint tokenize identically, and shards/checkpoints can check they match.
 
 Notable: saving is atomic (a temporary sibling directory swapped into place by
-`fileio.replace_dir`), and `token_bytes`
-is the exact UTF-8 contribution of an id to `decode`, which lets a streaming decoder emit
-whole characters without re-decoding the whole sequence.
+`fileio.replace_dir`; what a killed save left is cleaned up by the next one), and
+`token_bytes` is the exact UTF-8 contribution of an id to `decode`, which lets a streaming
+decoder emit whole characters without re-decoding the whole sequence. A tokenizer folder may
+come from anyone (inside a checkpoint): `tokenizer.json` is read bounded and every field
+checked, `files` must name plain files inside the folder, and each is read bounded.
 """
 
 from __future__ import annotations
@@ -25,18 +27,32 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from slm_tui.errors import TokenizerError
-from slm_tui.fileio import fsync_tree, replace_dir, temp_dir
+from slm_tui.fileio import fsync_tree, recover_leftovers, replace_dir, temp_dir
+from slm_tui.untrusted import JSON_LIMIT, MiB, check_fields, read_bounded
 
 META_FILE = "tokenizer.json"
 META_FORMAT = "slm-tui-tokenizer"
 META_VERSION = 1
+FILE_LIMIT = 256 * MiB  # one of a kind's own files (a SentencePiece model: ~0.3 MB at 4k)
+MAX_VOCAB = 1 << 24
+# tokenizer.json fields and what each must be.
+META_FIELDS = {
+    "kind": "str",
+    "vocab_size": ("int", 1, MAX_VOCAB),
+    "bos_id": ("int", -1, MAX_VOCAB),
+    "eos_id": ("int", -1, MAX_VOCAB),
+    "pad_id": ("int", -1, MAX_VOCAB),
+    "unk_id": ("int", -1, MAX_VOCAB),
+    "fingerprint": "str",
+    "options": "dict?",
+}
 
 
 def fingerprint_files(kind: str, directory: Path, files: Sequence[str]) -> str:
     """sha256 over the kind and the named files (name, length, bytes), in sorted order."""
     h = hashlib.sha256(f"slm-tui-tokenizer:{kind}\n".encode())
     for name in sorted(files):
-        data = (directory / name).read_bytes()
+        data = read_bounded(directory / name, FILE_LIMIT, TokenizerError, f"{directory}/{name}")
         h.update(f"{name}\0{len(data)}\0".encode())
         h.update(data)
     return h.hexdigest()
@@ -134,6 +150,7 @@ class Tokenizer(ABC):
         if out.exists() and not out.is_dir():
             raise TokenizerError(f"{out} is a file; choose a directory for the tokenizer")
         out.parent.mkdir(parents=True, exist_ok=True)
+        recover_leftovers(out.parent)  # what saves killed earlier left here
         tmp = temp_dir(out.parent, prefix=f".tmp-{out.name}-")
         try:
             self.write_files(tmp)
@@ -164,9 +181,11 @@ def read_tokenizer_meta(path: Path) -> dict[str, Any]:
             "train one with `slm-train tokenizer`"
         )
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise TokenizerError(f"{meta_path} is corrupt ({exc}); re-train the tokenizer") from None
+        meta = json.loads(read_bounded(meta_path, JSON_LIMIT, TokenizerError))
+    except (ValueError, RecursionError) as exc:
+        raise TokenizerError(
+            f"{meta_path} is corrupt ({type(exc).__name__}); re-train the tokenizer"
+        ) from None
     if not isinstance(meta, dict) or meta.get("format") != META_FORMAT:
         raise TokenizerError(f"{meta_path} is not an slm-tui tokenizer file")
     if meta.get("version") != META_VERSION:
@@ -187,4 +206,31 @@ def read_tokenizer_meta(path: Path) -> dict[str, Any]:
     missing = [k for k in required if k not in meta]
     if missing:
         raise TokenizerError(f"{meta_path} lacks {', '.join(missing)}; re-train the tokenizer")
+    check_fields(meta, META_FIELDS, TokenizerError, str(meta_path))
+    files = meta["files"]
+    if (
+        not isinstance(files, list)
+        or len(files) > 64
+        or not all(_plain_name(name) for name in files)
+    ):
+        raise TokenizerError(
+            f"{meta_path}: files must list the names of files in the folder (no paths)"
+        )
+    for key in ("bos_id", "eos_id", "pad_id", "unk_id"):
+        if meta[key] >= meta["vocab_size"]:
+            raise TokenizerError(
+                f"{meta_path}: {key} {meta[key]} is outside the vocabulary of {meta['vocab_size']}"
+            )
     return meta
+
+
+def _plain_name(name: object) -> bool:
+    """A file name inside the folder: no separators, not hidden, not `.` or `..`."""
+    return (
+        isinstance(name, str)
+        and 0 < len(name) <= 255
+        and not name.startswith(".")
+        and "/" not in name
+        and "\\" not in name
+        and "\0" not in name
+    )

@@ -233,8 +233,8 @@ def evaluate(
         raise ConfigError(
             f"context length {seq_len} is larger than the checkpoint supports ({supported})"
         )
-    if batch_size < 1:
-        raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
+    if not 1 <= batch_size <= 1 << 16:
+        raise ConfigError(f"--batch-size must be from 1 to 65,536, got {batch_size}")
     if max_tokens is not None and max_tokens < 2:
         raise ConfigError(f"--max-tokens must be at least 2, got {max_tokens}")
     model.eval()

@@ -15,6 +15,13 @@ every `save_every` a checkpoint; then stop if asked. Notable:
   agree on stopping at the next log step.
 - A non-finite loss raises TrainingError; `latest/` still holds the last good weights,
   because every save first checks the loss since the previous one.
+- One run per folder: rank 0 holds `<output>/.lock` (`lock.RunLock`) from before the first
+  check to the end, so a second `slm-train model` on the same `--output` (fresh, `--resume`
+  or `--force`) is refused, naming the process that trains there. Holding it, rank 0 first
+  cleans up what killed saves left (`fileio.recover_leftovers`: a `latest/` cut between the
+  two renames of a swap is put back before `--resume` looks for it).
+- A full disk (metrics, loss.png, a checkpoint) stops the run with one line saying so and
+  which checkpoint is kept.
 """
 
 from __future__ import annotations
@@ -29,10 +36,13 @@ from typing import Any
 
 import torch
 
+from slm_tui.checkpoint_files import read_info
 from slm_tui.config import Config
 from slm_tui.errors import SlmError, TrainingError
+from slm_tui.fileio import disk_full_reason, is_disk_full, recover_leftovers
 from slm_tui.trainer import distributed as D
 from slm_tui.trainer.evaluation import sample_continuations, validate
+from slm_tui.trainer.lock import RunLock
 from slm_tui.trainer.prepare import RunPlan, plan_run
 from slm_tui.trainer.report import (
     DivergedRecord,
@@ -101,12 +111,31 @@ def train(
     reporter = reporter or Reporter()
     dist = D.setup(config.train)
     rep = reporter if dist.is_main else Reporter()
+    lock = RunLock(Path(output).expanduser(), create=not resume)
+    planned = False
     try:
-        plan = _plan(config, output, dist, rep, resume, force, tokenizer_path)
+        plan = _plan(config, output, dist, rep, resume, force, tokenizer_path, lock)
+        planned = True
         run, state = start_run(plan, dist, rep, resume)
         return train_loop(run, state, stop)
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        raise TrainingError(
+            f"{disk_full_reason(exc)} (writing {exc.filename or 'a file'}); training stopped; "
+            f"{_kept(Path(output).expanduser())}"
+        ) from None
     finally:
+        lock.release(keep_folder=planned)
         D.teardown(dist)
+
+
+def _kept(output: Path) -> str:
+    """Which checkpoint a stopped run leaves, for its last message."""
+    try:
+        return f"kept: {output / 'latest'} at step {read_info(output / 'latest').step}"
+    except (SlmError, OSError):
+        return "no checkpoint had been saved yet"
 
 
 def _plan(
@@ -117,12 +146,19 @@ def _plan(
     resume: bool,
     force: bool,
     tokenizer_path: str | None,
+    lock: RunLock,
 ) -> RunPlan:
-    """Rank 0 checks and builds (tokenizer, shards); then the others load what it built.
-    A refusal on rank 0 stops every rank with its message."""
+    """Rank 0 takes the folder's lock, cleans up after saves killed there earlier (only the
+    lock holder may: nothing else writes there meanwhile), checks and builds (tokenizer,
+    shards); then the others load what it built. A refusal on rank 0 stops every rank with
+    its message."""
     plan, error = None, None
     if dist.is_main:
         try:
+            lock.acquire()
+            for folder in (lock.folder, lock.folder.parent):
+                for note in recover_leftovers(folder):
+                    rep.on_message(note)
             plan = plan_run(
                 cfg,
                 output,

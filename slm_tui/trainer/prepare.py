@@ -120,6 +120,13 @@ def shards_for(
                 f"{tokenizer.fingerprint[:12]}); rebuild it with `slm-train data` or use another "
                 "data.shards_dir"
             )
+        top = int(shard.tokens.max()) if shard.num_tokens else 0
+        if top >= tokenizer.vocab_size:  # a damaged .bin would crash the embedding lookup
+            raise DataError(
+                f"shard {shard.path} holds token id {top}, outside the tokenizer's "
+                f"{tokenizer.vocab_size} ids: it is damaged; rebuild it with `slm-train data "
+                "--force`"
+            )
     return shards
 
 

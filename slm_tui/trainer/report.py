@@ -18,7 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from slm_tui.errors import CheckpointError
 from slm_tui.fileio import atomic_write_bytes, json_safe
+from slm_tui.untrusted import MiB, decode_text, read_bounded
+
+METRICS_LIMIT = 512 * MiB  # ~2.5M log lines; a resumed run reads the checkpoint's copy
 
 if TYPE_CHECKING:
     from slm_tui.config import Config
@@ -160,16 +164,21 @@ class MetricsLog:
 
     @classmethod
     def read(cls, path: Path) -> list[dict[str, Any]]:
+        """The records of a metrics.jsonl (at most 512 MiB); lines that are not JSON objects
+        (a torn last line after kill -9) are dropped."""
         records = []
         if path.is_file():
-            for line in path.read_text(encoding="utf-8").splitlines():
+            data = read_bounded(path, METRICS_LIMIT, CheckpointError)
+            for line in decode_text(data, CheckpointError, str(path)).splitlines():
                 line = line.strip()
                 if not line:
                     continue
                 try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue  # a torn last line after kill -9: drop it
+                    record = json.loads(line)
+                except (ValueError, RecursionError):
+                    continue
+                if isinstance(record, dict):
+                    records.append(record)
         return records
 
     def rewrite(self) -> None:
@@ -193,16 +202,14 @@ def plot_loss(records: list[dict[str, Any]], path: Path, title: str = "") -> Non
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    train = [
-        (r["tokens"], r["loss"])
-        for r in records
-        if r.get("kind") == "train" and r.get("loss") is not None
-    ]
-    val = [
-        (r["tokens"], r["val_loss"])
-        for r in records
-        if r.get("kind") == "eval" and r.get("val_loss") is not None
-    ]
+    def points(kind: str, key: str) -> list[tuple[float, float]]:
+        return [
+            (r["tokens"], r[key])
+            for r in records
+            if r.get("kind") == kind and _number(r.get("tokens")) and _number(r.get(key))
+        ]
+
+    train, val = points("train", "loss"), points("eval", "val_loss")
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     try:
         if train:
@@ -224,3 +231,7 @@ def plot_loss(records: list[dict[str, Any]], path: Path, title: str = "") -> Non
         os.replace(tmp, path)
     finally:
         plt.close(fig)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -7,7 +7,8 @@
 - `start_run` builds both, restoring from `trainer_state.pt` on resume: the optimizer(s),
   the step, tokens seen, the sampler cursor, the best val loss, the seconds trained and the
   torch CPU/CUDA RNG states (dropout draws from them), so a resumed run replays the
-  uninterrupted one exactly. `save` writes exactly that state with each checkpoint.
+  uninterrupted one exactly. `save` writes exactly that state with each checkpoint; on
+  resume every field is checked (`check_saved`) before anything is restored from it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from torch import Tensor
 from slm_tui.checkpoints import load_checkpoint, load_trainer_state, save_checkpoint
 from slm_tui.config import Config, TrainConfig
 from slm_tui.data import BatchSampler
+from slm_tui.errors import CheckpointError
 from slm_tui.model import GPT
 from slm_tui.trainer import distributed as D
 from slm_tui.trainer.optim import Optimizers, build_optimizers
@@ -110,6 +112,33 @@ def _rng_state() -> dict[str, Any]:
     return state
 
 
+def check_saved(saved: Any, where: Path) -> None:
+    """The fields of a trainer_state.pt a resume reads, with their types (CheckpointError
+    naming the first one that is wrong: the file may be damaged or not ours)."""
+
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(f"{where}: trainer_state.pt cannot be resumed from ({what})")
+
+    def whole(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    for key in ("step", "tokens_seen"):
+        if not whole(saved.get(key)):
+            raise bad(f"{key} is not a whole number")
+    for key in ("optimizer", "sampler", "rng"):
+        if not isinstance(saved.get(key), dict):
+            raise bad(f"{key} is missing")
+    if not whole(saved["sampler"].get("cursor")):
+        raise bad("sampler.cursor is not a whole number")
+    cpu, own = saved["rng"].get("torch_cpu"), torch.get_rng_state()
+    if not isinstance(cpu, Tensor) or cpu.dtype != own.dtype or cpu.shape != own.shape:
+        raise bad("rng.torch_cpu is not a random generator state")
+    for key in ("best_val_loss", "elapsed"):
+        value = saved.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise bad(f"{key} is not a number")
+
+
 def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch_cpu"])
     if torch.cuda.is_available() and "torch_cuda" in state:
@@ -130,6 +159,7 @@ def start_run(plan: RunPlan, dist: D.DistInfo, rep: Reporter, resume: bool) -> t
     if resume:
         model = load_checkpoint(plan.resume_from, device=device).model.train()
         saved = load_trainer_state(plan.resume_from)
+        check_saved(saved, plan.resume_from)
     else:
         model = GPT(cfg.model).to(device)
     if dist.rank:
@@ -143,7 +173,13 @@ def start_run(plan: RunPlan, dist: D.DistInfo, rep: Reporter, resume: bool) -> t
     metrics = plan.output / "metrics.jsonl"
     log = MetricsLog(metrics if dist.is_main else Path("/dev/null"))
     if saved:
-        opt.load_state_dict(saved["optimizer"])
+        try:
+            opt.load_state_dict(saved["optimizer"])
+        except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as exc:
+            raise CheckpointError(
+                f"{plan.resume_from}: the optimizer state in trainer_state.pt does not fit "
+                f"this model and optimizer ({type(exc).__name__}); it cannot be resumed"
+            ) from None
         sampler.load_state_dict(saved["sampler"])
         state.step, state.tokens_seen = int(saved["step"]), int(saved["tokens_seen"])
         best = saved.get("best_val_loss")

@@ -12,6 +12,11 @@ history; a status line. Notable:
   failed load keeps the model. Each new list is published on `checkpoints_changed`.
 - Dialogs and the compare screen are given what they need in their constructors; none of
   them reaches back into the app.
+- The prompt is inspected (tokenized) once per burst of edits, not once per key: a 50 KB
+  paste typed in as keys queues one inspection, not 50,000. It holds at most what the
+  model can read (`PROMPT_CHARS_PER_TOKEN` x its context; the last characters are kept,
+  as generation keeps the last tokens), and says so when it cuts.
+- Messages that carry a path or a model's text are shown without markup.
 - Every binding has an id (remap in keys.yaml, see `keys`), every action is in the command
   palette.
 
@@ -66,6 +71,10 @@ if TYPE_CHECKING:
     from slm_tui.checkpoints import LoadedCheckpoint
 
 RESCAN_SECONDS = 2.0
+# A token is at most this many characters (SentencePiece pieces: 16), so the last
+# context x 32 characters of a prompt hold every token the model can read.
+PROMPT_CHARS_PER_TOKEN = 32
+PROMPT_CHARS_UNLOADED = 1 << 16  # before any checkpoint is loaded
 
 
 class SlmApp(App[None]):
@@ -103,6 +112,7 @@ class SlmApp(App[None]):
         self.applied_log: list[tuple[str, int, int, dict[str, Any]]] = []
         self._scan_signature: tuple = ()
         self._failed: set[Path] = set()  # never auto-load these again this session
+        self._inspect_pending = False  # an inspection is queued; edits until then join it
 
     # -- layout ------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -135,7 +145,7 @@ class SlmApp(App[None]):
         if self.keymap:
             self.set_keymap(self.keymap)
         for problem in problems:
-            self.notify(problem, severity="warning", timeout=8)
+            self.notify(problem, severity="warning", timeout=8, markup=False)
         self.history.load()
         if self.history.skipped:
             self.notify(
@@ -219,7 +229,11 @@ class SlmApp(App[None]):
         keep = f"; still using {self.loaded.info.name}" if self.loaded else ""
         self.query_one(StatusBar).set_note(f"load failed: {message.path.name}", "$text-error")
         self.notify(
-            f"{message.reason}{keep}", title="Cannot load checkpoint", severity="error", timeout=10
+            f"{message.reason}{keep}",
+            title="Cannot load checkpoint",
+            severity="error",
+            timeout=10,
+            markup=False,
         )
         if self.loaded is None:
             self._show_empty()
@@ -268,7 +282,7 @@ class SlmApp(App[None]):
         try:
             settings = settings.validate(self.loaded.tokenizer.vocab_size)
         except GenerationError as exc:
-            self.notify(str(exc), severity="error")
+            self.notify(str(exc), severity="error", markup=False)
             return False
         if story is None:
             story = Story(
@@ -301,7 +315,10 @@ class SlmApp(App[None]):
             self._refresh_history()
             if story.finish_reason == "error":
                 self.notify(
-                    story.error or "generation failed", title="Generation stopped", severity="error"
+                    story.error or "generation failed",
+                    title="Generation stopped",
+                    severity="error",
+                    markup=False,
                 )
 
     def _settings_applied(
@@ -343,9 +360,38 @@ class SlmApp(App[None]):
                 )
 
     @on(TextArea.Changed, "#prompt")
+    def _prompt_changed(self) -> None:
+        if not self._inspect_pending:  # one inspection for however many edits queue meanwhile
+            self._inspect_pending = True
+            self.call_later(self._inspect)
+
     def _inspect(self) -> None:
+        self._inspect_pending = False
+        prompt = self.query_one(PromptArea)
+        self._cap_prompt(prompt)
         tokenizer = self.loaded.tokenizer if self.loaded else None
-        self.query_one(TokenInspector).inspect(self.query_one(PromptArea).text, tokenizer)
+        self.query_one(TokenInspector).inspect(prompt.text, tokenizer)
+
+    @property
+    def prompt_limit(self) -> int:
+        """The most characters the prompt holds: what the loaded model's context can use."""
+        if self.loaded is None:
+            return PROMPT_CHARS_UNLOADED
+        return self.loaded.info.context_length * PROMPT_CHARS_PER_TOKEN
+
+    def _cap_prompt(self, prompt: PromptArea) -> None:
+        limit, text = self.prompt_limit, prompt.text
+        if len(text) <= limit:
+            return
+        prompt.load_text(text[-limit:])
+        prompt.move_cursor(prompt.document.end)
+        context = self.loaded.info.context_length if self.loaded else None
+        reads = f"this model reads only its last {context} tokens" if context else "too long"
+        self.notify(
+            f"The prompt was cut to its last {limit:,} characters: {reads}.",
+            title="Prompt shortened",
+            severity="warning",
+        )
 
     # -- actions -----------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -452,7 +498,7 @@ class SlmApp(App[None]):
     def action_export(self) -> None:
         def done(path: Path | None) -> None:
             if path is not None:
-                self.notify(f"Exported to {path}", title="Export")
+                self.notify(f"Exported to {path}", title="Export", markup=False)
 
         self.push_screen(ExportScreen(self.current, list(self.session)), done)
 

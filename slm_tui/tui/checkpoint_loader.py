@@ -8,7 +8,10 @@ worker and is the only place the TUI imports torch (through `slm_tui.checkpoints
 `start_scan` and `start_load` run them in a thread worker of the node that asks (the app,
 or the compare screen for its side B), and the outcome comes back to that node as a
 message (`CheckpointsScanned`, `CheckpointLoaded` / `CheckpointFailed`); a failed load
-leaves the current model in place.
+leaves the current model in place. Both workers always answer: a scan that fails, however
+it fails, still reports what it found (the app waits for the first scan before it opens
+`--checkpoint`, so a scan that died once hung the app at "Looking for checkpoints"), and a
+broken checkpoint is listed with its reason, never hiding the others.
 """
 
 from __future__ import annotations
@@ -46,8 +49,8 @@ def scan_checkpoints(
             if resolved in seen:
                 continue
             infos.append(read_info(resolved))
-        except (SlmError, OSError):
-            continue  # an explicit path that is broken is reported when it is loaded
+        except Exception:  # an explicit path that is broken is reported when it is loaded
+            continue
         seen.add(resolved)
     return infos
 
@@ -77,7 +80,7 @@ def start_scan(host: DOMNode, root: Path, extra: tuple[Path, ...], demo: bool) -
     def job() -> None:
         try:
             infos = scan_checkpoints(root, extra, demo=demo)
-        except (OSError, SlmError):
+        except Exception:  # whatever went wrong, the app must hear back
             infos = []
         host.post_message(CheckpointsScanned(infos))
 

@@ -8,7 +8,8 @@ History is append-only JSONL: a story is appended when it finishes (again after 
 "continue"; the last line for an id wins), so a crash can tear at most the last line,
 which loading skips. Clearing and preference writes are atomic (temp sibling + fsync +
 os.replace). Nothing here raises for a damaged file: the app starts with what it can read
-and reports the rest.
+and reports the rest (undecodable bytes, lines that are not story objects, a key map with
+YAML aliases or over 1 MiB).
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import yaml
 from platformdirs import user_config_dir, user_data_dir
 
+from slm_tui.errors import ConfigError
 from slm_tui.fileio import atomic_write_text
 from slm_tui.tui.story import Story
+from slm_tui.untrusted import YAML_LIMIT, decode_text, load_yaml, read_bounded
 
 APP_NAME = "slm-tui"
 HISTORY_LIMIT = (
@@ -56,7 +58,7 @@ class History:
     def load(self) -> list[Story]:
         by_id: dict[str, Story] = {}
         try:
-            lines = self.path.read_text(encoding="utf-8").splitlines()
+            lines = self.path.read_bytes().decode("utf-8", errors="replace").splitlines()
         except FileNotFoundError:
             lines = []
         except OSError:
@@ -67,7 +69,7 @@ class History:
                 continue
             try:
                 story = Story.from_dict(json.loads(line))
-            except (ValueError, TypeError, KeyError, IndexError):
+            except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError):
                 self.skipped += 1
                 continue
             by_id.pop(story.id, None)  # re-insert so a continued story moves to the end
@@ -106,7 +108,7 @@ class Preferences:
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
             self.values = data if isinstance(data, dict) else {}
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             self.values = {}
         return self.values
 
@@ -134,10 +136,10 @@ def load_keymap(
     if not path.is_file():
         return {}, []
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return {}, [f"{path}: cannot read key map ({first})"]
+        text = decode_text(read_bounded(path, YAML_LIMIT, ConfigError), ConfigError, str(path))
+        data = load_yaml(text, ConfigError, str(path)) or {}
+    except ConfigError as exc:
+        return {}, [f"cannot read the key map: {exc}"]
     if not isinstance(data, dict):
         return {}, [f"{path}: expected a mapping of binding id to keys"]
     valid = set(valid_ids)

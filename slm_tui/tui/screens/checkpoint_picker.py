@@ -30,19 +30,22 @@ COLUMNS = ("", "checkpoint", "params", "steps", "tokens", "val bpb", "tokenizer"
 
 
 def row_for(info: CheckpointInfo, current: Path | None) -> tuple:
+    """The table row; text from the checkpoint (its folder name, its meta.json) is Content,
+    never markup: a folder named "[/]" is shown as it is."""
     mark = "●" if current is not None and Path(info.path).resolve() == current else " "
+    name = Content(info.name)
     if info.error:
-        return (mark, info.name, Content.styled("unreadable", "$text-error"), "", "", "", "", "")
+        return (mark, name, Content.styled("unreadable", "$text-error"), "", "", "", "", "")
     bpb = "—" if info.val_bpb is None else f"{info.val_bpb:.3f}"
     return (
         mark,
-        info.name,
+        name,
         human(info.params),
         str(info.step),
         human(info.tokens_seen),
         bpb,
-        f"{info.tokenizer_kind.removeprefix('sentencepiece-')}·{info.vocab_size}",
-        (info.created or "")[:10],
+        Content(f"{info.tokenizer_kind.removeprefix('sentencepiece-')}·{info.vocab_size}"),
+        Content((info.created or "")[:10]),
     )
 
 

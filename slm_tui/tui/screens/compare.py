@@ -20,6 +20,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.content import Content
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Label, Select
 
@@ -66,8 +67,8 @@ class CompareScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         current = Path(self.loaded.path).resolve()
-        others = [
-            (f"{info.name} · same settings", f"ckpt:{info.path}")
+        others = [  # Content: a checkpoint's name is text, never markup
+            (Content(f"{info.name} · same settings"), f"ckpt:{info.path}")
             for info in self.checkpoints
             if not info.error and Path(info.path).resolve() != current
         ]
@@ -134,12 +135,14 @@ class CompareScreen(Screen[None]):
             setup = self._side_setup(side)
             label = self.query_one(f"#title-{side}", Label)
             if setup is None:
-                label.update(f"{side.upper()} · loading…")
+                label.update(Content(f"{side.upper()} · loading…"))
                 continue
             loaded, s = setup
-            label.update(
-                f"{side.upper()} · {loaded.info.name} · T {s.temperature:g} top-k {s.top_k} "
-                f"top-p {s.top_p:g} min-p {s.min_p:g}"
+            label.update(  # Content: a checkpoint's name is text, never markup
+                Content(
+                    f"{side.upper()} · {loaded.info.name} · T {s.temperature:g} top-k {s.top_k} "
+                    f"top-p {s.top_p:g} min-p {s.min_p:g}"
+                )
             )
             self.query_one(f"#status-{side}", StatusBar).set_checkpoint(
                 loaded.info.name, str(loaded.device)
@@ -163,7 +166,7 @@ class CompareScreen(Screen[None]):
             try:
                 settings = settings.replace(seed=seed).validate(loaded.tokenizer.vocab_size)
             except GenerationError as exc:
-                self.notify(str(exc), severity="error")
+                self.notify(str(exc), severity="error", markup=False)
                 return
             story = Story(prompt=prompt, checkpoint=loaded.info.name, settings=settings.to_dict())
             self.stories[side] = story
