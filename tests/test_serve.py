@@ -375,3 +375,42 @@ def test_sigterm_finishes_the_streams_in_flight_then_exits_0(tiny_checkpoint, tm
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+# ---- the clients: slm-generate --server ------------------------------------------------------
+def _generate(*args):
+    from typer.testing import CliRunner
+
+    from slm_tui.cli.generate import app as generate_app
+
+    return CliRunner().invoke(generate_app, [str(a) for a in args])
+
+
+def test_slm_generate_on_the_server_writes_what_it_writes_locally(served, tiny_checkpoint):
+    common = ["--prompt", "Once upon a time", "--prompt", "Tom", "--num-samples", "2",
+              "--seed", "40", "--max-new-tokens", "24", "--format", "jsonl"]  # fmt: skip
+    local = _generate("--checkpoint", tiny_checkpoint, "--device", "cpu", *common)
+    remote = _generate("--server", served.url, *common)
+    assert local.exit_code == 0 and remote.exit_code == 0, remote.output
+    rows = [json.loads(line) for line in remote.stdout.splitlines()]
+    want = [json.loads(line) for line in local.stdout.splitlines()]
+    assert [r["seed"] for r in rows] == [40, 41, 42, 43]
+    for r, w in zip(rows, want, strict=True):  # the same engine on both ends: the same stories
+        assert (r["prompt"], r["text"], r["seed"], r["finish_reason"], r["tokens"]) == (
+            w["prompt"], w["text"], w["seed"], w["finish_reason"], w["tokens"])  # fmt: skip
+    streamed = _generate("--server", served.url, "--model", MODEL, "--prompt", "Tom",
+                         "--seed", "42", "--max-new-tokens", "24", "--stream")  # fmt: skip
+    assert streamed.exit_code == 0
+    assert streamed.stdout == rows[2]["prompt"] + rows[2]["text"] + "\n"
+
+
+def test_slm_generate_server_errors_are_one_line(served, tiny_checkpoint):
+    down = _generate("--server", "http://127.0.0.1:9", "--prompt", "a")
+    assert down.exit_code == 2 and "cannot reach http://127.0.0.1:9/v1" in down.stderr
+    assert down.stderr.count("\n") == 1
+    unknown = _generate("--server", served.url, "--model", "gpt-4", "--prompt", "a")
+    assert unknown.exit_code == 2 and "404" in unknown.stderr and "gpt-4" in unknown.stderr
+    both = _generate("--server", served.url, "--checkpoint", tiny_checkpoint, "--prompt", "a")
+    assert both.exit_code == 2 and "not both" in both.stderr
+    bad = _generate("--server", "ftp://x", "--prompt", "a")
+    assert bad.exit_code == 2 and "http://" in bad.stderr

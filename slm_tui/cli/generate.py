@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -36,8 +38,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from slm_tui.cli.common import Command, cli_errors, err, for_terminal, warn
 from slm_tui.errors import GenerationError
 from slm_tui.fileio import atomic_write_text, disk_full_reason, is_disk_full
-from slm_tui.generation import DEFAULTS, SamplingSettings, generate, generate_batch, prepare_prompt
+from slm_tui.generation import (
+    DEFAULTS,
+    Event,
+    GenerationResult,
+    SamplingSettings,
+    generate,
+    generate_batch,
+    prepare_prompt,
+)
 from slm_tui.generation.engine import row_seeds
+from slm_tui.generation.remote import Remote
 from slm_tui.untrusted import read_bounded
 
 SEPARATOR = "<|endoftext|>"
@@ -124,8 +135,28 @@ def main_command(
         bool, typer.Option(help="Print tokens as they come (a single prompt, text output).")
     ] = False,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N | mps")] = "auto",
+    server: Annotated[
+        str | None,
+        typer.Option(
+            help="Generate on an OpenAI-compatible server instead (slm-serve, llama.cpp, vLLM, "
+            "ollama's /v1): http://host:port",
+            show_default=False,
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="The server's model id (default: its first).", show_default=False),
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SLM_API_KEY",
+            help="The server's API key (also $SLM_API_KEY).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Write stories from prompts with a trained checkpoint."""
+    """Write stories from prompts with a trained checkpoint (or on a server)."""
     with cli_errors():
         changes = {
             "temperature": temperature,
@@ -160,24 +191,37 @@ def main_command(
         if output is not None and output.is_dir():
             raise GenerationError(f"--output {output} is a directory; give a file name")
 
-        loaded = _load(checkpoint, device)
-        model, tokenizer = loaded.model, loaded.tokenizer
-        settings.validate(model.cfg.vocab_size)
-        context = model.cfg.context_length
-        for i, text in enumerate(texts):
-            ids, truncated = prepare_prompt(tokenizer, text, context)
-            if truncated:
-                warn(
-                    f"prompt {i + 1} is longer than the model's context ({context} tokens); "
-                    f"keeping its last {len(ids)} tokens"
-                )
-
-        if stream:
-            _stream(model, tokenizer, texts[0], settings)
-            return
-        jobs = [t for t in texts for _ in range(samples)]
-        seeds = row_seeds(len(jobs), settings.seed)
-        results = _run(model, tokenizer, jobs, settings, batch, seeds)
+        if server is not None:
+            if checkpoint is not None:
+                raise GenerationError("give --checkpoint or --server, not both")
+            remote = Remote(server, api_key)
+            name = model or _first_model(remote)
+            if stream:
+                _print_stream(texts[0], remote.stream(name, texts[0], settings, top_n=0))
+                return
+            jobs = [t for t in texts for _ in range(samples)]
+            seeds = row_seeds(len(jobs), settings.seed)
+            results = _run_remote(remote, name, jobs, settings, batch, seeds)
+        else:
+            if model is not None:
+                raise GenerationError("--model names a server's model; give --server too")
+            loaded = _load(checkpoint, device)
+            net, tokenizer = loaded.model, loaded.tokenizer
+            settings.validate(net.cfg.vocab_size)
+            context = net.cfg.context_length
+            for i, text in enumerate(texts):
+                ids, truncated = prepare_prompt(tokenizer, text, context)
+                if truncated:
+                    warn(
+                        f"prompt {i + 1} is longer than the model's context ({context} tokens); "
+                        f"keeping its last {len(ids)} tokens"
+                    )
+            if stream:
+                _print_stream(texts[0], generate(net, tokenizer, texts[0], settings))
+                return
+            jobs = [t for t in texts for _ in range(samples)]
+            seeds = row_seeds(len(jobs), settings.seed)
+            results = _run(net, tokenizer, jobs, settings, batch, seeds)
         if format == Format.jsonl:
             lines = []
             for j, r in enumerate(results):
@@ -292,13 +336,54 @@ def _run(
         )
 
 
-def _stream(model, tokenizer, prompt: str, settings: SamplingSettings) -> None:
+def _run_remote(
+    remote: Remote,
+    model: str,
+    jobs: list[str],
+    settings: SamplingSettings,
+    batch: int,
+    seeds: list[int],
+) -> list[GenerationResult]:
+    """One request per story, `batch` at a time (the server batches them)."""
+
+    def one(j: int) -> GenerationResult:
+        done = remote.complete(model, jobs[j], settings.replace(seed=seeds[j]))
+        return GenerationResult(
+            prompt=jobs[j],
+            text=done.text,
+            token_ids=[],
+            finish_reason=done.finish_reason,
+            seed=seeds[j],
+            num_tokens=done.tokens if done.tokens is not None else 0,
+        )
+
+    columns = (TextColumn("generating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with (
+        ThreadPoolExecutor(max_workers=min(batch, len(jobs))) as pool,
+        Progress(*columns, console=err, transient=True, disable=len(jobs) == 1) as bar,
+    ):
+        task = bar.add_task("generate", total=len(jobs))
+        results: list[GenerationResult] = []
+        for result in pool.map(one, range(len(jobs))):  # in order; the first error stops
+            results.append(result)
+            bar.update(task, completed=len(results))
+    return results
+
+
+def _first_model(remote: Remote) -> str:
+    names = remote.models()
+    if not names:
+        raise GenerationError(f"{remote.base} serves no model")
+    return names[0]
+
+
+def _print_stream(prompt: str, events: Iterator[Event]) -> None:
     """Print the prompt, then each text delta as it arrives."""
     shown = for_terminal if sys.stdout.isatty() else str
     sys.stdout.write(shown(prompt))
     sys.stdout.flush()
     last = None
-    for event in generate(model, tokenizer, prompt, settings):
+    for event in events:
         if event.text:
             sys.stdout.write(shown(event.text))
             sys.stdout.flush()

@@ -42,9 +42,17 @@ class RemoteError(GenerationError):
 @dataclass
 class Completion:
     text: str
-    finish_reason: str  # "stop" | "length" (as the server says)
+    finish_reason: str  # ours: "eos" | "stop" | "length" (see `finish_reason`)
     tokens: int | None  # completion tokens, when the server reports usage
     seed: int | None
+
+
+def finish_reason(theirs: str | None, settings: SamplingSettings) -> str:
+    """Ours from OpenAI's: "length" stays; OpenAI says "stop" both for the end of a story
+    and for a stop string, so it is "eos" when no stop string was asked for."""
+    if theirs == "length":
+        return "length"
+    return "stop" if settings.stop else "eos"
 
 
 def request_body(prompt: str, settings: SamplingSettings, model: str) -> dict[str, Any]:
@@ -121,7 +129,7 @@ class Remote:
             usage = data.get("usage") or {}
             return Completion(
                 text=str(choice["text"]),
-                finish_reason=str(choice.get("finish_reason") or "stop"),
+                finish_reason=finish_reason(choice.get("finish_reason"), settings),
                 tokens=usage.get("completion_tokens"),
                 seed=settings.seed,
             )
@@ -175,10 +183,7 @@ class Remote:
                             settings_version=version,
                         )
                     if finish is not None:
-                        # OpenAI says "stop" for the end of the story and for a stop string
-                        reason = (
-                            "length" if finish == "length" else "stop" if current.stop else "eos"
-                        )
+                        reason = finish_reason(finish, current)
                     elif live is not None and live.version != version:
                         current, version = live.snapshot()
                         restarted = True  # continue the story with the new settings
