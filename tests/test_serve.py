@@ -46,14 +46,15 @@ class Running:
     """A real server in a thread on a free loopback port."""
 
     def __init__(self, checkpoint: Path, *, no_eos: bool = False, max_body: int = 1 << 20,
-                 **options) -> None:  # fmt: skip
+                 port: int = 0, **options) -> None:  # fmt: skip
         loaded = load_checkpoint(checkpoint)
         if no_eos:
             loaded.tokenizer = NoEos(loaded.tokenizer)
         self.server = Server(loaded, model_name=MODEL, **options)
         app = create_app(self.server, max_body=max_body)
         sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
         self.port = sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(app, log_level="warning", lifespan="on")
@@ -75,8 +76,10 @@ class Running:
         headers = {"content-type": "application/json", **kw.pop("headers", {})}
         return httpx.post(self.url + path, content=body, headers=headers, timeout=60, **kw)
 
-    def close(self) -> None:
+    def close(self, *, abruptly: bool = False) -> None:
+        """Stop (`abruptly`: without letting the requests in flight finish)."""
         self.uvicorn.should_exit = True
+        self.uvicorn.force_exit = abruptly
         self.thread.join(30)
 
 
@@ -414,3 +417,84 @@ def test_slm_generate_server_errors_are_one_line(served, tiny_checkpoint):
     assert both.exit_code == 2 and "not both" in both.stderr
     bad = _generate("--server", "ftp://x", "--prompt", "a")
     assert bad.exit_code == 2 and "http://" in bad.stderr
+
+
+# ---- the clients: slm-tui --server -----------------------------------------------------------
+async def _until(pilot, condition, timeout: float = 30.0) -> None:
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > timeout:
+            raise AssertionError("timed out waiting for the app")
+        await pilot.pause(0.05)
+
+
+async def test_the_tui_writes_stories_on_a_server(served_no_eos, tui_env):
+    from slm_tui.generation import SamplingSettings
+    from slm_tui.generation.remote import Remote
+    from slm_tui.tui.app import SlmApp
+    from slm_tui.tui.widgets.sampling_panel import SamplingPanel
+    from slm_tui.tui.widgets.status_bar import StatusBar
+
+    app = SlmApp(server=served_no_eos.url, rescan=False, demo=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _until(pilot, lambda: app.loaded is not None)
+        assert app.loaded.info.name == MODEL
+        assert served_no_eos.url in app.query_one(StatusBar).plain_text
+        assert "on the server" in str(app.query_one("#inspector").render())
+        app.query_one(SamplingPanel).set_values({"seed": 21, "max_new_tokens": 20})
+        await pilot.pause()
+        app.write("Once upon a time")
+        await _until(pilot, lambda: not app.current.streaming)
+        story = app.current
+        want = Remote(served_no_eos.url).complete(
+            MODEL, "Once upon a time", SamplingSettings(seed=21, max_new_tokens=20)
+        )
+        assert story.text == want.text and story.num_tokens == 20
+        first = story.tokens[0]  # the token view's probabilities come from logprobs
+        assert first.prob is not None and first.top and first.top[0].prob >= first.top[-1].prob
+        # A sampling change mid-story applies from the next token (a continued request).
+        app.query_one(SamplingPanel).set_values({"seed": 22, "max_new_tokens": 400})
+        await pilot.pause()
+        app.write("The dog")
+        await _until(pilot, lambda: app.current.num_tokens >= 3)
+        app.query_one(SamplingPanel).set_values({"temperature": 0.0})
+
+        def applied() -> bool:
+            return any(entry[0] == app.current.id for entry in app.applied_log)
+
+        await _until(pilot, lambda: applied() or not app.current.streaming)
+        await pilot.press("escape")
+        await _until(pilot, lambda: not app.current.streaming)
+        assert applied() and app.applied_log[-1][3] == {"temperature": 0.0}
+        version, index = app.applied_log[-1][1], app.applied_log[-1][2]
+        tokens = app.current.tokens
+        assert all(t.settings_version >= version for t in tokens[index - 1 :])
+
+
+async def test_the_tui_waits_for_a_server_that_is_down_and_survives_one_that_goes(
+    tiny_checkpoint, tui_env
+):
+    from slm_tui.tui.app import SlmApp
+    from slm_tui.tui.widgets.status_bar import StatusBar
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    app = SlmApp(server=f"http://127.0.0.1:{port}", demo=False)  # rescans every 2 s
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _until(pilot, lambda: app.scanned)
+        status = app.query_one(StatusBar)
+        assert "cannot reach" in status.plain_text and app.loaded is None
+        assert "cannot reach" in str(app.query_one("#empty").render())
+        running = Running(tiny_checkpoint, no_eos=True, port=port, max_tokens_cap=100_000)
+        try:
+            await _until(pilot, lambda: app.loaded is not None)  # the retry found it
+            app.query_one("#sampling").set_values({"max_new_tokens": 100_000})
+            app.write("Once")
+            await _until(pilot, lambda: app.current.num_tokens >= 3)
+        finally:
+            running.close(abruptly=True)  # the server goes away mid-story
+        await _until(pilot, lambda: not app.current.streaming)
+        assert app.current.finish_reason == "error" and "server" in (app.current.error or "")
+        assert app.is_running and "error" in status.plain_text  # shown; the app goes on

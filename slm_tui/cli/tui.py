@@ -33,16 +33,44 @@ def tui(
         Path, typer.Option(help="Folder listed in the checkpoint picker (F2); rescanned every 2 s.")
     ] = Path("checkpoints"),
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    server: Annotated[
+        str | None,
+        typer.Option(
+            help="Write stories on an OpenAI-compatible server (slm-serve, llama.cpp, vLLM, ...) "
+            "instead: http://host:port; the picker lists its models.",
+            show_default=False,
+        ),
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SLM_API_KEY",
+            help="The server's API key (also $SLM_API_KEY).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Open the app. F1 lists the keys; Ctrl+Q quits."""
     with cli_errors():
+        if server is not None:
+            from slm_tui.generation.remote import Remote
+
+            if checkpoint is not None:
+                fail("give --checkpoint or --server, not both")
+            Remote(server)  # a malformed URL is refused here, before the screen takes over
         if checkpoint is not None and not checkpoint.exists():
             fail(f"{checkpoint}: no such checkpoint directory")
         if checkpoints_dir.exists() and not checkpoints_dir.is_dir():
             fail(f"{checkpoints_dir}: not a directory")
         from slm_tui.tui.app import SlmApp  # imported late: --help stays instant
 
-        SlmApp(checkpoint=checkpoint, checkpoints_dir=checkpoints_dir, device=device).run()
+        SlmApp(
+            checkpoint=checkpoint,
+            checkpoints_dir=checkpoints_dir,
+            device=device,
+            server=server,
+            api_key=api_key,
+        ).run()
 
 
 def main() -> None:

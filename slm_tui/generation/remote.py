@@ -20,6 +20,7 @@ work unchanged on top of it. Torch-free; HTTP through the standard library.
 
 from __future__ import annotations
 
+import http.client
 import json
 import math
 import threading
@@ -206,8 +207,9 @@ class Remote:
 def _sse_choices(
     response, where: str
 ) -> Iterator[tuple[str | None, float | None, tuple, str | None]]:
-    """(text, probability, alternatives, finish reason) per streamed chunk of choice 0."""
-    for raw in response:
+    """(text or None when the chunk holds no token, probability, alternatives, finish
+    reason) per streamed chunk of choice 0."""
+    for raw in _lines(response, where):
         line = raw.decode("utf-8", errors="replace").strip()
         if not line.startswith("data:"):
             continue
@@ -222,9 +224,22 @@ def _sse_choices(
             message = (chunk["error"] or {}).get("message", "error")
             raise RemoteError(f"{where}: {message}")
         for choice in chunk.get("choices") or ():
-            piece = choice.get("text")
-            prob, alts = _logprobs(choice.get("logprobs"))
-            yield (piece or None), prob, alts, choice.get("finish_reason")
+            piece = choice.get("text") or ""
+            lp = choice.get("logprobs")
+            prob, alts = _logprobs(lp)
+            # A token: text, or logprobs for one (a byte of a character still incomplete
+            # comes with logprobs and no text yet).
+            is_token = bool(piece) or bool(isinstance(lp, dict) and lp.get("tokens"))
+            yield (piece if is_token else None), prob, alts, choice.get("finish_reason")
+    raise RemoteError(f"{where}: the server closed the stream before it ended")
+
+
+def _lines(response, where: str) -> Iterator[bytes]:
+    """The response's lines; a connection that breaks is a RemoteError."""
+    try:
+        yield from response
+    except (OSError, http.client.HTTPException) as exc:
+        raise RemoteError(f"{where}: the connection broke ({type(exc).__name__})") from None
 
 
 def _logprobs(lp: Any) -> tuple[float | None, tuple[TokenAlt, ...]]:

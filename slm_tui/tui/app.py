@@ -89,12 +89,22 @@ class SlmApp(App[None]):
         device: str = "auto",
         rescan: bool = True,
         demo: bool = True,
+        server: str | None = None,
+        api_key: str | None = None,
     ) -> None:
         super().__init__()
         self.demo = demo  # list and open the bundled demo (tests turn it off)
         self.initial_checkpoint = checkpoint
         self.checkpoints_dir = Path(checkpoints_dir)
         self.device = device
+        self.server = server  # stories come from this OpenAI-compatible server, when set
+        self.source: ckpt.Source = (
+            ckpt.ServerModels(server, api_key)
+            if server is not None
+            else ckpt.LocalCheckpoints(
+                self.checkpoints_dir, (checkpoint,) if checkpoint else (), demo, device
+            )
+        )
         self.rescan_enabled = rescan
         self.loaded: LoadedCheckpoint | None = None
         self.loading: Path | None = None
@@ -164,14 +174,20 @@ class SlmApp(App[None]):
 
     # -- checkpoints -------------------------------------------------------------------
     def action_rescan(self) -> None:
-        extra = (self.initial_checkpoint,) if self.initial_checkpoint else ()
-        ckpt.start_scan(self, self.checkpoints_dir, extra, self.demo)
+        ckpt.start_scan(self, self.source)
 
     def on_checkpoints_scanned(self, message: ckpt.CheckpointsScanned) -> None:
         if self._torn_down:
             return  # a worker finished while the app was closing
         first = not self.scanned
         self.scanned = True
+        if message.error is not None:  # a server that is down: say so, the rescan retries
+            self.query_one(StatusBar).set_note(
+                f"{message.error} · retrying every {RESCAN_SECONDS:g} s", "$text-error"
+            )
+            self.query_one(EmptyState).set_problem(message.error)
+        elif self.server is not None and self.query_one(StatusBar).note.startswith("cannot"):
+            self.query_one(StatusBar).set_note(f"connected to {self.server}", "$text-success")
         signature = ckpt.scan_signature(message.infos)
         if signature != self._scan_signature or first:
             self._scan_signature = signature
@@ -188,7 +204,7 @@ class SlmApp(App[None]):
         """What to open while nothing is loaded: --checkpoint, else the demo, else the newest."""
         if first and self.initial_checkpoint is not None:
             return self.initial_checkpoint
-        demo = bundled_demo_path() if self.demo else None
+        demo = bundled_demo_path() if self.demo and self.server is None else None
         if first and demo is not None:
             return demo
         usable = [Path(i.path) for i in self.checkpoints if not i.error]
@@ -200,7 +216,7 @@ class SlmApp(App[None]):
         self.loading = Path(path)
         self.query_one(CheckpointCard).loading = True
         self.query_one(StatusBar).set_note(f"loading {Path(path).name}…", "$text-accent")
-        ckpt.start_load(self, Path(path), self.device)
+        ckpt.start_load(self, self.source, Path(path))
 
     def on_checkpoint_loaded(self, message: ckpt.CheckpointLoaded) -> None:
         if self._torn_down:
@@ -209,7 +225,7 @@ class SlmApp(App[None]):
         self.loaded = message.loaded
         info, device = self.loaded.info, str(self.loaded.device)
         self.query_one(CheckpointCard).loading = False
-        self.query_one(CheckpointCard).show(info, device)
+        self.query_one(CheckpointCard).show(info, device, remote=self.server is not None)
         status = self.query_one(StatusBar)
         status.set_checkpoint(info.name, device)
         status.set_note(f"loaded {info.name}", "$text-success")
@@ -280,7 +296,8 @@ class SlmApp(App[None]):
             return False
         settings = self.query_one(SamplingPanel).settings
         try:
-            settings = settings.validate(self.loaded.tokenizer.vocab_size)
+            tokenizer = self.loaded.tokenizer  # None on a server: it checks top_k itself
+            settings = settings.validate(tokenizer.vocab_size if tokenizer else None)
         except GenerationError as exc:
             self.notify(str(exc), severity="error", markup=False)
             return False
@@ -370,12 +387,13 @@ class SlmApp(App[None]):
         prompt = self.query_one(PromptArea)
         self._cap_prompt(prompt)
         tokenizer = self.loaded.tokenizer if self.loaded else None
-        self.query_one(TokenInspector).inspect(prompt.text, tokenizer)
+        where = self.server if self.server is not None and self.loaded is not None else None
+        self.query_one(TokenInspector).inspect(prompt.text, tokenizer, server=where)
 
     @property
     def prompt_limit(self) -> int:
         """The most characters the prompt holds: what the loaded model's context can use."""
-        if self.loaded is None:
+        if self.loaded is None or not self.loaded.info.context_length:  # (a server's: unknown)
             return PROMPT_CHARS_UNLOADED
         return self.loaded.info.context_length * PROMPT_CHARS_PER_TOKEN
 
@@ -508,7 +526,7 @@ class SlmApp(App[None]):
             return
         seed_text = self.query_one(PromptArea).text or (self.current.prompt if self.current else "")
         settings = self.query_one(SamplingPanel).settings
-        screen = CompareScreen(self.loaded, settings, self.checkpoints, self.device, seed_text)
+        screen = CompareScreen(self.loaded, settings, self.checkpoints, self.source, seed_text)
         self.push_screen(screen)
 
     def get_system_commands(self, screen: Screen) -> Iterator[SystemCommand]:
@@ -516,7 +534,9 @@ class SlmApp(App[None]):
         yield from binding_commands(self.keymap, self.run_action)
         yield SystemCommand("Clear history", "Forget every stored story", self.action_clear_history)
         yield SystemCommand(
-            "Rescan checkpoints", f"Look in {self.checkpoints_dir} again", self.action_rescan
+            "Rescan checkpoints",
+            f"Ask {self.server} again" if self.server else f"Look in {self.checkpoints_dir} again",
+            self.action_rescan,
         )
         for info in self.checkpoints:
             if not info.error:

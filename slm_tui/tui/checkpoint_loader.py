@@ -1,4 +1,5 @@
-"""Checkpoint discovery and loading for the TUI, off the UI thread.
+"""Checkpoint discovery and loading for the TUI, off the UI thread: from local folders, or
+the models of an OpenAI-compatible server (`slm-tui --server URL`).
 
 `scan_checkpoints` lists every checkpoint under the checkpoints folder plus the bundled
 demo (and an explicitly opened one) with the torch-free `slm_tui.checkpoint_files`, so
@@ -12,13 +13,21 @@ leaves the current model in place. Both workers always answer: a scan that fails
 it fails, still reports what it found (the app waits for the first scan before it opens
 `--checkpoint`, so a scan that died once hung the app at "Looking for checkpoints"), and a
 broken checkpoint is listed with its reason, never hiding the others.
+
+Where the models come from is a `Source`: `LocalCheckpoints` (the folder, the bundled demo,
+`--checkpoint`; loading reads the weights) or `ServerModels` (the server's `/v1/models`;
+"loading" one makes a `RemoteModel`, which streams stories from the server as the engine's
+`Event`s). A server that cannot be reached is a scan with an `error`, retried at the next
+rescan, never a crash.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from textual.dom import DOMNode
 from textual.message import Message
@@ -31,6 +40,8 @@ from slm_tui.checkpoint_files import (
     resolve_checkpoint,
 )
 from slm_tui.errors import SlmError
+from slm_tui.generation import Event, LiveSettings, SamplingSettings
+from slm_tui.generation.remote import Remote
 
 if TYPE_CHECKING:
     from slm_tui.checkpoints import LoadedCheckpoint
@@ -74,26 +85,127 @@ def load(path: Path, device: str) -> LoadedCheckpoint:
         raise SlmError(f"{path}: cannot load ({type(exc).__name__}: {first})") from None
 
 
-def start_scan(host: DOMNode, root: Path, extra: tuple[Path, ...], demo: bool) -> None:
-    """Scan in a thread worker of `host`, which receives `CheckpointsScanned`."""
+class Source(Protocol):
+    """Where the app's models come from."""
+
+    def scan(self) -> list[CheckpointInfo]: ...
+
+    def load(self, path: Path) -> Any: ...
+
+
+@dataclass
+class LocalCheckpoints:
+    """Checkpoints on disk: the folder the picker lists, `--checkpoint`, the bundled demo."""
+
+    root: Path
+    extra: tuple[Path, ...] = ()
+    demo: bool = True
+    device: str = "auto"
+
+    def scan(self) -> list[CheckpointInfo]:
+        return scan_checkpoints(self.root, self.extra, demo=self.demo)
+
+    def load(self, path: Path) -> LoadedCheckpoint:
+        return load(path, self.device)
+
+
+SERVER_KIND = "server"  # CheckpointInfo.tokenizer_kind of a server's model
+
+
+@dataclass
+class RemoteModel:
+    """A server's model, as the app holds a loaded checkpoint: `info` for the card and the
+    picker, `device` for the status line, no tokenizer (tokens are counted on the server),
+    and `stream()` instead of a local model."""
+
+    remote: Remote
+    info: CheckpointInfo
+    tokenizer: None = None
+
+    @property
+    def path(self) -> Path:
+        return Path(self.info.path)
+
+    @property
+    def device(self) -> str:
+        return self.remote.base
+
+    def stream(
+        self, prompt: str, settings: SamplingSettings | LiveSettings, cancel: threading.Event
+    ) -> Iterator[Event]:
+        return self.remote.stream(self.info.name, prompt, settings, cancel=cancel)
+
+
+def server_info(model: str) -> CheckpointInfo:
+    """A server model's entry in the picker (what a server says of a model is its id)."""
+    return CheckpointInfo(
+        path=Path("server") / model,  # an identity for the picker, not a folder
+        name=model,
+        step=0,
+        tokens_seen=0,
+        params=0,
+        val_loss=None,
+        val_bpb=None,
+        tokenizer_kind=SERVER_KIND,
+        vocab_size=0,
+        context_length=0,
+        n_layer=0,
+        d_model=0,
+        created="",
+    )
+
+
+@dataclass
+class ServerModels:
+    """The models of an OpenAI-compatible server."""
+
+    url: str
+    api_key: str | None = None
+    remote: Remote = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.remote = Remote(self.url, self.api_key, timeout=30)
+
+    def scan(self) -> list[CheckpointInfo]:
+        return [server_info(name) for name in self.remote.models()]
+
+    def load(self, path: Path) -> RemoteModel:
+        return RemoteModel(self.remote, server_info(Path(path).name))
+
+
+def stream_events(
+    loaded: Any, prompt: str, settings: LiveSettings, cancel: threading.Event
+) -> Iterator[Event]:
+    """A story's events from a loaded checkpoint (the local engine) or a server's model."""
+    if isinstance(loaded, RemoteModel):
+        return loaded.stream(prompt, settings, cancel)
+    from slm_tui.generation import generate  # the engine (torch), in the worker
+
+    return generate(loaded.model, loaded.tokenizer, prompt, settings, cancel=cancel)
+
+
+def start_scan(host: DOMNode, source: Source) -> None:
+    """Scan in a thread worker of `host`, which receives `CheckpointsScanned` (with the
+    reason, when the source could not be read: a server that is down)."""
 
     def job() -> None:
+        error = None
         try:
-            infos = scan_checkpoints(root, extra, demo=demo)
-        except Exception:  # whatever went wrong, the app must hear back
-            infos = []
-        host.post_message(CheckpointsScanned(infos))
+            infos = source.scan()
+        except Exception as exc:  # whatever went wrong, the app must hear back
+            infos, error = [], str(exc) if isinstance(exc, SlmError) else type(exc).__name__
+        host.post_message(CheckpointsScanned(infos, error))
 
     host.run_worker(job, thread=True, exclusive=True, group="scan", exit_on_error=False)
 
 
-def start_load(host: DOMNode, path: Path, device: str, group: str = "load") -> None:
+def start_load(host: DOMNode, source: Source, path: Path, group: str = "load") -> None:
     """Load in a thread worker of `host`, which receives `CheckpointLoaded` or
     `CheckpointFailed` (a newer load in the same group replaces a running one)."""
 
     def job() -> None:
         try:
-            loaded = load(path, device)
+            loaded = source.load(path)
         except SlmError as exc:
             host.post_message(CheckpointFailed(path, str(exc)))
         else:
@@ -105,11 +217,12 @@ def start_load(host: DOMNode, path: Path, device: str, group: str = "load") -> N
 @dataclass
 class CheckpointsScanned(Message):
     infos: list[CheckpointInfo]
+    error: str | None = None  # why the source could not be read (the list is then empty)
 
 
 @dataclass
 class CheckpointLoaded(Message):
-    loaded: LoadedCheckpoint
+    loaded: LoadedCheckpoint | RemoteModel
 
 
 @dataclass

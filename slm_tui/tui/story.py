@@ -24,6 +24,9 @@ FINISH_LABELS = {
 }
 
 
+REMOTE_TOKEN = -1  # the id of a token that came from a server (it sends text, not ids)
+
+
 @dataclass
 class TokenRecord:
     """One generated token: what it added to the text and how likely the model found it."""
@@ -74,10 +77,9 @@ class Story:
     def apply(self, event: Event) -> None:
         """Fold one engine event (token or done) into the story."""
         if event.kind == "token":
-            assert event.token_id is not None
             self.tokens.append(
                 TokenRecord(
-                    token_id=event.token_id,
+                    token_id=REMOTE_TOKEN if event.token_id is None else event.token_id,
                     text=event.text,
                     prob=event.prob,
                     piece=event.piece,

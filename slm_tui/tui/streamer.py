@@ -1,8 +1,9 @@
 """`Streamer`: streams one story at a time from the engine into the UI, ~30 times a second.
 
-The engine runs in a thread worker: it iterates `generation.generate(...)` and appends each
-`Event` to a deque (append is atomic and never waits), so the engine runs at full speed
-whatever the UI is doing. A timer on the UI thread drains the deque ~30 times a second,
+The engine runs in a thread worker: it iterates the story's events (`generation.generate`,
+or a server's stream: `checkpoint_loader.stream_events`) and appends each `Event` to a
+deque (append is atomic and never waits), so the engine runs at full speed whatever the UI
+is doing. A timer on the UI thread drains the deque ~30 times a second,
 folds the events into their `Story` and hands each story its batch, so the UI redraws at
 most 30 times a second whatever the token rate. Cancellation is a `threading.Event` the
 engine checks every step: Esc stops the story within one token. An engine failure becomes
@@ -25,6 +26,7 @@ from textual.dom import DOMNode
 from textual.timer import Timer
 
 from slm_tui.generation import Event, LiveSettings, SamplingSettings
+from slm_tui.tui.checkpoint_loader import stream_events
 from slm_tui.tui.story import Story
 
 FLUSH_INTERVAL = 1 / 30  # seconds between UI updates while streaming
@@ -58,23 +60,20 @@ class Streamer:
         return self.story is not None and self.story.streaming
 
     def start(self, loaded: Any, story: Story, prompt: str, settings: SamplingSettings) -> None:
-        """Stream `prompt` through `loaded` (a LoadedCheckpoint) into `story`; a running story
-        is cancelled first."""
+        """Stream `prompt` through `loaded` (a LoadedCheckpoint, or a server's RemoteModel)
+        into `story`; a running story is cancelled first."""
         self.cancel()
         cancel = threading.Event()
         live = LiveSettings(settings)
         self._cancel, self.live, self.story = cancel, live, story
         self.applied = [(live.version, 1)]
         self.pending.clear()
-        model, tokenizer = loaded.model, loaded.tokenizer
         queue = self._queue
 
         def run() -> None:
-            from slm_tui.generation import generate  # the engine (torch), off the UI thread
-
             seed, index = settings.seed, 0
             try:
-                for event in generate(model, tokenizer, prompt, live, cancel=cancel):
+                for event in stream_events(loaded, prompt, live, cancel):
                     seed, index = event.seed, event.index
                     queue.append((story, event))
             except Exception as exc:  # shown in the story and the status line; the app goes on

@@ -1,7 +1,7 @@
 """F8: one seed sentence written twice, side by side, streaming together.
 
 The screen is given what it compares: the loaded checkpoint and the panel's settings
-(side A), the listed checkpoints and the device to load another one on (side B). Side B
+(side A), the listed checkpoints and the source to load another one from (side B). Side B
 is either the same checkpoint under a preset (greedy / balanced / wild) or another
 checkpoint with the same settings, loaded here in a worker. Both sides share one seed (the
 pinned one, else a fresh one drawn here), so the only difference between them is the thing
@@ -49,14 +49,14 @@ class CompareScreen(Screen[None]):
         loaded: LoadedCheckpoint,
         settings: SamplingSettings,
         checkpoints: list[CheckpointInfo],
-        device: str,
+        source: ckpt.Source,
         seed_text: str = "",
     ) -> None:
         super().__init__()
         self.loaded = loaded  # side A's checkpoint (side B's too, under a preset)
         self.settings = settings  # side A's settings (side B's too, with another checkpoint)
         self.checkpoints = checkpoints  # side B's other choices
-        self.device = device  # where another checkpoint is loaded (the app's --device)
+        self.source = source  # where another checkpoint is loaded from (folders or a server)
         self.seed_text = seed_text
         self.sides = {
             "a": Streamer(self, "compare-a", self._streamed("a")),
@@ -103,7 +103,7 @@ class CompareScreen(Screen[None]):
         if isinstance(value, str) and value.startswith("ckpt:"):
             path = Path(value.removeprefix("ckpt:"))
             self.query_one("#pane-b").loading = True
-            ckpt.start_load(self, path, self.device, group="compare-load")
+            ckpt.start_load(self, self.source, path, group="compare-load")
         self._titles()
 
     def on_checkpoint_loaded(self, message: ckpt.CheckpointLoaded) -> None:

@@ -37,11 +37,17 @@ class CheckpointCard(Static):
         self.border_title = "checkpoint (F2)"
         self.show(None)
 
-    def show(self, info: Any | None, device: str = "") -> None:
+    def show(self, info: Any | None, device: str = "", *, remote: bool = False) -> None:
+        """The checkpoint's name, device and figures; a server's model (`remote`): its name
+        and the server, which says nothing more of it."""
         if info is None:
             self.update(Content.styled("none loaded", "$text-muted"))
             return
         parts: list = [(info.name, "bold $text-accent"), (f"  {device}", "$text-muted"), "\n"]
+        if remote:
+            parts.append(("a model on the server: stories come from there", "$text-muted"))
+            self.update(Content.assemble(*parts))
+            return
         bpb = "" if info.val_bpb is None else f" · val {info.val_bpb:.2f} bpb"
         parts.append((f"{human(info.params)} params · step {info.step}{bpb}", "$text-muted"))
         self.update(Content.assemble(*parts))

@@ -28,12 +28,31 @@ def empty_state_content(checkpoints_dir: Path, scanning: bool = False) -> Conten
     )
 
 
+def problem_content(problem: str) -> Content:
+    """What stands in the way of listing models (a server that cannot be reached)."""
+    return Content.assemble(
+        ("No model yet: ", "bold"),
+        (problem, "$text-error"),
+        ("\n\nAsking again every 2 seconds; the first model it lists opens by itself.",
+         "$text-muted"),
+    )  # fmt: skip
+
+
 class EmptyState(Static):
     def __init__(self, checkpoints_dir: Path, **kwargs) -> None:
         super().__init__(
             empty_state_content(checkpoints_dir, scanning=True), markup=False, **kwargs
         )
         self.checkpoints_dir = checkpoints_dir
+        self.problem: str | None = None
 
     def set_scanning(self, scanning: bool) -> None:
+        if self.problem is not None and not scanning:
+            self.update(problem_content(self.problem))
+            return
         self.update(empty_state_content(self.checkpoints_dir, scanning))
+
+    def set_problem(self, problem: str | None) -> None:
+        self.problem = problem
+        if problem is not None:
+            self.update(problem_content(problem))

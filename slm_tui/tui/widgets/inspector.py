@@ -11,7 +11,9 @@ SHADES = ("$primary 30%", "$secondary 30%")
 MAX_SHOWN = 200  # pieces drawn; the count is always exact
 
 
-def inspect_content(tokenizer: Any | None, text: str) -> Content:
+def inspect_content(tokenizer: Any | None, text: str, server: str | None = None) -> Content:
+    if tokenizer is None and server is not None:
+        return Content.styled(f"tokenizer: on the server ({server})", "$text-muted")
     if tokenizer is None:
         return Content.styled("tokenizer: no checkpoint loaded", "$text-muted")
     if not text:
@@ -38,9 +40,11 @@ class TokenInspector(Static):
         self.text = ""
         self.ids: list[int] = []
 
-    def inspect(self, text: str, tokenizer: Any | None = None) -> None:
-        if tokenizer is not None:
+    def inspect(self, text: str, tokenizer: Any | None = None, server: str | None = None) -> None:
+        """Tokenize `text` with `tokenizer` (kept for later calls); with `server` (a server's
+        model, whose tokenizer is remote) say so instead."""
+        if tokenizer is not None or server is not None:
             self.tokenizer = tokenizer
         self.text = text
         self.ids = self.tokenizer.encode(text) if (self.tokenizer and text) else []
-        self.update(inspect_content(self.tokenizer, text))
+        self.update(inspect_content(self.tokenizer, text, server))

@@ -72,10 +72,11 @@ def token_detail(story: Story | None, index: int) -> Content:
         )
     t = story.tokens[index]
     prob = "?" if t.prob is None else f"{t.prob:.3f}"
+    remote = t.token_id < 0  # a server's token: it sends text, not ids
     parts: list = [
         (f"#{index + 1} ", "bold"),
         ("id ", "$text-muted"),
-        f"{t.token_id}  ",
+        "— (server)  " if remote else f"{t.token_id}  ",
         ("text ", "$text-muted"),
         f"{t.text!r}  ",
         ("piece ", "$text-muted"),
@@ -87,8 +88,11 @@ def token_detail(story: Story | None, index: int) -> Content:
     if t.top:
         parts.append(("alternatives: ", "$text-muted"))
         for n, alt in enumerate(t.top):
-            mark = "bold $text-accent" if alt.token_id == t.token_id else ""
+            chosen = alt.text == t.piece if remote else alt.token_id == t.token_id
+            mark = "bold $text-accent" if chosen else ""
             parts += [("  " if n else "", ""), (f"{alt.text!r} {alt.prob:.3f}", mark)]
+    elif remote:
+        parts.append(("(the server returned no probabilities for this token)", "$text-muted"))
     else:
         parts.append(("(alternatives are kept for this session's stories only)", "$text-muted"))
     return Content.assemble(*parts)
