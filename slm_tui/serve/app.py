@@ -22,13 +22,14 @@ Endpoints: `GET /v1/models` (and `/v1/models/{id}`), `POST /v1/completions`,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import math
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -156,9 +157,14 @@ class Server:
         self.max_tokens_cap = max_tokens_cap
         self.api_key = api_key
         self.created = int(time.time())
+        # Events of one engine step, handed to the event loop in one wake-up (not one per
+        # row and token: at 16 rows that is 16 cross-thread wake-ups a step).
+        self._outbox: list[tuple[asyncio.Queue, int, Event]] = []  # the engine thread's
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.scheduler = Scheduler(
-            self.model, self.tokenizer, max_batch=max_batch, max_queue=max_queue
-        )
+            self.model, self.tokenizer, max_batch=max_batch, max_queue=max_queue,
+            on_step=self._flush,
+        )  # fmt: skip
         self.requests: Counter[tuple[str, int]] = Counter()
 
     # --- requests -> rows ---------------------------------------------------------------------
@@ -178,7 +184,8 @@ class Server:
         self.check_model(body.model)
         settings = body.settings(self.max_tokens_cap, self.model.cfg.vocab_size)
         base_seed = settings.seed if settings.seed is not None else fresh_seed()
-        loop = asyncio.get_running_loop()
+        settings = settings.replace(seed=None)  # each row's seed is its own (below)
+        self._loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
         rows, prompt_tokens = [], 0
         for i, prompt in enumerate(prompts):
@@ -197,8 +204,9 @@ class Server:
                 rows.append(
                     Row(
                         ids=ids,
-                        settings=settings.replace(seed=seed),
-                        sink=_sink(loop, queue, k),
+                        settings=settings,
+                        seed=seed,
+                        sink=self._sink(queue, k),
                         top_n=top_n,
                     )
                 )
@@ -215,6 +223,20 @@ class Server:
         except RuntimeError as exc:
             raise ApiError(503, str(exc), type="server_error", code="shutting_down") from None
         return queue, rows, prompt_tokens
+
+    def _sink(self, queue: asyncio.Queue, k: int) -> Callable[[Event], None]:
+        def put(event: Event) -> None:  # on the engine thread
+            self._outbox.append((queue, k, event))
+
+        return put
+
+    def _flush(self) -> None:
+        """After each engine step (engine thread): deliver its events in one wake-up."""
+        if self._outbox and self._loop is not None:
+            batch, self._outbox = self._outbox, []
+            # (a closed event loop: nobody is listening any more)
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(_deliver, batch)
 
     @staticmethod
     async def collect(request: Request, queue: asyncio.Queue, rows: list[Row]) -> list[list[Event]]:
@@ -264,11 +286,9 @@ class Server:
         return "\n".join(lines) + "\n"
 
 
-def _sink(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, k: int):
-    def put(event: Event) -> None:  # called on the engine thread
-        loop.call_soon_threadsafe(queue.put_nowait, (k, event))
-
-    return put
+def _deliver(batch: list[tuple[asyncio.Queue, int, Event]]) -> None:
+    for queue, k, event in batch:  # on the event loop
+        queue.put_nowait((k, event))
 
 
 def _failed(events: list[list[Event]]) -> str | None:

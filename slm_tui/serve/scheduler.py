@@ -6,8 +6,9 @@ as one batch (continuous batching).
 - Each turn of the loop: waiting rows join (prefilled together, at the step boundary, up to
   `max_batch` active rows); cancelled rows leave; one decode step for all rows (per-row
   settings: rows with equal settings share a sampler call); each row's `Event`s ("token",
-  then one "done") go to its sink; rows that ended leave at once, so the next waiting row
-  can take the place at the next step.
+  then one "done") go to its sink, and `on_step` runs once the step's events are out (the
+  server hands them to its event loop in one wake-up); rows that ended leave at once, so
+  the next waiting row can take the place at the next step.
 - A row's tokens do not depend on the other rows (its own generator and uniforms, its own
   positions and masked padding): a seeded request writes the same text alone or in a
   crowd, up to floating-point differences of batched matmuls (tests/test_serve.py).
@@ -41,7 +42,8 @@ class Row:
     its events go (`sink`, called on the engine thread)."""
 
     ids: list[int]
-    settings: SamplingSettings  # with the row's seed set
+    settings: SamplingSettings  # without a seed: rows of one request share one sampler call
+    seed: int  # the row's own generator's seed
     sink: Callable[[Event], None]
     top_n: int = 0  # alternatives to report with each token (0: none)
     cancelled: threading.Event = field(default_factory=threading.Event)
@@ -68,8 +70,17 @@ class Stats:
 class Scheduler:
     """The engine loop of one model. Thread-safe `submit`, `stop`, `stats`."""
 
-    def __init__(self, model, tokenizer, *, max_batch: int = 16, max_queue: int = 64) -> None:
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        *,
+        max_batch: int = 16,
+        max_queue: int = 64,
+        on_step: Callable[[], None] | None = None,
+    ) -> None:
         self.model, self.tokenizer = model, tokenizer
+        self.on_step = on_step  # called on the engine thread after each step's events
         self.max_batch, self.max_queue = max_batch, max_queue
         self._cond = threading.Condition()
         self._waiting: deque[Row] = deque()
@@ -126,15 +137,15 @@ class Scheduler:
                 self._step(joining)
             except Exception as exc:  # a failed step must not take the server down
                 self._fail_all(joining, exc)
+            if self.on_step is not None:
+                self.on_step()
 
     def _step(self, joining: list[Row]) -> None:
         joining = [r for r in joining if not r.cancelled.is_set()]
         if joining:
             tags = list(range(self._next_tag, self._next_tag + len(joining)))
             self._next_tag += len(joining)
-            self._decoder.add(
-                [r.ids for r in joining], [r.settings.seed or 0 for r in joining], tags=tags
-            )
+            self._decoder.add([r.ids for r in joining], [r.seed for r in joining], tags=tags)
             self._rows.update(zip(tags, joining, strict=True))
             self.stats.prompt_tokens += sum(len(r.ids) for r in joining)
         gone = [tag for tag, row in self._rows.items() if row.cancelled.is_set()]
@@ -167,7 +178,7 @@ class Scheduler:
                 Event(
                     kind="token",
                     index=row.index,
-                    seed=row.settings.seed,
+                    seed=row.seed,
                     token_id=tok,
                     text=delta,
                     piece=tokenizer.token_text(tok),
@@ -199,7 +210,7 @@ class Scheduler:
             Event(
                 kind="done",
                 index=row.index,
-                seed=row.settings.seed,
+                seed=row.seed,
                 text=row.stream.flush(),
                 ttft=row.ttft,
                 tokens_per_s=row.index / max(now - row.submitted, 1e-9),
@@ -221,7 +232,7 @@ class Scheduler:
         message = f"{type(exc).__name__}: {first}"
         for row in {id(r): r for r in (*joining, *self._rows.values())}.values():
             try:
-                row.sink(Event.failed(message, seed=row.settings.seed, index=row.index))
+                row.sink(Event.failed(message, seed=row.seed, index=row.index))
             except Exception:  # a sink whose client is gone
                 row.cancelled.set()
         self._rows.clear()
