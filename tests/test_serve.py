@@ -428,7 +428,7 @@ async def _until(pilot, condition, timeout: float = 30.0) -> None:
         await pilot.pause(0.05)
 
 
-async def test_the_tui_writes_stories_on_a_server(served_no_eos, tui_env):
+async def test_the_tui_writes_stories_on_a_server(served_no_eos, tui_env, monkeypatch):
     from slm_tui.generation import SamplingSettings
     from slm_tui.generation.remote import Remote
     from slm_tui.tui.app import SlmApp
@@ -453,6 +453,17 @@ async def test_the_tui_writes_stories_on_a_server(served_no_eos, tui_env):
         first = story.tokens[0]  # the token view's probabilities come from logprobs
         assert first.prob is not None and first.top and first.top[0].prob >= first.top[-1].prob
         # A sampling change mid-story applies from the next token (a continued request).
+        # The tiny model's 64-token context ends a story within ~60 steps, which a fast engine
+        # finishes before a slow machine's UI has made the change: pace the engine (20 ms a
+        # step) so the story is still running when the change arrives.
+        scheduler = served_no_eos.server.scheduler
+        step = scheduler._step
+
+        def paced(joining):
+            step(joining)
+            time.sleep(0.02)
+
+        monkeypatch.setattr(scheduler, "_step", paced)
         app.query_one(SamplingPanel).set_values({"seed": 22, "max_new_tokens": 400})
         await pilot.pause()
         app.write("The dog")

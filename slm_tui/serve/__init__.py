@@ -3,8 +3,11 @@
 - `scheduler`: the engine loop: one thread owns the model; every step decodes all active
   request rows as one batch; rows join at step boundaries and leave as soon as they end.
 - `protocol`: the request shapes (pydantic) and how they become sampling settings.
-- `app`: the FastAPI app: endpoints, OpenAI-shaped errors, server-sent events, the API key,
-  the body limit, metrics.
+- `app`: the FastAPI app: endpoints, OpenAI-shaped errors, metrics.
+- `responses`: the OpenAI response shapes built from engine events: server-sent events,
+  completion and chat chunks, both logprobs formats.
+- `middleware`: the API key and the request counters (`Gatekeeper`), the body limit
+  (`LimitBody`).
 
 The server stack (FastAPI, uvicorn) is the `serve` extra, imported only here and by
 `slm_tui.cli.serve`.

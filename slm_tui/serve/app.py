@@ -23,9 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
-import json
-import math
 import time
 import uuid
 from collections import Counter
@@ -35,107 +32,27 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from slm_tui.generation.engine import fresh_seed
 from slm_tui.generation.events import Event
 from slm_tui.generation.settings import MAX_SEED
+from slm_tui.serve.middleware import Gatekeeper, LimitBody
 from slm_tui.serve.protocol import ApiError, ChatRequest, CompletionRequest, Sampling
+from slm_tui.serve.responses import (
+    FINISH,
+    chat_chunks,
+    chat_logprobs,
+    completion_chunks,
+    completion_logprobs,
+    sse,
+)
 from slm_tui.serve.scheduler import QueueFull, Row, Scheduler
-
-FINISH = {"eos": "stop", "stop": "stop", "length": "length"}  # ours -> OpenAI's
-OPEN_PATHS = ("/health",)  # answered without an API key
 
 
 class ClientGone(Exception):
     """The client disconnected while its request was running."""
-
-
-class LimitBody:
-    """ASGI middleware: refuse a request body over `limit` bytes with 413, before the app
-    reads it (the declared length is checked first, then what actually arrives)."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._too_large(send)
-            return
-        body, more = b"", True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > self.limit:
-                await self._too_large(send)
-                return
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-    async def _too_large(self, send: Send) -> None:
-        error = ApiError(413, f"request body over {self.limit} bytes", code="body_too_large")
-        await JSONResponse(error.body(), status_code=413)({"type": "http"}, _no_receive, send)
-
-
-async def _no_receive() -> Message:
-    return {"type": "http.disconnect"}
-
-
-COUNTED = ("/health", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions")
-
-
-class Gatekeeper:
-    """ASGI middleware: the API key (every path but /health) and the request counters."""
-
-    def __init__(self, app: ASGIApp, server: Server) -> None:
-        self.app, self.server = app, server
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        path = scope["path"]
-        counted = path if path in COUNTED else "/v1/models/{id}" if path.startswith(
-            "/v1/models/") else "other"  # fmt: skip
-        key = self.server.api_key
-        if key is not None and path not in OPEN_PATHS:
-            headers = dict(scope.get("headers") or [])
-            given = headers.get(b"authorization", b"").decode("latin-1")
-            token = given[7:] if given[:7].lower() == "bearer " else ""
-            if not hmac.compare_digest(token.encode(), key.encode()):
-                self.server.requests[(counted, 401)] += 1
-                error = ApiError(
-                    401,
-                    "missing or wrong API key (send Authorization: Bearer <key>)",
-                    type="authentication_error",
-                    code="invalid_api_key",
-                )
-                await JSONResponse(error.body(), status_code=401)(scope, receive, send)
-                return
-
-        async def counting_send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                self.server.requests[(counted, message["status"])] += 1
-            await send(message)
-
-        await self.app(scope, receive, counting_send)
 
 
 class Server:
@@ -371,13 +288,13 @@ def create_app(
         want_logprobs = body.logprobs is not None
         if body.stream:
             usage = body.stream_options is not None and body.stream_options.include_usage
-            chunks = _completion_chunks(server, queue, rows, meta, want_logprobs)
-            return _sse(chunks, rows, server, prompt_tokens, meta, usage, "text_completion")
+            chunks = completion_chunks(server, queue, rows, meta, want_logprobs)
+            return sse(chunks, rows, server, prompt_tokens, meta, usage, "text_completion")
         events = await _collect_or_cancel(request, queue, rows)
         choices = []
         for k, row_events in enumerate(events):
             text = "".join(e.text for e in row_events)
-            logprobs = _completion_logprobs(server, row_events) if want_logprobs else None
+            logprobs = completion_logprobs(server, row_events) if want_logprobs else None
             choices.append({"index": k, "text": text, "logprobs": logprobs,
                             "finish_reason": FINISH.get(row_events[-1].finish_reason or "")})  # fmt: skip
         return {**meta, "choices": choices, "usage": server.usage(prompt_tokens, rows)}
@@ -391,20 +308,20 @@ def create_app(
                 "created": int(time.time()), "model": server.model_name}  # fmt: skip
         if body.stream:
             usage = body.stream_options is not None and body.stream_options.include_usage
-            chunks = _chat_chunks(server, queue, rows, meta, body.logprobs)
-            return _sse(chunks, rows, server, prompt_tokens, meta, usage, "chat.completion.chunk")
+            chunks = chat_chunks(server, queue, rows, meta, body.logprobs)
+            return sse(chunks, rows, server, prompt_tokens, meta, usage, "chat.completion.chunk")
         events = await _collect_or_cancel(request, queue, rows)
         choices = []
         for k, row_events in enumerate(events):
             text = "".join(e.text for e in row_events)
-            logprobs = {"content": _chat_logprobs(server, row_events)} if body.logprobs else None
+            logprobs = {"content": chat_logprobs(server, row_events)} if body.logprobs else None
             choices.append({"index": k, "message": {"role": "assistant", "content": text},
                             "logprobs": logprobs,
                             "finish_reason": FINISH.get(row_events[-1].finish_reason or "")})  # fmt: skip
         return {**meta, "choices": choices, "usage": server.usage(prompt_tokens, rows)}
 
     app.add_middleware(LimitBody, limit=max_body)
-    app.add_middleware(Gatekeeper, server=server)
+    app.add_middleware(Gatekeeper, api_key=server.api_key, requests=server.requests)
     if cors:
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -426,127 +343,3 @@ async def _collect_or_cancel(
     if error is not None:
         raise ApiError(500, f"generation failed: {error}", type="server_error")
     return events
-
-
-def _sse(
-    chunks: AsyncIterator[dict[str, Any]],
-    rows: list[Row],
-    server: Server,
-    prompt_tokens: int,
-    meta: dict[str, Any],
-    include_usage: bool,
-    obj: str,
-) -> StreamingResponse:
-    """Server-sent events: each chunk as `data: <json>`, the usage chunk when asked, then
-    `data: [DONE]`. Closing the stream (the client left) cancels the rows."""
-
-    async def events() -> AsyncIterator[str]:
-        try:
-            async for chunk in chunks:
-                yield f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
-            if include_usage:
-                usage = {**meta, "object": obj, "choices": [],
-                         "usage": server.usage(prompt_tokens, rows)}  # fmt: skip
-                yield f"data: {json.dumps(usage)}\n\n"
-            yield "data: [DONE]\n\n"
-        finally:
-            for row in rows:
-                row.cancelled.set()  # no-op for rows that finished
-
-    return StreamingResponse(
-        events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
-    )
-
-
-async def _row_events(queue: asyncio.Queue, rows: list[Row]) -> AsyncIterator[tuple[int, Event]]:
-    pending = len(rows)
-    while pending:
-        k, event = await queue.get()
-        pending -= event.kind == "done"
-        yield k, event
-
-
-def _error_chunk(event: Event) -> dict[str, Any]:
-    error = ApiError(500, f"generation failed: {event.error}", type="server_error")
-    return error.body()
-
-
-async def _completion_chunks(
-    server: Server, queue: asyncio.Queue, rows: list[Row], meta: dict[str, Any], logprobs: bool
-) -> AsyncIterator[dict[str, Any]]:
-    async for k, event in _row_events(queue, rows):
-        if event.finish_reason == "error":
-            yield _error_chunk(event)
-            continue
-        if event.kind == "token" and not event.text and not logprobs:
-            continue  # bytes held for a character still incomplete
-        choice: dict[str, Any] = {"index": k, "text": event.text, "logprobs": None,
-                                  "finish_reason": FINISH.get(event.finish_reason or "")}  # fmt: skip
-        if logprobs and event.kind == "token":
-            choice["logprobs"] = _completion_logprobs(server, [event])
-        yield {**meta, "choices": [choice]}
-
-
-async def _chat_chunks(
-    server: Server, queue: asyncio.Queue, rows: list[Row], meta: dict[str, Any], logprobs: bool
-) -> AsyncIterator[dict[str, Any]]:
-    def chunk(k: int, delta: dict[str, Any], finish: str | None = None, lp=None):
-        return {**meta, "object": "chat.completion.chunk",  # (meta's object is chat.completion)
-                "choices": [{"index": k, "delta": delta, "logprobs": lp,
-                             "finish_reason": finish}]}  # fmt: skip
-
-    for k in range(len(rows)):
-        yield chunk(k, {"role": "assistant", "content": ""})
-    async for k, event in _row_events(queue, rows):
-        if event.finish_reason == "error":
-            yield _error_chunk(event)
-            continue
-        if event.kind == "token":
-            if not event.text and not logprobs:
-                continue
-            lp = {"content": _chat_logprobs(server, [event])} if logprobs else None
-            yield chunk(k, {"content": event.text}, lp=lp)
-        else:
-            if event.text:
-                yield chunk(k, {"content": event.text})
-            yield chunk(k, {}, FINISH.get(event.finish_reason or ""))
-
-
-def _completion_logprobs(server: Server, events: list[Event]) -> dict[str, Any]:
-    """OpenAI's legacy completions logprobs: tokens, their logprobs, the top alternatives as
-    {token: logprob}, and each token's offset in the text."""
-    tokens, logprobs, tops, offsets = [], [], [], []
-    offset = 0
-    for e in events:
-        if e.kind != "token" or e.token_id is None:
-            continue
-        tokens.append(server.token_string(e.token_id))
-        logprobs.append(_log(e.prob))
-        tops.append({server.token_string(a.token_id): _log(a.prob) for a in e.top})
-        offsets.append(offset)
-        offset += len(e.text)
-    return {"tokens": tokens, "token_logprobs": logprobs, "top_logprobs": tops,
-            "text_offset": offsets}  # fmt: skip
-
-
-def _chat_logprobs(server: Server, events: list[Event]) -> list[dict[str, Any]]:
-    """OpenAI's chat logprobs content: token, logprob, bytes, top_logprobs."""
-    out = []
-    for e in events:
-        if e.kind != "token" or e.token_id is None:
-            continue
-        raw = server.tokenizer.token_bytes(e.token_id)
-        top = []
-        for a in e.top:
-            alt = server.tokenizer.token_bytes(a.token_id)
-            top.append({"token": alt.decode("utf-8", "replace"), "logprob": _log(a.prob),
-                        "bytes": list(alt)})  # fmt: skip
-        out.append({"token": raw.decode("utf-8", "replace"), "logprob": _log(e.prob),
-                    "bytes": list(raw), "top_logprobs": top})  # fmt: skip
-    return out
-
-
-def _log(prob: float | None) -> float:
-    if not prob or prob <= 0:
-        return -9999.0  # OpenAI's stand-in for log(0)
-    return math.log(prob)

@@ -1,0 +1,106 @@
+"""ASGI middleware of `slm-serve`, outside the app's routes.
+
+- `LimitBody`: a request body over the limit is refused with 413 before the app reads it
+  (the declared length first, then what actually arrives, chunked bodies included).
+- `Gatekeeper`: the API key on every path but `/health` (constant-time comparison, 401 in
+  OpenAI's error shape) and the request counters `/metrics` reports, by path and status.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections import Counter
+
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from slm_tui.serve.protocol import ApiError
+
+OPEN_PATHS = ("/health",)  # answered without an API key
+
+
+class LimitBody:
+    """ASGI middleware: refuse a request body over `limit` bytes with 413, before the app
+    reads it (the declared length is checked first, then what actually arrives)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._too_large(send)
+            return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.limit:
+                await self._too_large(send)
+                return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, send: Send) -> None:
+        error = ApiError(413, f"request body over {self.limit} bytes", code="body_too_large")
+        await JSONResponse(error.body(), status_code=413)({"type": "http"}, _no_receive, send)
+
+
+async def _no_receive() -> Message:
+    return {"type": "http.disconnect"}
+
+
+COUNTED = ("/health", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions")
+
+
+class Gatekeeper:
+    """ASGI middleware: the API key (every path but /health) and the request counters."""
+
+    def __init__(
+        self, app: ASGIApp, api_key: str | None, requests: Counter[tuple[str, int]]
+    ) -> None:
+        self.app, self.api_key, self.requests = app, api_key, requests
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        counted = path if path in COUNTED else "/v1/models/{id}" if path.startswith(
+            "/v1/models/") else "other"  # fmt: skip
+        key = self.api_key
+        if key is not None and path not in OPEN_PATHS:
+            headers = dict(scope.get("headers") or [])
+            given = headers.get(b"authorization", b"").decode("latin-1")
+            token = given[7:] if given[:7].lower() == "bearer " else ""
+            if not hmac.compare_digest(token.encode(), key.encode()):
+                self.requests[(counted, 401)] += 1
+                error = ApiError(
+                    401,
+                    "missing or wrong API key (send Authorization: Bearer <key>)",
+                    type="authentication_error",
+                    code="invalid_api_key",
+                )
+                await JSONResponse(error.body(), status_code=401)(scope, receive, send)
+                return
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.requests[(counted, message["status"])] += 1
+            await send(message)
+
+        await self.app(scope, receive, counting_send)
