@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint format bench demo clean
+.PHONY: setup run serve test lint format bench demo clean
 
 $(STAMP): pyproject.toml scripts/install_torch.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,9 @@ setup: $(STAMP)
 
 run: setup ## the main job: the TUI on the bundled demo model
 	$(VENV)/bin/slm-tui $(ARGS)
+
+serve: setup ## the OpenAI-compatible server on the bundled demo model (127.0.0.1:8000)
+	$(VENV)/bin/slm-serve $(ARGS)
 
 test: setup ## the test suite (a few minutes on 2 cores)
 	$(PY) -m pytest -q $(ARGS)
