@@ -189,6 +189,12 @@ class TrainConfig:
     dtype: str = "auto"  # auto (bf16 autocast on CUDA, float32 elsewhere) | float32 | bfloat16
     compile: bool = False
     threads: int = 0  # CPU intra-op threads; 0 = one per physical core
+    # Also keep a checkpoint at every evaluation, evals/step-NNNNNN/ (weights, config,
+    # tokenizer; no optimizer state): two points of one run side by side in slm-tui.
+    keep_every_eval: bool = False
+    # Also write TensorBoard event files into <output>/tensorboard (metrics.jsonl stays
+    # the source of truth); needs pip install 'slm-tui[tensorboard]'.
+    tensorboard: bool = False
 
     def validate(self) -> None:
         _bounded(self, "train.")

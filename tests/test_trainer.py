@@ -229,7 +229,8 @@ def test_hooks_get_the_records_metrics_jsonl_holds(corpus, tmp_path):
     assert (start.step, start.max_steps, start.tokens_per_step) == (0, 4, 8 * 32)
     assert start.tokenizer == "byte" and not start.resumed and start.device == "cpu"
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    assert lines[0] == {"kind": "event", "event": "start", "step": 0, "tokens": 0}
+    start_line = {"kind": "event", "event": "start", "step": 0, "tokens": 0, "max_steps": 4}
+    assert lines[0] == start_line
     train_lines = [x for x in lines if x["kind"] == "train"]
     assert [x["step"] for x in train_lines] == [r.step for r in rec.got["log"]] == [1, 2, 3, 4]
     # Key order is the file format; no "mfu" without a GPU peak.

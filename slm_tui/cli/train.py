@@ -40,3 +40,7 @@ app.command("import")(train_import.import_checkpoint)
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":  # python -m slm_tui.cli.train (how slm-tui starts a run)
+    main()

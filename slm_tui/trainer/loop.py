@@ -22,6 +22,8 @@ every `save_every` a checkpoint; then stop if asked. Notable:
   two renames of a swap is put back before `--resume` looks for it).
 - A full disk (metrics, loss.png, a checkpoint) stops the run with one line saying so and
   which checkpoint is kept.
+- `train.keep_every_eval` also keeps `evals/step-NNNNNN/` at each evaluation (weights,
+  config, tokenizer; no optimizer state), so two points of one run can be compared.
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ from slm_tui.trainer.report import (
     plot_loss,
 )
 from slm_tui.trainer.run import PEAK_BF16, Run, RunState, peak_flops, save, start_run
+
+EVALS_DIR = "evals"  # train.keep_every_eval: <output>/evals/step-NNNNNN/
 
 # bench/train_gpu.py imports the MFU peaks from here.
 __all__ = ["PEAK_BF16", "TrainResult", "peak_flops", "train", "train_loop"]
@@ -305,6 +309,8 @@ def evaluate_and_sample(run: Run, state: RunState) -> None:
     if measure.loss < state.best_val_loss:
         state.best_val_loss = measure.loss
         save(run, state, "best")
+    if tc.keep_every_eval:  # weights only: for reading and comparing, not for resuming
+        save(run, state, f"{EVALS_DIR}/step-{state.step:06d}", resumable=False)
 
 
 def stop_requested(run: Run, state: RunState, event: threading.Event) -> bool:

@@ -5,7 +5,8 @@ existing run is touched: a folder that holds another run (refused without `--res
 `--force`), `--resume` without a checkpoint or with a different model shape, a context
 longer than the checkpoint supports, a tokenizer whose vocabulary differs from
 `model.vocab_size`, shards written by another tokenizer, a validation shard too small for one
-window, `train.sample_top_k` larger than the vocabulary. A tokenizer trained for the run goes
+window, `train.sample_top_k` larger than the vocabulary, `train.tensorboard` without the
+package. A tokenizer trained for the run goes
 to a hidden temporary folder first and is moved to `<output>/tokenizer` only once every check
 has passed. Torch-free.
 """
@@ -24,9 +25,12 @@ from slm_tui.data import Shards, corpus_source, iter_stories, prepare_shards
 from slm_tui.errors import ConfigError, DataError, SlmError, TrainingError
 from slm_tui.fileio import temp_dir
 from slm_tui.tokenizers import Tokenizer, load_tokenizer, train_tokenizer
-from slm_tui.trainer.report import Reporter
+from slm_tui.trainer.report import Reporter, require_tensorboard
 
-RUN_ENTRIES = ("latest", "best", "metrics.jsonl", "loss.png")
+RUN_ENTRIES = ("latest", "best", "metrics.jsonl", "loss.png", "evals", "tensorboard")
+# The trainer's output as a launcher keeps it (slm-tui writes it before the run starts):
+# a folder holding only this (and a tokenizer) takes a new run.
+LOG_FILE = "train.log"
 
 
 @dataclass
@@ -69,7 +73,7 @@ def describe_output(output: Path) -> str | None:
     if any(name in RUN_ENTRIES for name in entries):
         step = _latest_step(output)
         return f"{output} holds another run" + (f" (step {step})" if step is not None else "")
-    others = [e for e in entries if e != "tokenizer"]
+    others = [e for e in entries if e not in ("tokenizer", LOG_FILE)]
     if others:
         return f"{output} is not empty (holds {', '.join(sorted(others)[:3])})"
     return None
@@ -200,6 +204,8 @@ def plan_run(
     output = Path(output).expanduser()
     if resume and force:
         raise ConfigError("--resume and --force contradict each other; pass one")
+    if cfg.train.tensorboard:
+        require_tensorboard()
     replaced = False
     resume_from = None
     if resume:

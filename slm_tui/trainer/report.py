@@ -4,21 +4,25 @@ The library never prints. `train()` calls a `Reporter` (all hooks optional, defa
 with small dataclasses; the CLI implements one with a rich live display. Every logged
 record also goes, one JSON object per line, to `<output>/metrics.jsonl`: the line is
 `{"kind": ..., **asdict(record)}` (`kind`: "train", "eval", "samples", "event"), except that
-a train line carries `mfu` only when the device has a known peak. `loss.png` (matplotlib,
-headless Agg backend) plots train and validation loss against tokens seen; it is redrawn at
-each evaluation and at the end. Torch-free, so the CLI can subclass `Reporter` cheaply.
+a train line carries `mfu` only when the device has a known peak, and only "start" and
+"resume" events carry `max_steps` (so a watcher such as slm-tui's Train screen knows where
+the run is going). `loss.png` (matplotlib, headless Agg backend) plots train and validation
+loss against tokens seen; it is redrawn at each evaluation and at the end. With
+`train.tensorboard` every line is also mirrored as TensorBoard events (`TensorBoardLog`,
+imported lazily). Torch-free, so the CLI can subclass `Reporter` cheaply.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from slm_tui.errors import CheckpointError
+from slm_tui.errors import CheckpointError, TrainingError
 from slm_tui.fileio import atomic_write_bytes, json_safe
 from slm_tui.untrusted import MiB, decode_text, read_bounded
 
@@ -101,10 +105,12 @@ class EventRecord:
     """A run event: "start", "resume", "interrupted"."""
 
     KIND: ClassVar[str] = "event"
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("max_steps",)  # left out of the line when None
 
     event: str
     step: int
     tokens: int
+    max_steps: int | None = None  # on "start" and "resume": where the run is going
 
 
 @dataclass
@@ -152,7 +158,7 @@ class Reporter:
         """Sample continuations of train.sample_prompts (when train.sample_tokens > 0)."""
 
     def on_save(self, path: Path, kind: str) -> None:
-        """A checkpoint was written (kind: 'latest' or 'best')."""
+        """A checkpoint was written (kind: 'latest', 'best' or 'evals/step-NNNNNN')."""
 
 
 class MetricsLog:
@@ -161,6 +167,7 @@ class MetricsLog:
     def __init__(self, path: Path, records: list[dict[str, Any]] | None = None) -> None:
         self.path = path
         self.records: list[dict[str, Any]] = list(records or [])
+        self.mirror: TensorBoardLog | None = None  # train.tensorboard: each new line there too
 
     @classmethod
     def read(cls, path: Path) -> list[dict[str, Any]]:
@@ -193,6 +200,50 @@ class MetricsLog:
         self.records.append(line)
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(line) + "\n")
+        if self.mirror is not None:
+            self.mirror.write(line)
+
+
+TENSORBOARD_DIR = "tensorboard"
+
+
+def require_tensorboard() -> None:
+    """TrainingError (one line naming the extra) when train.tensorboard cannot be honoured;
+    checked before anything is written."""
+    if importlib.util.find_spec("tensorboard") is None:
+        raise TrainingError(
+            "train.tensorboard needs the tensorboard package: pip install 'slm-tui[tensorboard]'"
+            " (or set train.tensorboard=false)"
+        )
+
+
+class TensorBoardLog:
+    """metrics.jsonl lines mirrored as TensorBoard events in `<output>/tensorboard` (x axis:
+    the step): train/* and eval/* scalars, the samples as text. Imported lazily; on resume
+    `purge_step` hides events logged after the checkpoint, as metrics.jsonl drops them."""
+
+    def __init__(self, folder: Path, purge_step: int | None = None) -> None:
+        require_tensorboard()
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(folder), purge_step=purge_step)
+
+    def write(self, line: dict[str, Any]) -> None:
+        kind, step = line.get("kind"), line.get("step")
+        if not isinstance(step, int):
+            return
+        if kind in ("train", "eval"):
+            for key, value in line.items():
+                if key not in ("kind", "step", "tokens", "val_tokens") and _number(value):
+                    self.writer.add_scalar(f"{kind}/{key}", value, step)
+        elif kind == "samples":
+            for i, sample in enumerate(line.get("samples") or []):
+                text = f"**{sample.get('prompt', '')}**{sample.get('text', '')}"
+                self.writer.add_text(f"samples/{i}", text, step)
+        self.writer.flush()  # a record every log_every steps: cheap, and nothing is lost
+
+    def close(self) -> None:
+        self.writer.close()
 
 
 def plot_loss(records: list[dict[str, Any]], path: Path, title: str = "") -> None:

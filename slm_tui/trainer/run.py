@@ -31,7 +31,14 @@ from slm_tui.model import GPT
 from slm_tui.trainer import distributed as D
 from slm_tui.trainer.optim import Optimizers, build_optimizers
 from slm_tui.trainer.prepare import RunPlan
-from slm_tui.trainer.report import EvalRecord, EventRecord, MetricsLog, Reporter, RunStart
+from slm_tui.trainer.report import (
+    EvalRecord,
+    EventRecord,
+    MetricsLog,
+    Reporter,
+    RunStart,
+    TensorBoardLog,
+)
 from slm_tui.trainer.step import TrainStep, configure_runtime, wrap_for_training
 
 # Dense bf16 peak FLOP/s by GPU name fragment, for MFU (datasheet figures, no sparsity).
@@ -191,6 +198,8 @@ def start_run(plan: RunPlan, dist: D.DistInfo, rep: Reporter, resume: bool) -> t
             _set_rng_state(saved["rng"])
     if dist.is_main:
         log.rewrite()
+        if tc.tensorboard:
+            log.mirror = TensorBoardLog(plan.output / "tensorboard", state.step if saved else None)
 
     train_model = wrap_for_training(model, tc, device, dist.distributed)
     run = Run(
@@ -228,15 +237,19 @@ def start_run(plan: RunPlan, dist: D.DistInfo, rep: Reporter, resume: bool) -> t
             )
         )
         event = "resume" if saved else "start"
-        log.append(EventRecord(event=event, step=state.step, tokens=state.tokens_seen))
+        log.append(
+            EventRecord(
+                event=event, step=state.step, tokens=state.tokens_seen, max_steps=tc.max_steps
+            )
+        )
     state.started = state.log_time = time.perf_counter()
     state.log_tokens = state.tokens_seen
     return run, state
 
 
-def save(run: Run, state: RunState, kind: str) -> None:
-    """Write `<output>/<kind>/` (rank 0): weights, config, tokenizer, meta, trainer state,
-    and copies of metrics.jsonl and loss.png."""
+def save(run: Run, state: RunState, kind: str, *, resumable: bool = True) -> None:
+    """Write `<output>/<kind>/` (rank 0): weights, config, tokenizer, meta, trainer state
+    (unless not `resumable`: the evals/ copies), and copies of metrics.jsonl and loss.png."""
     if not run.dist.is_main:
         return
     val = state.val
@@ -265,7 +278,7 @@ def save(run: Run, state: RunState, kind: str) -> None:
         run.cfg,
         run.plan.tokenizer,
         meta,
-        trainer_state=trainer_state,
+        trainer_state=trainer_state if resumable else None,
         extra_files={"metrics.jsonl": out / "metrics.jsonl", "loss.png": out / "loss.png"},
     )
     run.rep.on_save(path, kind)
