@@ -11,7 +11,8 @@ left in place (empty, hidden), except that a fresh run refused before it wrote a
 removes the folder it created for the lock; so that a process that opened the file just
 before it was removed cannot hold a lock on a file no longer there, a lock only counts once
 the file it locked is still the one at the path (else it is taken again). Under torchrun
-only rank 0 takes it. Torch-free.
+only rank 0 takes it. `lock_holder` tells a watcher (slm-tui) which process trains in a
+folder, without touching the lock. Torch-free.
 """
 
 from __future__ import annotations
@@ -47,6 +48,20 @@ def _holder(fd: int) -> int | None:
         if parts[5].rsplit(":", 1)[-1] == str(st.st_ino):
             inode_only = int(parts[4])  # overlay filesystems report another device
     return inode_only
+
+
+def lock_holder(folder: Path) -> int | None:
+    """The process training in `folder` now (the holder of its lock), found without taking
+    the lock (a watcher must never make a starting run fail); None when no run holds it or
+    it cannot be told. Closing this read-only descriptor leaves the holder's flock alone."""
+    try:
+        fd = os.open(Path(folder) / LOCK_FILE, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return _holder(fd)
+    finally:
+        os.close(fd)
 
 
 def _same_file(fd: int, path: Path) -> bool:

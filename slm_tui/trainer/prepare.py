@@ -25,12 +25,9 @@ from slm_tui.data import Shards, corpus_source, iter_stories, prepare_shards
 from slm_tui.errors import ConfigError, DataError, SlmError, TrainingError
 from slm_tui.fileio import temp_dir
 from slm_tui.tokenizers import Tokenizer, load_tokenizer, train_tokenizer
-from slm_tui.trainer.report import Reporter, require_tensorboard
+from slm_tui.trainer.report import LOG_FILE, Reporter, require_tensorboard
 
 RUN_ENTRIES = ("latest", "best", "metrics.jsonl", "loss.png", "evals", "tensorboard")
-# The trainer's output as a launcher keeps it (slm-tui writes it before the run starts):
-# a folder holding only this (and a tokenizer) takes a new run.
-LOG_FILE = "train.log"
 
 
 @dataclass

@@ -27,6 +27,9 @@ from slm_tui.fileio import atomic_write_bytes, json_safe
 from slm_tui.untrusted import MiB, decode_text, read_bounded
 
 METRICS_LIMIT = 512 * MiB  # ~2.5M log lines; a resumed run reads the checkpoint's copy
+# The trainer's output as a launcher keeps it (slm-tui writes it before the run starts): a
+# folder holding only this (and a tokenizer) takes a new run.
+LOG_FILE = "train.log"
 
 if TYPE_CHECKING:
     from slm_tui.config import Config
