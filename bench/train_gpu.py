@@ -32,6 +32,7 @@ def measure(compile_: bool, shard_path: Path, steps: int, warmup: int) -> dict:
     from slm_tui.model import GPT
     from slm_tui.trainer.loop import peak_flops
     from slm_tui.trainer.optim import build_optimizers
+    from slm_tui.trainer.speed import choose as choose_speed
     from slm_tui.trainer.step import TrainStep, configure_runtime, wrap_for_training
 
     cfg = load_config("small", [f"train.compile={str(compile_).lower()}"])
@@ -42,8 +43,9 @@ def measure(compile_: bool, shard_path: Path, steps: int, warmup: int) -> dict:
     torch.manual_seed(0)
     model = GPT(cfg.model).to(device).train()
     opt = build_optimizers(model, tc, device)
-    step = TrainStep(model, wrap_for_training(model, tc, device, False), opt, tc,
-                     tc.batch_size // tc.grad_accum, device)  # fmt: skip
+    speed = choose_speed(tc, device, cfg.model, tc.batch_size // tc.grad_accum, tc.max_steps)
+    step = TrainStep(model, wrap_for_training(model, speed, device, False), opt, tc,
+                     tc.batch_size // tc.grad_accum, device, speed.dtype)  # fmt: skip
     sampler = BatchSampler(load_shard(shard_path), tc.batch_size, T, tc.seed)
     t0 = time.perf_counter()
     for i in range(warmup):

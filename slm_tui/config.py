@@ -144,6 +144,9 @@ class DataConfig:
     train_split: str = "train"
     val_split: str = "validation"
     val_fraction: float = 0.005  # held out when the source has no validation split
+    # Local files (or globs) to validate on instead: in-run validation, best/ and the loss
+    # plot use them; a story that is also in the training text is refused.
+    val_files: list[str] = field(default_factory=list)
     shards_dir: str | None = None  # None: the user cache folder
 
     def validate(self) -> None:
@@ -186,8 +189,9 @@ class TrainConfig:
     sample_repetition_penalty: float = 1.0
     seed: int = 1337
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    dtype: str = "auto"  # auto (bf16 autocast on CUDA, float32 elsewhere) | float32 | bfloat16
-    compile: bool = False
+    # auto: decided from the machine (trainer/speed.py; the run's first lines say why)
+    dtype: str = "auto"  # auto | float32 | bfloat16 (autocast)
+    compile: bool | str = "auto"  # auto | true | false
     threads: int = 0  # CPU intra-op threads; 0 = one per physical core
     # Also keep a checkpoint at every evaluation, evals/step-NNNNNN/ (weights, config,
     # tokenizer; no optimizer state): two points of one run side by side in slm-tui.
@@ -201,6 +205,10 @@ class TrainConfig:
         _choice("train.optimizer", self.optimizer, ("adamw", "muon"))
         _choice("train.schedule", self.schedule, ("cosine", "wsd"))
         _choice("train.dtype", self.dtype, ("auto", "float32", "bfloat16"))
+        if isinstance(self.compile, str) and self.compile != "auto":
+            raise ConfigError(
+                f"train.compile must be true, false or auto, got {short_repr(self.compile)}"
+            )
         for name in (
             "max_steps",
             "batch_size",

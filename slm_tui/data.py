@@ -21,6 +21,7 @@ Notable:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -43,7 +44,7 @@ from slm_tui.corpus import (
 )
 from slm_tui.errors import DataError
 from slm_tui.tokenizers import Tokenizer
-from slm_tui.untrusted import JSON_LIMIT, check_fields, read_bounded
+from slm_tui.untrusted import JSON_LIMIT, check_fields, read_bounded, short_text
 
 __all__ = [
     "BatchSampler",
@@ -225,10 +226,13 @@ def prepare_shards(
     val_fraction: float = 0.005,
     force: bool = False,
     progress: Callable[[ShardProgress], None] | None = None,
+    refuse_overlap: bool = False,
 ) -> Shards:
     """Tokenize `source` into train/val shards (cached; see module docstring).
 
-    `progress` gets a `ShardProgress` after every batch of stories.
+    `progress` gets a `ShardProgress` after every batch of stories. `refuse_overlap` (a
+    validation file of the user's choice): a training story whose text is also in
+    `val_source` is a DataError before any shard is complete.
     """
     plan = plan_split(source, val_source, val_fraction)
     key = {"source_fingerprint": plan.fingerprint(), "tokenizer_fingerprint": tokenizer.fingerprint}
@@ -279,7 +283,14 @@ def prepare_shards(
                     )
                 )
 
+        held_out = _story_keys(plan.val) if refuse_overlap and plan.val is not None else None
         for is_val, story in plan.iter_tagged():
+            if held_out is not None and not is_val and _story_key(story) in held_out:
+                raise DataError(
+                    f"the validation text ({plan.val.describe()}) shares stories with the "
+                    f'training text, e.g. "{short_text(" ".join(story.split()), 60)}"; validate on '
+                    "stories kept out of training"
+                )
             batch.append((is_val, story))
             batch_bytes += len(story)  # characters: a cheap stand-in for bytes when batching
             if batch_bytes >= _BATCH_BYTES:
@@ -318,6 +329,15 @@ def prepare_shards(
         raise
     train, val = (load_shard(out / s) for s in SPLITS)
     return Shards(out, train, val, cached=False)
+
+
+def _story_key(story: str) -> bytes:
+    """A story's identity for the overlap check: its words, whitespace-insensitive."""
+    return hashlib.blake2b(" ".join(story.split()).encode("utf-8"), digest_size=16).digest()
+
+
+def _story_keys(source: CorpusSource) -> set[bytes]:
+    return {_story_key(story) for story in iter_stories(source)}
 
 
 class BatchSampler:

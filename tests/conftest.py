@@ -30,11 +30,13 @@ def tinystories_dir() -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _offline(monkeypatch):
+def _offline(monkeypatch, tmp_path_factory):
     # Nothing is downloaded in tests: the hub is off, local files stand in for datasets.
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # The speed probe's results (and inductor's kernels) go to the session's own folder.
+    monkeypatch.setenv("SLM_TUI_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
 # ---- a real tiny checkpoint (model + checkpoints helper) ----------------------------------

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import _synthetic_stories
 from typer.testing import CliRunner
 
@@ -100,6 +101,9 @@ def test_text_to_model_in_one_command_then_eval_json(env, tmp_path):
                  "--data-files", str(env["corpus"]), "--output", str(run))  # fmt: skip
     assert res.exit_code == 0, res.output
     assert "context_length: 32" in res.stderr  # the resolved config is printed
+    # ... and how the run uses this machine, and why (train.dtype/compile auto)
+    speed_line = next(line for line in res.stderr.splitlines() if line.startswith("speed "))
+    assert "too few to repay compiling" in speed_line or "no C++ compiler" in speed_line
     assert (run / "tokenizer" / "tokenizer.json").is_file()
     assert json.loads((run / "latest" / "meta.json").read_text())["step"] == 12
     assert (run / "loss.png").is_file() and (run / "latest" / "loss.png").is_file()
@@ -122,7 +126,7 @@ def test_eval_json_keeps_its_fields_and_order(env):
     assert res.exit_code == 0, res.output
     assert list(json.loads(res.stdout)) == [
         "loss", "bpb", "tokens", "bytes", "stories", "perplexity", "checkpoint", "corpus",
-        "tokenizer", "vocab_size", "context_length", "seconds",
+        "tokenizer", "vocab_size", "context_length", "seconds", "dtype",
     ]  # fmt: skip
 
 
@@ -226,7 +230,10 @@ def test_sigterm_saves_and_exits_cleanly_then_resumes(env, tmp_path):
 
 def test_ddp_two_gloo_processes_match_one_process(env, tmp_path):
     common = [*TINY, "--tokenizer", str(env["byte"]), "--data-files", str(env["corpus"]),
-              "--set", "train.max_steps=6", "--set", "train.grad_accum=2"]  # fmt: skip
+              "--set", "train.max_steps=6", "--set", "train.grad_accum=2",
+              # float32: bf16 (auto's pick on a CPU with AMX) rounds differently when the
+              # batch splits differently across processes
+              "--set", "train.dtype=float32"]  # fmt: skip
     child_env = {**os.environ, "SLM_SHARDS_DIR": str(env["root"] / "shards-cache"),
                  "OMP_NUM_THREADS": "1"}  # fmt: skip
     one = invoke(*common, "--output", str(tmp_path / "one"))
@@ -241,6 +248,56 @@ def test_ddp_two_gloo_processes_match_one_process(env, tmp_path):
         assert b[step] == pytest.approx(a[step], abs=1e-5), step
     meta = json.loads((tmp_path / "two" / "latest" / "meta.json").read_text())
     assert meta["world_size"] == 2
+
+
+def _story_file(path: Path, stories: list[str]) -> Path:
+    path.write_text("".join(s + "\n<|endoftext|>\n" for s in stories), encoding="utf-8")
+    return path
+
+
+def test_val_files_replace_the_held_out_fraction(env, tmp_path):
+    held = [f"{s} Kept aside {i}." for i, s in enumerate(_synthetic_stories(40, seed=9))]
+    v1 = _story_file(tmp_path / "dev-a.txt", held[:25])
+    v2 = _story_file(tmp_path / "dev-b.txt", held[25:])
+    run = tmp_path / "run"
+    # Several files after one --val-files flag, the training files before it.
+    res = invoke(*TINY, "--tokenizer", str(env["byte"]), "--data-files", str(env["corpus"]),
+                 "--val-files", str(v1), str(v2), "--output", str(run))  # fmt: skip
+    assert res.exit_code == 0, res.output
+    saved = yaml.safe_load((run / "latest" / "config.yaml").read_text())["data"]
+    assert saved["val_files"] == [str(v1), str(v2)] and saved["data_files"] == [str(env["corpus"])]
+    evals = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any(r["kind"] == "eval" for r in evals)
+    # slm-train eval of the run, with no corpus named, scores the run's own validation files
+    scored = json.loads(invoke("eval", "--checkpoint", str(run), "--json").stdout)
+    assert scored["stories"] == 40
+
+
+def test_files_after_the_data_flag_stay_training_files(env, tmp_path):
+    held = [f"{s} Kept aside {i}." for i, s in enumerate(_synthetic_stories(30, seed=9))]
+    dev = _story_file(tmp_path / "dev.txt", held)
+    more = _story_file(tmp_path / "more.txt", _synthetic_stories(20, seed=11))
+    run = tmp_path / "run"
+    res = invoke(*TINY, "--tokenizer", str(env["byte"]), "--data-files", str(env["corpus"]),
+                 str(more), "--val-files", str(dev), "--output", str(run),
+                 "--set", "train.max_steps=2")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    saved = yaml.safe_load((run / "latest" / "config.yaml").read_text())["data"]
+    assert saved["data_files"] == [str(env["corpus"]), str(more)]
+    assert saved["val_files"] == [str(dev)]
+
+
+def test_a_validation_file_that_overlaps_training_is_refused(env, tmp_path):
+    stories = _synthetic_stories(300, seed=5)  # the training corpus's own stories
+    leak = _story_file(
+        tmp_path / "dev.txt",
+        [f"Kept aside {i}." for i in range(5)] + ["  " + stories[17].replace("\n", "\n  ")],
+    )  # the same words, other whitespace
+    run = tmp_path / "run"
+    res = invoke(*TINY, "--tokenizer", str(env["byte"]), "--data-files", str(env["corpus"]),
+                 "--val-files", str(leak), "--output", str(run))  # fmt: skip
+    assert_refused(res, "shares stories with the training text", stories[17].split("\n")[0][:30])
+    assert not (run / "latest").exists()
 
 
 # ---- bad input: one line, exit 2, nothing touched -------------------------------------------

@@ -52,7 +52,7 @@ def test_string_field_keeps_numeric_looking_text():
         ("train.lrr=1", "unknown config key train.lrr"),
         ("train.lr=fast", "train.lr must be a number"),
         ("model.n_layer=2.5", "model.n_layer must be an integer"),
-        ("train.compile=maybe", "train.compile must be true or false"),
+        ("train.compile=maybe", "train.compile must be true, false or auto"),
         ("nosuch.key=1", "unknown config section"),
         ("train.lr", "must look like section.key=value"),
         ("model.mlp=relu", "model.mlp must be one of"),

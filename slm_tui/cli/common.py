@@ -116,12 +116,45 @@ class _OneLineErrors:
         sys.exit(code if isinstance(code, int) else 0)
 
 
+FILE_FLAGS = ("--data-files", "--val-files")
+
+
+def spread_file_flags(args: Sequence[str]) -> list[str]:
+    """`--val-files a b --data-files c d` -> `--val-files a --val-files b --data-files c
+    --data-files d`: several files may follow one file flag (so shell globs work), and each
+    lands in the flag it followed. Click options take one value each; this is the one place
+    that knows otherwise."""
+    out: list[str] = []
+    flag, waiting = None, False  # the file flag in force; whether it still awaits its value
+    for i, tok in enumerate(args):
+        if tok == "--":
+            return [*out, *args[i:]]
+        if tok.startswith("-") and len(tok) > 1:
+            name = tok.split("=", 1)[0]
+            flag = name if name in FILE_FLAGS else None
+            waiting = flag is not None and "=" not in tok
+        elif flag is not None and not waiting:
+            out.append(flag)
+        else:
+            waiting = False
+        out.append(tok)
+    return out
+
+
 class Command(_OneLineErrors, TyperCommand):
     """`@app.command(cls=Command)`: a one-command app with one-line flag errors."""
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, spread_file_flags(args))
+
 
 class Group(_OneLineErrors, TyperGroup):
-    """`typer.Typer(cls=Group)`: a many-command app with one-line flag errors."""
+    """`typer.Typer(cls=Group)`: a many-command app with one-line flag errors (and several
+    files after one file flag in its commands, `spread_file_flags`)."""
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        name, cmd, rest = super().resolve_command(ctx, args)
+        return name, cmd, spread_file_flags(rest)
 
 
 def warn(message: str) -> None:
@@ -133,14 +166,25 @@ def is_tty() -> bool:
 
 
 # `--data-files a.txt b.txt` (so shell globs work) and repeated flags both work, in every
-# command that reads a corpus: click options take one value each, so the files after the
-# first land in a hidden positional argument and `data_files_from` joins them.
+# command that reads a corpus: `spread_file_flags` repeats the flag before each file (a
+# `Group`'s commands and a `Command`), and a hidden positional argument keeps whatever
+# reaches click otherwise (`data_files_from` joins it to the files or refuses it).
 DataFilesOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--data-files",
         help="Local .txt (<|endoftext|>-separated) / .jsonl / .json / .parquet files or globs; "
         "several may follow one flag.",
+        show_default=False,
+    ),
+]
+ValFilesOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--val-files",
+        help="Validate on these local files (or globs) instead of a held-out fraction of the "
+        "training text; several may follow one flag. Stories also in the training text are "
+        "refused.",
         show_default=False,
     ),
 ]

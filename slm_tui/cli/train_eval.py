@@ -35,6 +35,7 @@ ROWS = (
     ("stories", "stories", ","),
     ("corpus", "corpus", ""),
     ("context_length", "context", ""),
+    ("dtype", "computed in", ""),
     ("seconds", "seconds", ""),
 )
 

@@ -21,6 +21,7 @@ from rich.text import Text
 from slm_tui.cli.common import (
     DataFilesOpt,
     MoreFilesArg,
+    ValFilesOpt,
     absolute_files,
     cli_errors,
     data_files_from,
@@ -68,6 +69,7 @@ class RichReporter(Reporter):
             f"{info.vocab_size} -> {info.output}",
             (f" (resumed at step {info.step})" if info.resumed else "", "yellow"),
         )
+        self._print(("speed", "bold"), f" {info.speed}")
         if self.live:
             self.progress = Progress(
                 TextColumn("step {task.completed}/{task.total}"),
@@ -151,6 +153,7 @@ def model(
         str | None, typer.Option("--dataset", help="Hugging Face dataset id to train on.")
     ] = None,
     data_files: DataFilesOpt = None,
+    val_files: ValFilesOpt = None,
     more_files: MoreFilesArg = None,
     output: Annotated[
         str | None,
@@ -177,12 +180,14 @@ def model(
         base = name
         if resume and config is None and (out_dir / "latest" / "config.yaml").is_file():
             base = str(out_dir / "latest" / "config.yaml")
-        files = data_files_from(data_files, more_files)
+        files, val = data_files_from(data_files, more_files), val_files or []
         cfg = load_config(base, list(set_ or []))
         if files:
             cfg.data.data_files = absolute_files(files)
         elif dataset:
             cfg.data.dataset, cfg.data.data_files = dataset, []
+        if val:
+            cfg.data.val_files = absolute_files(val)
         cfg.validate()
         rank0 = _rank0()
         title = f"resumed run {out_dir}" if base != name else name

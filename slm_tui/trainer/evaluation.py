@@ -40,6 +40,7 @@ from slm_tui.generation import generate_batch
 from slm_tui.tokenizers import Tokenizer
 from slm_tui.trainer.prepare import corpus_sources, shards_for
 from slm_tui.trainer.report import Sample
+from slm_tui.trainer.speed import eval_dtype
 
 LN2 = math.log(2.0)
 
@@ -165,6 +166,7 @@ class EvalResult:
     vocab_size: int
     context_length: int
     seconds: float
+    dtype: str  # float32 | bfloat16: what the forward passes ran in (speed.choose); last, new
 
 
 class _StoryTokens:
@@ -238,13 +240,14 @@ def evaluate(
     if max_tokens is not None and max_tokens < 2:
         raise ConfigError(f"--max-tokens must be at least 2, got {max_tokens}")
     model.eval()
+    dtype = eval_dtype(cfg.train, dev, model.cfg, batch_size)
     started = time.perf_counter()
     if dataset or data_files:
         source = corpus_source(dataset, data_files, split=split or "validation")
         corpus = ", ".join(source.data_files) if source.data_files else str(source.dataset)
         stream = _StoryTokens(iter_stories(source), tok, max_tokens)
         nats, count = sum_nats(
-            model, iter_windows(stream, seq_len, batch_size), dev, cfg.train.dtype, progress
+            model, iter_windows(stream, seq_len, batch_size), dev, dtype, progress
         )
         measure = Measure(nats, count, stream.bytes)
         stories = stream.stories
@@ -253,7 +256,7 @@ def evaluate(
         corpus = f"validation shard {shard.path}"
         tokens = shard.tokens[:max_tokens] if max_tokens else shard.tokens
         nats, count = sum_nats(
-            model, iter_windows(tokens, seq_len, batch_size), dev, cfg.train.dtype, progress
+            model, iter_windows(tokens, seq_len, batch_size), dev, dtype, progress
         )
         measure = Measure(nats, count, shard_bytes_covered(shard, count))
         stories = shard.num_stories
@@ -272,6 +275,7 @@ def evaluate(
         vocab_size=tok.vocab_size,
         context_length=seq_len,
         seconds=round(time.perf_counter() - started, 3),
+        dtype=dtype,
     )
 
 

@@ -289,7 +289,13 @@ def evaluate_and_sample(run: Run, state: RunState) -> None:
     tc, plan = run.tc, run.plan
     seq_len = run.cfg.model.context_length
     measure = validate(
-        run.model, plan.shards.val, seq_len, run.micro, tc.eval_batches, run.dist.device, tc.dtype
+        run.model,
+        plan.shards.val,
+        seq_len,
+        run.micro,
+        tc.eval_batches,
+        run.dist.device,
+        run.speed.dtype,
     )
     state.val = EvalRecord(
         step=state.step,

@@ -86,6 +86,10 @@ def _latest_step(output: Path) -> int | None:
 def corpus_sources(cfg: Config) -> tuple[CorpusSource, CorpusSource | None]:
     """(train source, validation source or None) from the data section."""
     d = cfg.data
+    if d.val_files:
+        val = corpus_source(None, d.val_files, split=d.val_split)
+        return corpus_source(d.dataset if not d.data_files else None, d.data_files,
+                             split=d.train_split), val  # fmt: skip
     if d.data_files:
         return corpus_source(None, d.data_files, split=d.train_split), None
     if not d.dataset:
@@ -112,6 +116,7 @@ def shards_for(
         val_source=val_source,
         val_fraction=cfg.data.val_fraction,
         progress=reporter.on_prepare if reporter is not None else None,
+        refuse_overlap=bool(cfg.data.val_files),
     )
     for shard in (shards.train, shards.val):
         fp = shard.meta.get("tokenizer_fingerprint")

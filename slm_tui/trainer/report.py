@@ -52,7 +52,8 @@ class RunStart:
     tokenizer: str  # the tokenizer's kind
     vocab_size: int
     train_tokens: int
-    dtype: str
+    dtype: str  # the autocast dtype chosen (float32 | bfloat16)
+    speed: str  # how the run uses the machine and why (speed.SpeedChoice.describe)
     config: Config
 
 

@@ -39,6 +39,8 @@ from slm_tui.trainer.report import (
     RunStart,
     TensorBoardLog,
 )
+from slm_tui.trainer.speed import SpeedChoice
+from slm_tui.trainer.speed import choose as choose_speed
 from slm_tui.trainer.step import TrainStep, configure_runtime, wrap_for_training
 
 # Dense bf16 peak FLOP/s by GPU name fragment, for MFU (datasheet figures, no sparsity).
@@ -72,6 +74,7 @@ class Run:
     dist: D.DistInfo
     model: GPT  # the raw model: checkpoints, validation and samples use it
     train_step: TrainStep  # one optimizer step, through the compiled / DDP wrapper
+    speed: SpeedChoice  # dtype, compile and attention kernel, and why
     opt: Optimizers
     sampler: BatchSampler
     log: MetricsLog  # rank 0's metrics.jsonl (/dev/null on the other ranks)
@@ -201,12 +204,16 @@ def start_run(plan: RunPlan, dist: D.DistInfo, rep: Reporter, resume: bool) -> t
         if tc.tensorboard:
             log.mirror = TensorBoardLog(plan.output / "tensorboard", state.step if saved else None)
 
-    train_model = wrap_for_training(model, tc, device, dist.distributed)
+    speed = choose_speed(tc, device, cfg.model, micro, tc.max_steps - state.step)
+    train_model = wrap_for_training(model, speed, device, dist.distributed)
     run = Run(
         plan=plan,
         dist=dist,
         model=model,
-        train_step=TrainStep(model, train_model, opt, tc, micro, device, dist.distributed),
+        train_step=TrainStep(
+            model, train_model, opt, tc, micro, device, speed.dtype, dist.distributed
+        ),
+        speed=speed,
         opt=opt,
         sampler=sampler,
         log=log,
@@ -232,7 +239,8 @@ def start_run(plan: RunPlan, dist: D.DistInfo, rep: Reporter, resume: bool) -> t
                 tokenizer=plan.tokenizer.kind,
                 vocab_size=plan.tokenizer.vocab_size,
                 train_tokens=plan.shards.train.num_tokens,
-                dtype=tc.dtype,
+                dtype=speed.dtype,
+                speed=speed.describe(),
                 config=cfg,
             )
         )

@@ -20,10 +20,12 @@ import ctypes.util
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from slm_tui.config import TrainConfig
 from slm_tui.trainer.evaluation import autocast_for
 from slm_tui.trainer.optim import Optimizers
+from slm_tui.trainer.speed import SpeedChoice, use_inductor_cache
 
 _ALLOCATOR_TUNED = False
 
@@ -65,21 +67,27 @@ def configure_runtime(tc: TrainConfig, device: torch.device) -> None:
 
 
 class LossOnly(nn.Module):
-    """`model(x, y)` reduced to the mean loss (what the training graph needs)."""
+    """`model(x, y)` reduced to the mean loss (what the training graph needs), with SDPA's
+    math kernel when `math_attention` (see `speed.py`)."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, math_attention: bool = False) -> None:
         super().__init__()
         self.model = model
+        self.math_attention = math_attention
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        if self.math_attention:
+            with sdpa_kernel(SDPBackend.MATH):
+                return self.model(x, y)[1]
         return self.model(x, y)[1]
 
 
-def wrap_for_training(model: nn.Module, tc: TrainConfig, device: torch.device,
+def wrap_for_training(model: nn.Module, speed: SpeedChoice, device: torch.device,
                       distributed: bool) -> nn.Module:  # fmt: skip
-    """LossOnly(model), compiled if `train.compile`, DDP-wrapped under torchrun."""
-    wrapped: nn.Module = LossOnly(model)
-    if tc.compile:
+    """LossOnly(model), compiled as `speed` says, DDP-wrapped under torchrun."""
+    wrapped: nn.Module = LossOnly(model, speed.math_attention)
+    if speed.compile:
+        use_inductor_cache()
         wrapped = torch.compile(wrapped)
     if distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -93,9 +101,10 @@ class TrainStep:
     """Callable: (rows (b, T+1) int64 numpy, step index) -> mean loss (device tensor)."""
 
     def __init__(self, model: nn.Module, train_model: nn.Module, opt: Optimizers,
-                 tc: TrainConfig, micro: int, device: torch.device,
+                 tc: TrainConfig, micro: int, device: torch.device, dtype: str,
                  distributed: bool = False) -> None:  # fmt: skip
         self.model, self.train_model, self.opt, self.tc = model, train_model, opt, tc
+        self.dtype = dtype  # the autocast dtype speed.choose picked
         self.micro, self.device, self.distributed = micro, device, distributed
         self.pin = device.type == "cuda"
         self.params = [p for p in model.parameters() if p.requires_grad]
@@ -116,7 +125,7 @@ class TrainStep:
             sync = contextlib.nullcontext()
             if self.distributed and not last:
                 sync = self.train_model.no_sync()  # all-reduce once, on the last micro-batch
-            with sync, autocast_for(self.device, tc.dtype):
+            with sync, autocast_for(self.device, self.dtype):
                 loss = self.train_model(x, y)
             (loss / tc.grad_accum).backward()
             total += loss.detach() / tc.grad_accum
