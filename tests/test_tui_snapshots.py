@@ -1,5 +1,5 @@
 """Snapshot tests of the TUI at 80x24: main layout with a finished story, the token view,
-and the empty state. Deterministic: pinned seed, fixed size, timing figures in the status
+and the empty state; the Train screen on a recorded finished run (100x32). Deterministic: pinned seed, fixed size, timing figures in the status
 line replaced by constants, no cursor blink, relative checkpoints folder.
 
 Regenerate after an intended change: pytest tests/test_tui_snapshots.py --snapshot-update
@@ -8,9 +8,12 @@ Regenerate after an intended change: pytest tests/test_tui_snapshots.py --snapsh
 from __future__ import annotations
 
 import json
+import shutil
 import time
+from pathlib import Path
 
 from slm_tui.tui.app import SlmApp
+from slm_tui.tui.screens.train import TrainScreen
 from slm_tui.tui.widgets.prompt_area import PromptArea
 from slm_tui.tui.widgets.status_bar import StatusBar
 
@@ -84,3 +87,21 @@ def test_empty_state(snap_compare, tmp_path, tui_env, monkeypatch):
 
     app = SlmApp(rescan=False, demo=False, device="cpu")
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_train_screen_on_a_finished_run(snap_compare, tmp_path, tui_env, monkeypatch):
+    """A recorded metrics.jsonl (tests/data/tiny-run: a real 1,200-step run on the shared
+    TinyStories text, keep_every_eval on) opened with --watch: the whole history at once."""
+    run = tmp_path / "tiny-run"
+    run.mkdir()
+    shutil.copyfile(
+        Path(__file__).parent / "data" / "tiny-run" / "metrics.jsonl", run / "metrics.jsonl"
+    )
+    monkeypatch.chdir(tmp_path)
+
+    async def run_before(pilot) -> None:
+        await until(pilot, lambda: pilot.app.scanned and isinstance(pilot.app.screen, TrainScreen))
+        await pilot.pause()
+
+    app = SlmApp(rescan=False, demo=False, device="cpu", watch=Path("tiny-run"))
+    assert snap_compare(app, terminal_size=(100, 32), run_before=run_before)

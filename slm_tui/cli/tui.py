@@ -1,4 +1,5 @@
-"""`slm-tui`: open the story REPL on a checkpoint (default: the bundled demo, else the newest).
+"""`slm-tui`: open the story REPL on a checkpoint (default: the bundled demo, else the newest);
+`--watch RUN_DIR` opens the Train screen on a run folder.
 
 Flags are checked before the screen takes over, so a bad path is a one-line error (exit 2)
 on a normal terminal instead of a message lost in an alternate screen.
@@ -49,6 +50,14 @@ def tui(
             show_default=False,
         ),
     ] = None,
+    watch: Annotated[
+        Path | None,
+        typer.Option(
+            help="Open the Train screen on this run folder: live while it trains (here or "
+            "from another terminal), or its whole history when finished; Ctrl+T later.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Open the app. F1 lists the keys; Ctrl+Q quits."""
     with cli_errors():
@@ -62,6 +71,8 @@ def tui(
             fail(f"{checkpoint}: no such checkpoint directory")
         if checkpoints_dir.exists() and not checkpoints_dir.is_dir():
             fail(f"{checkpoints_dir}: not a directory")
+        if watch is not None and watch.exists() and not watch.is_dir():
+            fail(f"{watch}: not a run folder")  # one that does not exist yet is waited for
         from slm_tui.tui.app import SlmApp  # imported late: --help stays instant
 
         SlmApp(
@@ -70,6 +81,7 @@ def tui(
             device=device,
             server=server,
             api_key=api_key,
+            watch=watch,
         ).run()
 
 

@@ -19,6 +19,10 @@ history; a status line. Notable:
 - Messages that carry a path or a model's text are shown without markup.
 - Every binding has an id (remap in keys.yaml, see `keys`), every action is in the command
   palette.
+- Training (Ctrl+T, `--watch`): the Train screen is given the app's `Training` (the run
+  folder, the process started here) and two callbacks: write with a checkpoint of the run,
+  compare two of them. While a local run trains, generation uses one thread and the
+  status line says so (`cpu_share`); quitting while a run started here trains asks first.
 
 Longer than the project's ~400-line guide on purpose: this class is where the widgets, the
 workers, persistence and the screens meet, and each method is a few lines of wiring. What
@@ -49,14 +53,18 @@ from slm_tui.errors import GenerationError
 from slm_tui.generation import DEFAULTS as SAMPLING_DEFAULTS
 from slm_tui.generation import PRESETS, Event
 from slm_tui.tui import checkpoint_loader as ckpt
+from slm_tui.tui.cpu_share import CpuShare
 from slm_tui.tui.keys import BINDING_IDS, KEYS, MAIN_ACTIONS, binding_commands
 from slm_tui.tui.screens.checkpoint_picker import CheckpointPicker
 from slm_tui.tui.screens.compare import CompareScreen
 from slm_tui.tui.screens.export import ExportScreen
 from slm_tui.tui.screens.help import HelpScreen
+from slm_tui.tui.screens.train import TrainScreen
+from slm_tui.tui.screens.train_form import QuitWhileTraining
 from slm_tui.tui.store import History, Preferences, keymap_path, load_keymap
 from slm_tui.tui.story import Story
 from slm_tui.tui.streamer import Streamer
+from slm_tui.tui.training import Training
 from slm_tui.tui.widgets.checkpoint_card import CheckpointCard
 from slm_tui.tui.widgets.empty_state import EmptyState
 from slm_tui.tui.widgets.history_list import HistoryList
@@ -91,6 +99,7 @@ class SlmApp(App[None]):
         demo: bool = True,
         server: str | None = None,
         api_key: str | None = None,
+        watch: Path | None = None,
     ) -> None:
         super().__init__()
         self.demo = demo  # list and open the bundled demo (tests turn it off)
@@ -102,9 +111,16 @@ class SlmApp(App[None]):
             ckpt.ServerModels(server, api_key)
             if server is not None
             else ckpt.LocalCheckpoints(
-                self.checkpoints_dir, (checkpoint,) if checkpoint else (), demo, device
+                self.checkpoints_dir,
+                tuple(p for p in (checkpoint, watch) if p is not None),
+                demo,
+                device,
             )
         )
+        self.watch_dir = watch  # open the Train screen on this run folder at start
+        self.training = Training(watch, self.checkpoints_dir)
+        self.cpu = CpuShare()
+        self._compare_after_load: list[CheckpointInfo] | None = None
         self.rescan_enabled = rescan
         self.loaded: LoadedCheckpoint | None = None
         self.loading: Path | None = None
@@ -171,6 +187,9 @@ class SlmApp(App[None]):
         self.action_rescan()
         if self.rescan_enabled:
             self.set_interval(RESCAN_SECONDS, self.action_rescan, name="rescan")
+        self.set_interval(RESCAN_SECONDS, self.check_training, name="training")
+        if self.watch_dir is not None:
+            self.action_train()
 
     # -- checkpoints -------------------------------------------------------------------
     def action_rescan(self) -> None:
@@ -235,6 +254,10 @@ class SlmApp(App[None]):
         self._show_story_area()
         self._inspect()
         self.checkpoints_changed.publish(self.checkpoint_list)  # the picker marks the loaded one
+        self.cpu.apply()  # torch is imported now: one thread while a local run trains
+        if self._compare_after_load is not None:
+            infos, self._compare_after_load = self._compare_after_load, None
+            self._push_compare(infos)
 
     def on_checkpoint_failed(self, message: ckpt.CheckpointFailed) -> None:
         if self._torn_down:
@@ -483,6 +506,22 @@ class SlmApp(App[None]):
         self.notify(f"History cleared ({n} stories).")
 
     async def action_quit(self) -> None:
+        process = self.training.process
+        if isinstance(self.screen, QuitWhileTraining):
+            return  # the question is already asked
+        if process is not None and process.running:
+
+            def answer(choice: str | None) -> None:
+                if choice == "stop":
+                    self.training.stop()
+                if choice is not None:
+                    self._quit()
+
+            self.push_screen(QuitWhileTraining(process.request.output, process.pid), answer)
+            return
+        self._quit()
+
+    def _quit(self) -> None:
         self.streamer.cancel()
         # Only what the user changed: a field left at its default follows the defaults of
         # later versions instead of freezing today's.
@@ -524,10 +563,43 @@ class SlmApp(App[None]):
         if self.loaded is None:
             self.notify("No checkpoint loaded: press F2 to pick one.", severity="warning")
             return
+        self._push_compare(self.checkpoints)
+
+    def _push_compare(self, checkpoints: list[CheckpointInfo]) -> None:
+        if self.loaded is None:
+            return
         seed_text = self.query_one(PromptArea).text or (self.current.prompt if self.current else "")
         settings = self.query_one(SamplingPanel).settings
-        screen = CompareScreen(self.loaded, settings, self.checkpoints, self.source, seed_text)
+        self.push_screen(CompareScreen(self.loaded, settings, checkpoints, self.source, seed_text))
+
+    # -- training ----------------------------------------------------------------------
+    def action_train(self) -> None:
+        screen = TrainScreen(
+            self.training, self.write_with, self.compare_run, on_change=self.check_training
+        )
         self.push_screen(screen)
+
+    def write_with(self, path: Path) -> None:
+        """Back to the story screen with `path` loading (reloaded even when it is the
+        loaded folder: latest/ is replaced in place as the run trains)."""
+        while isinstance(self.screen, TrainScreen):
+            self.pop_screen()
+        self.load_checkpoint(path)
+        self.query_one(PromptArea).focus()
+
+    def compare_run(self, folder: Path) -> None:
+        """The compare screen on a run's checkpoints: its newest as side A, the others
+        (best/, evals/step-*) to choose from for side B."""
+        infos = [i for i in ckpt.scan_checkpoints(folder, demo=False) if not i.error]
+        if not infos:
+            return
+        self._compare_after_load = infos
+        self.load_checkpoint(Path(infos[0].path))
+
+    def check_training(self) -> None:
+        """Whether a local run trains now; one thread for generation while it does."""
+        if self.server is None and self.cpu.set(self.training.active):
+            self.query_one(StatusBar).set_shared(self.cpu.label())
 
     def get_system_commands(self, screen: Screen) -> Iterator[SystemCommand]:
         yield from super().get_system_commands(screen)

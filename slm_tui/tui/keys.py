@@ -29,6 +29,7 @@ KEYS: tuple[Binding, ...] = (
     Binding("f8", "compare", "compare", id="compare", priority=True),
     Binding("f9", "export", "export", id="export", priority=True),
     Binding("f10", "focus_history", "history", id="history", show=False, priority=True),
+    Binding("ctrl+t", "train", "train", id="train", priority=True),
     Binding("ctrl+r", "regenerate", "again", id="regenerate", priority=True),
     Binding("ctrl+o", "continue_story", "continue", id="continue", priority=True),
     Binding("ctrl+l", "pin_seed", "pin seed", id="pin_seed", show=False, priority=True),
@@ -38,7 +39,7 @@ KEYS: tuple[Binding, ...] = (
 BINDING_IDS = tuple(b.id for b in KEYS if b.id)
 MAIN_ACTIONS = {
     "checkpoints", "toggle_tokens", "toggle_side", "preset", "compare", "export",
-    "focus_history", "regenerate", "continue_story", "pin_seed", "cancel",
+    "focus_history", "regenerate", "continue_story", "pin_seed", "cancel", "train",
 }  # fmt: skip
 
 

@@ -1,4 +1,5 @@
-"""One status line: checkpoint, device, tokens, tokens/s, time to first token, finish reason.
+"""One status line: checkpoint, device, tokens, tokens/s, time to first token, finish reason,
+and "the machine is shared" while a local training run has the engine down to one thread.
 
 A plain Widget with a fixed height of one line whose redraw is `refresh()` without layout:
 a Static's `update()` asks for a layout pass, which re-renders every widget on the screen,
@@ -25,6 +26,7 @@ class StatusBar(Widget):
         self.story: Story | None = None
         self.note = ""
         self.note_style = "$text-warning"
+        self.shared = ""  # set while a local run trains (cpu_share)
 
     def set_checkpoint(self, name: str, device: str = "") -> None:
         self.checkpoint, self.device = name, device
@@ -32,6 +34,10 @@ class StatusBar(Widget):
 
     def set_story(self, story: Story | None) -> None:
         self.story = story
+        self.redraw()
+
+    def set_shared(self, text: str) -> None:
+        self.shared = text
         self.redraw()
 
     def set_note(self, note: str, style: str = "$text-warning") -> None:
@@ -65,6 +71,8 @@ class StatusBar(Widget):
                 parts += [" · ", f"TTFT {s.ttft * 1000:.0f} ms"]
             if s.seed is not None:
                 parts += [SEP, ("seed ", "$text-muted"), str(s.seed)]
+        if self.shared:
+            parts += [SEP if parts else "", (self.shared, "$text-warning")]
         parts += [SEP if parts else "", (self.checkpoint, "bold")]
         if self.device:
             parts += [" · ", (self.device, "$text-muted")]

@@ -1,0 +1,144 @@
+"""The Train screen's dialogs: the start form, and the question asked when quitting while
+a run this app started is training.
+
+The form asks for what `slm-train model` takes: a preset, data files (globs and quotes
+allowed), the output folder, `--set` overrides and a device. There is no field for
+validation files: `slm-train model` has no `--val-files`; it holds out every 200th story
+of the data files (the form says so). The form only checks what it can know (an empty
+output folder, unbalanced quotes); everything else is the trainer's to refuse, and its
+one-line refusal is shown on the Train screen.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Select, Static
+
+from slm_tui.tui.train_process import DEVICES, TrainRequest
+from slm_tui.tui.training import split_words
+
+VALIDATION_NOTE = (
+    "validation: every 200th story of the data files is held out "
+    "(slm-train model has no --val-files yet)"
+)
+
+
+class StartForm(ModalScreen[TrainRequest | None]):
+    """Returns the request to start, or None when cancelled."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "close", show=False)]
+
+    def __init__(self, initial: TrainRequest, presets: list[str]) -> None:
+        super().__init__()
+        self.initial = initial
+        self.presets = presets
+
+    def compose(self) -> ComposeResult:
+        r = self.initial
+        preset = r.preset if r.preset in self.presets else self.presets[0]
+        with Vertical(id="train-form"):
+            yield Label("Start a training run", classes="title")
+            with Horizontal(classes="form-row"):
+                yield Label("preset", classes="form-label")
+                yield Select(
+                    [(p, p) for p in self.presets], value=preset, allow_blank=False, id="f-preset"
+                )
+            yield from self._row("data files", "f-data", " ".join(r.data_files), "a.txt b/*.jsonl")
+            yield Static(VALIDATION_NOTE, classes="form-note", markup=False)
+            yield from self._row("output", "f-output", str(r.output), "runs/my-run")
+            yield from self._row(
+                "--set", "f-set", " ".join(r.overrides), "train.max_steps=300 train.threads=1"
+            )
+            with Horizontal(classes="form-row"):
+                yield Label("device", classes="form-label")
+                yield Select(
+                    [(d, d) for d in DEVICES], value=r.device, allow_blank=False, id="f-device"
+                )
+            yield Static("", id="form-error", markup=False)
+            with Horizontal(classes="buttons"):
+                yield Button("Start", id="form-start", variant="primary", compact=True)
+                yield Button("Cancel", id="form-cancel", compact=True)
+
+    def _row(self, label: str, id: str, value: str, placeholder: str) -> ComposeResult:
+        with Horizontal(classes="form-row"):
+            yield Label(label, classes="form-label")
+            yield Input(value, placeholder=placeholder, id=id)
+
+    def on_mount(self) -> None:
+        self.query_one("#f-data", Input).focus()
+
+    def request(self) -> TrainRequest:
+        """The request the fields describe (ValueError with a reason when they cannot)."""
+        output = self.query_one("#f-output", Input).value.strip()
+        if not output:
+            raise ValueError("give an output folder")
+        try:
+            files = split_words(self.query_one("#f-data", Input).value)
+            overrides = split_words(self.query_one("#f-set", Input).value)
+        except ValueError as exc:
+            raise ValueError(f"cannot read the fields: {exc}") from None
+        bad = [o for o in overrides if "=" not in o]
+        if bad:
+            raise ValueError(f"an override is section.key=value, got {bad[0]!r}")
+        return TrainRequest(
+            output=Path(output).expanduser(),
+            preset=str(self.query_one("#f-preset", Select).value),
+            data_files=files,
+            overrides=overrides,
+            device=str(self.query_one("#f-device", Select).value),
+        )
+
+    @on(Input.Submitted)
+    @on(Button.Pressed, "#form-start")
+    def action_submit(self) -> None:
+        try:
+            request = self.request()
+        except ValueError as exc:
+            self.query_one("#form-error", Static).update(str(exc))
+            return
+        self.dismiss(request)
+
+    @on(Button.Pressed, "#form-cancel")
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class QuitWhileTraining(ModalScreen[str | None]):
+    """Returns "stop", "leave" or None (cancel)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "choose('')", "cancel", show=False),
+        Binding("s", "choose('stop')", "stop it", show=False),
+        Binding("l", "choose('leave')", "leave it running", show=False),
+    ]
+
+    def __init__(self, folder: Path, pid: int | None) -> None:
+        super().__init__()
+        self.folder, self.pid = folder, pid
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="quit-box"):
+            yield Label("A run is still training", classes="title")
+            yield Static(
+                f"{self.folder} (process {self.pid}). Stop it (it saves latest/ and exits; "
+                "Resume continues it later), or leave it running on its own?",
+                markup=False,
+            )
+            with Horizontal(classes="buttons"):
+                yield Button("Stop it (s)", id="quit-stop", variant="warning", compact=True)
+                yield Button("Leave it running (l)", id="quit-leave", compact=True)
+                yield Button("Cancel", id="quit-cancel", compact=True)
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.action_choose((event.button.id or "").removeprefix("quit-").replace("cancel", ""))
+
+    def action_choose(self, choice: str) -> None:
+        self.dismiss(choice or None)
