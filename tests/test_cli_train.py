@@ -121,6 +121,17 @@ def test_text_to_model_in_one_command_then_eval_json(env, tmp_path):
     assert "bits per byte" in res.stdout
 
 
+def test_eval_dtype_is_reported_and_can_be_chosen(env):
+    fp32 = json.loads(invoke("eval", "--checkpoint", str(env["run"]), "--json",
+                             "--dtype", "float32").stdout)  # fmt: skip
+    bf16 = json.loads(invoke("eval", "--checkpoint", str(env["run"]), "--json",
+                             "--dtype", "bfloat16").stdout)  # fmt: skip
+    assert (fp32["dtype"], bf16["dtype"]) == ("float32", "bfloat16")
+    assert fp32["tokens"] == bf16["tokens"] and abs(fp32["bpb"] - bf16["bpb"]) < 0.05
+    assert_refused(invoke("eval", "--checkpoint", str(env["run"]), "--dtype", "fp8"),
+                   "--dtype must be auto, float32 or bfloat16")  # fmt: skip
+
+
 def test_eval_json_keeps_its_fields_and_order(env):
     res = invoke("eval", "--checkpoint", str(env["run"]), "--json")
     assert res.exit_code == 0, res.output

@@ -66,6 +66,15 @@ def evaluate(
         typer.Option("--context-length", help="Window length (default: the model's context)."),
     ] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N, mps.")] = "auto",
+    dtype: Annotated[
+        str | None,
+        typer.Option(
+            "--dtype",
+            help="auto, float32 or bfloat16 (default: the checkpoint's train.dtype; auto "
+            "decides from the machine as training does).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Loss (nats/token) and bits per byte of a checkpoint on a corpus, with its own tokenizer.
 
@@ -83,6 +92,7 @@ def evaluate(
             max_tokens=max_tokens,
             context_length=context_length,
             device=device,
+            dtype=dtype,
         )
         if json_:
             typer.echo(json.dumps(dataclasses.asdict(result)))

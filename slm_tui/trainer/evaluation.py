@@ -218,13 +218,17 @@ def evaluate(
     max_tokens: int | None = None,
     context_length: int | None = None,
     device: str = "auto",
+    dtype: str | None = None,
     progress: Callable[[int, float], None] | None = None,
 ) -> EvalResult:
     """Loss (nats/token) and bits per byte of a checkpoint on a corpus, with its own tokenizer.
 
     No corpus given: the checkpoint's own validation shard (its config must name a corpus).
     `max_tokens` stops reading once that many tokens are collected (whole stories from a
-    corpus; a prefix of the shard). `progress(targets, mean loss)` as windows are scored."""
+    corpus; a prefix of the shard). `dtype` (auto, float32, bfloat16) overrides the
+    checkpoint's `train.dtype`. `progress(targets, mean loss)` as windows are scored."""
+    if dtype is not None and dtype not in ("auto", "float32", "bfloat16"):
+        raise ConfigError(f"--dtype must be auto, float32 or bfloat16, got {dtype!r}")
     dev = resolve_device(device)
     path = resolve_checkpoint(checkpoint)
     loaded = load_checkpoint(path, device=dev)
@@ -240,6 +244,8 @@ def evaluate(
     if max_tokens is not None and max_tokens < 2:
         raise ConfigError(f"--max-tokens must be at least 2, got {max_tokens}")
     model.eval()
+    if dtype is not None:
+        cfg.train.dtype = dtype
     dtype = eval_dtype(cfg.train, dev, model.cfg, batch_size)
     started = time.perf_counter()
     if dataset or data_files:
