@@ -71,10 +71,12 @@ def test_curve_stays_bounded_and_keeps_the_mean():
 
 
 def test_the_command_is_slm_train_model_with_the_forms_values(tmp_path):
-    r = TrainRequest(tmp_path / "r", "tiny", ["a.txt", "b/*.jsonl"], ["train.lr=1e-3"], "cpu")
+    r = TrainRequest(
+        tmp_path / "r", "tiny", ["a.txt", "b/*.jsonl"], ["v.txt"], ["train.lr=1e-3"], "cpu"
+    )
     assert r.argv() == [
         sys.executable, "-m", "slm_tui.cli.train", "model", "--output", str(tmp_path / "r"),
-        "--config", "tiny", "--data-files", "a.txt", "b/*.jsonl",
+        "--config", "tiny", "--data-files", "a.txt", "b/*.jsonl", "--val-files", "v.txt",
         "--set", "train.lr=1e-3", "--set", "train.device=cpu",
     ]  # fmt: skip
     resumed = TrainRequest(tmp_path / "r", None).argv(resume=True)  # the run's own config

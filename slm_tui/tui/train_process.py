@@ -35,6 +35,7 @@ class TrainRequest:
     output: Path
     preset: str | None = "tiny"  # a preset name or a YAML file; None: the run's own config
     data_files: list[str] = field(default_factory=list)
+    val_files: list[str] = field(default_factory=list)  # empty: a held-out fraction
     overrides: list[str] = field(default_factory=list)  # section.key=value
     device: str = "auto"
 
@@ -46,6 +47,8 @@ class TrainRequest:
             cmd += ["--config", self.preset]
         if self.data_files:
             cmd += ["--data-files", *self.data_files]
+        if self.val_files:
+            cmd += ["--val-files", *self.val_files]
         for override in self.overrides:
             cmd += ["--set", override]
         if self.device != "auto":

@@ -21,13 +21,20 @@ SHARED_TEXT = Path("../shared/data/tinystories/train.txt")  # this project's dev
 
 def default_request(checkpoints_dir: Path, preset: str = "tiny") -> TrainRequest:
     """The start form's first values: the preset, the shared TinyStories text when it is
-    there (else nothing: the trainer reads the Hugging Face dataset), a fresh folder."""
+    there (train.txt, valid.txt to validate on; else nothing: the trainer reads the Hugging
+    Face dataset), a fresh folder."""
     n, output = 1, checkpoints_dir / preset
     while output.exists():
         n += 1
         output = checkpoints_dir / f"{preset}-{n}"
-    files = [str(SHARED_TEXT)] if SHARED_TEXT.is_file() else []
-    return TrainRequest(output=output, preset=preset, data_files=files)
+    shared = SHARED_TEXT.is_file()
+    val = SHARED_TEXT.with_name("valid.txt")
+    return TrainRequest(
+        output=output,
+        preset=preset,
+        data_files=[str(SHARED_TEXT)] if shared else [],
+        val_files=[str(val)] if shared and val.is_file() else [],
+    )
 
 
 def split_words(text: str) -> list[str]:

@@ -168,6 +168,7 @@ class TrainScreen(Screen[None]):
         form = default_request(self.training.checkpoints_dir, (last and last.preset) or "tiny")
         if last is not None:
             form.data_files, form.overrides = list(last.data_files), list(last.overrides)
+            form.val_files = list(last.val_files)
             form.device = last.device
         self.app.push_screen(StartForm(form, self.training.presets), self._start)
 

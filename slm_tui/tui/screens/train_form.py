@@ -1,12 +1,11 @@
 """The Train screen's dialogs: the start form, and the question asked when quitting while
 a run this app started is training.
 
-The form asks for what `slm-train model` takes: a preset, data files (globs and quotes
-allowed), the output folder, `--set` overrides and a device. There is no field for
-validation files: `slm-train model` has no `--val-files`; it holds out every 200th story
-of the data files (the form says so). The form only checks what it can know (an empty
-output folder, unbalanced quotes); everything else is the trainer's to refuse, and its
-one-line refusal is shown on the Train screen.
+The form asks for what `slm-train model` takes: a preset, data files and validation files
+(globs and quotes allowed; no validation files: a held-out fraction of the data), the
+output folder, `--set` overrides and a device. The form only checks what it can know (an
+empty output folder, unbalanced quotes); everything else is the trainer's to refuse, and
+its one-line refusal is shown on the Train screen.
 """
 
 from __future__ import annotations
@@ -24,10 +23,7 @@ from textual.widgets import Button, Input, Label, Select, Static
 from slm_tui.tui.train_process import DEVICES, TrainRequest
 from slm_tui.tui.training import split_words
 
-VALIDATION_NOTE = (
-    "validation: every 200th story of the data files is held out "
-    "(slm-train model has no --val-files yet)"
-)
+VALIDATION_NOTE = "empty: every 200th story of the data files is held out for validation"
 
 
 class StartForm(ModalScreen[TrainRequest | None]):
@@ -48,9 +44,14 @@ class StartForm(ModalScreen[TrainRequest | None]):
             with Horizontal(classes="form-row"):
                 yield Label("preset", classes="form-label")
                 yield Select(
-                    [(p, p) for p in self.presets], value=preset, allow_blank=False, id="f-preset"
+                    [(p, p) for p in self.presets],
+                    value=preset,
+                    allow_blank=False,
+                    id="f-preset",
+                    compact=True,
                 )
             yield from self._row("data files", "f-data", " ".join(r.data_files), "a.txt b/*.jsonl")
+            yield from self._row("validation", "f-val", " ".join(r.val_files), "valid.txt")
             yield Static(VALIDATION_NOTE, classes="form-note", markup=False)
             yield from self._row("output", "f-output", str(r.output), "runs/my-run")
             yield from self._row(
@@ -59,7 +60,11 @@ class StartForm(ModalScreen[TrainRequest | None]):
             with Horizontal(classes="form-row"):
                 yield Label("device", classes="form-label")
                 yield Select(
-                    [(d, d) for d in DEVICES], value=r.device, allow_blank=False, id="f-device"
+                    [(d, d) for d in DEVICES],
+                    value=r.device,
+                    allow_blank=False,
+                    id="f-device",
+                    compact=True,
                 )
             yield Static("", id="form-error", markup=False)
             with Horizontal(classes="buttons"):
@@ -69,7 +74,7 @@ class StartForm(ModalScreen[TrainRequest | None]):
     def _row(self, label: str, id: str, value: str, placeholder: str) -> ComposeResult:
         with Horizontal(classes="form-row"):
             yield Label(label, classes="form-label")
-            yield Input(value, placeholder=placeholder, id=id)
+            yield Input(value, placeholder=placeholder, id=id, compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#f-data", Input).focus()
@@ -81,6 +86,7 @@ class StartForm(ModalScreen[TrainRequest | None]):
             raise ValueError("give an output folder")
         try:
             files = split_words(self.query_one("#f-data", Input).value)
+            val_files = split_words(self.query_one("#f-val", Input).value)
             overrides = split_words(self.query_one("#f-set", Input).value)
         except ValueError as exc:
             raise ValueError(f"cannot read the fields: {exc}") from None
@@ -91,6 +97,7 @@ class StartForm(ModalScreen[TrainRequest | None]):
             output=Path(output).expanduser(),
             preset=str(self.query_one("#f-preset", Select).value),
             data_files=files,
+            val_files=val_files,
             overrides=overrides,
             device=str(self.query_one("#f-device", Select).value),
         )
