@@ -216,7 +216,7 @@ def start_trainer(root: Path) -> tuple[subprocess.Popen, Path]:
         "model.context_length=64", "train.batch_size=8", "train.grad_accum=1",
         "train.max_steps=1000000", "train.log_every=1", "train.eval_every=50",
         "train.save_every=1000000", "train.eval_batches=1", "train.sample_tokens=16",
-        "train.threads=1", "train.device=cpu",
+        "train.threads=1", "train.device=cpu", "train.dtype=float32", "train.compile=false",
     ]  # fmt: skip
     cmd = [sys.executable, "-m", "slm_tui.cli.train", "model", "--config", "tiny",
            "--data-files", str(corpus), "--output", str(run)]  # fmt: skip

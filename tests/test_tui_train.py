@@ -32,6 +32,7 @@ TINY = [
     "model.context_length=32", "train.batch_size=8", "train.grad_accum=1",
     "train.warmup_steps=2", "train.eval_batches=1", "train.log_every=1",
     "train.sample_tokens=4", "train.threads=1", "train.device=cpu",
+    "train.dtype=float32", "train.compile=false",  # no probe, no compile warm-up: fast starts
 ]  # fmt: skip
 LONG = ["train.max_steps=100000", "train.save_every=3", "train.eval_every=3"]
 
