@@ -40,6 +40,8 @@ from typing import Any
 
 from slm_tui.config import Config, config_from_dict
 from slm_tui.errors import CheckpointError, SlmError
+from slm_tui.fileio import atomic_write_text, json_safe
+from slm_tui.recorded import RecordedEval, quality_line, recorded_evals, with_recorded
 from slm_tui.untrusted import (
     JSON_LIMIT,
     YAML_LIMIT,
@@ -85,6 +87,7 @@ META_FIELDS = {
     "tokenizer_fingerprint": "str",
     "weights_dtype": "str",
     "weights_sha256": "sha256",
+    "evaluations": "list",  # recorded held-out figures (slm_tui.recorded)
 }
 
 
@@ -104,6 +107,11 @@ class CheckpointInfo:
     d_model: int
     created: str
     error: str | None = None  # set (and the rest left at defaults) for unreadable dirs
+    evaluations: tuple[RecordedEval, ...] = ()  # held-out figures `slm-train eval --record` kept
+
+    def quality(self) -> str:
+        """Recorded held-out figures with their corpora, else the in-run one, said so."""
+        return quality_line(self.evaluations, self.val_bpb)
 
 
 # ---- finding checkpoints ------------------------------------------------------------------
@@ -295,7 +303,18 @@ def info_from(p: Path, cfg: Config, meta: dict[str, Any], header: dict[str, Any]
         n_layer=cfg.model.n_layer,
         d_model=cfg.model.d_model,
         created=created,
+        evaluations=recorded_evals(meta),
     )
+
+
+def record_evaluation(path: Path, entry: RecordedEval) -> Path:
+    """Write `entry` into `<path>/meta.json` (replacing the same corpus's old entry), in one
+    atomic replace; the weights are not touched, and a meta.json that does not pass its
+    checks is refused and left as it is. Returns the file written."""
+    meta = read_checkpoint_meta(path)
+    file = path / META_FILE
+    atomic_write_text(file, json.dumps(json_safe(with_recorded(meta, entry)), indent=2) + "\n")
+    return file
 
 
 def _broken_info(path: Path, name: str, error: str) -> CheckpointInfo:

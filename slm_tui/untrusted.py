@@ -141,6 +141,8 @@ def _fits(kind: Any, value: Any) -> bool:
         return isinstance(value, dict)
     if kind == "dict?":
         return value is None or isinstance(value, dict)
+    if kind == "list":
+        return isinstance(value, list)
     if kind == "sha256":
         return (
             isinstance(value, str)
@@ -157,6 +159,7 @@ _KIND_TEXT = {
     "str?": "a string or null",
     "dict": "an object",
     "dict?": "an object or null",
+    "list": "a list",
     "sha256": "64 hex digits",
 }
 
@@ -169,7 +172,8 @@ def check_fields(
     required: tuple[str, ...] = (),
 ) -> None:
     """Refuse with `error` the first field of `obj` named in `kinds` whose value does not
-    fit its kind ('int', 'number?', 'str', 'str?', 'dict', 'dict?', 'sha256', ('int', lo, hi));
+    fit its kind ('int', 'number?', 'str', 'str?', 'dict', 'dict?', 'list', 'sha256',
+    ('int', lo, hi));
     fields not named are not checked, `required` ones must be present."""
     missing = [k for k in required if k not in obj]
     if missing:

@@ -132,12 +132,55 @@ def test_eval_dtype_is_reported_and_can_be_chosen(env):
                    "--dtype must be auto, float32 or bfloat16")  # fmt: skip
 
 
+def test_eval_record_keeps_held_out_figures_in_meta_and_the_weights_untouched(env, tmp_path):
+    from slm_tui.checkpoint_files import read_info
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(env["run"] / "latest", ckpt)
+    weights = (ckpt / "model.safetensors").read_bytes()
+    dev = _story_file(tmp_path / "dev.txt", [f"Kept {i}. {s}" for i, s in
+                                             enumerate(_synthetic_stories(20, seed=3))])  # fmt: skip
+    res = invoke("eval", "--checkpoint", str(ckpt), "--data-files", str(dev), "--record")
+    assert res.exit_code == 0, res.output
+    assert "recorded" in res.stderr and "dev.txt" in res.stderr
+    (entry,) = json.loads((ckpt / "meta.json").read_text())["evaluations"]
+    assert entry["name"] == "dev.txt" and len(entry["fingerprint"]) == 64
+    assert set(entry) == {"name", "corpus", "fingerprint", "bpb", "loss", "tokens", "dtype", "date"}
+    # Scoring the same corpus again replaces its entry; another corpus adds one.
+    assert invoke("eval", "--checkpoint", str(ckpt), "--data-files", str(dev), "--record",
+                  "--json").exit_code == 0  # fmt: skip
+    assert invoke("eval", "--checkpoint", str(ckpt), "--data-files", str(env["corpus"]),
+                  "--record").exit_code == 0  # fmt: skip
+    info = read_info(ckpt)
+    assert [e.name for e in info.evaluations] == ["dev.txt", "stories.txt"]
+    assert info.quality().startswith(f"{entry['bpb']:.3f} bpb on dev.txt · ")
+    assert (ckpt / "model.safetensors").read_bytes() == weights  # and load still checks sha256
+    # slm-generate's JSONL says which figures the model has, with their corpora
+    from slm_tui.cli.generate import app as generate_app
+
+    out = CliRunner().invoke(generate_app, ["--checkpoint", str(ckpt), "--prompt", "Once",
+                                            "--max-new-tokens", "3", "--format", "jsonl"])  # fmt: skip
+    about = json.loads(out.stdout.splitlines()[0])["model"]
+    assert set(about["bits_per_byte"]) == {"dev.txt", "stories.txt"}
+
+
+def test_eval_record_leaves_a_corrupt_meta_json_as_it_is(env, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(env["run"] / "latest", ckpt)
+    meta = json.loads((ckpt / "meta.json").read_text())
+    bad = json.dumps({**meta, "evaluations": "not a list"})
+    (ckpt / "meta.json").write_text(bad)
+    res = invoke("eval", "--checkpoint", str(ckpt), "--data-files", str(env["corpus"]), "--record")
+    assert_refused(res, "evaluations must be a list")
+    assert (ckpt / "meta.json").read_text() == bad
+
+
 def test_eval_json_keeps_its_fields_and_order(env):
     res = invoke("eval", "--checkpoint", str(env["run"]), "--json")
     assert res.exit_code == 0, res.output
     assert list(json.loads(res.stdout)) == [
         "loss", "bpb", "tokens", "bytes", "stories", "perplexity", "checkpoint", "corpus",
-        "tokenizer", "vocab_size", "context_length", "seconds", "dtype",
+        "tokenizer", "vocab_size", "context_length", "seconds", "dtype", "name", "fingerprint",
     ]  # fmt: skip
 
 

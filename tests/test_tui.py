@@ -121,6 +121,31 @@ async def test_write_a_story(tui_checkpoints, tui_env):
         assert app.query_one("#prompt").text == ""  # the seed moved into the story
 
 
+async def test_the_card_shows_recorded_held_out_figures_before_the_in_run_one(
+    tui_checkpoints, tui_env, tmp_path
+):
+    import shutil
+
+    from slm_tui.checkpoint_files import record_evaluation
+    from slm_tui.recorded import RecordedEval
+
+    root = tmp_path / "ckpts"
+    shutil.copytree(tui_checkpoints / "alpha", root / "alpha")
+    async with make_app(root).run_test(size=SIZE) as pilot:
+        app = pilot.app
+        await ready(pilot, app)
+        card = str(app.query_one("#card").render())
+        assert "in-run validation" in card or "bpb" not in card
+    entry = RecordedEval("dev.txt", "/data/dev.txt", "f" * 64, 1.234, 3.2, 999, "float32",
+                         "2026-12-03")  # fmt: skip
+    record_evaluation(root / "alpha", entry)
+    async with make_app(root).run_test(size=SIZE) as pilot:
+        app = pilot.app
+        await ready(pilot, app)
+        card = str(app.query_one("#card").render())
+        assert "1.234 bpb on dev.txt" in card and "in-run" not in card
+
+
 async def test_escape_cancels_mid_stream(tui_checkpoints, tui_env):
     app = make_app(tui_checkpoints)
     async with app.run_test(size=SIZE) as pilot:

@@ -202,6 +202,7 @@ def main_command(
             jobs = [t for t in texts for _ in range(samples)]
             seeds = row_seeds(len(jobs), settings.seed)
             results = _run_remote(remote, name, jobs, settings, batch, seeds)
+            about = {"server": server, "model": name}
         else:
             if model is not None:
                 raise GenerationError("--model names a server's model; give --server too")
@@ -222,6 +223,7 @@ def main_command(
             jobs = [t for t in texts for _ in range(samples)]
             seeds = row_seeds(len(jobs), settings.seed)
             results = _run(net, tokenizer, jobs, settings, batch, seeds)
+            about = _about(loaded.info)
         if format == Format.jsonl:
             lines = []
             for j, r in enumerate(results):
@@ -233,6 +235,7 @@ def main_command(
                     "tokens": r.num_tokens,
                     "seed": r.seed,
                     "settings": settings.replace(seed=r.seed).to_dict(),
+                    "model": about,
                 }
                 lines.append(json.dumps(row, ensure_ascii=False).translate(_JSON_CONTROLS) + "\n")
             body = "".join(lines)
@@ -305,6 +308,17 @@ def _collect_prompts(prompt: list[str] | None, prompts: Path | None) -> list[str
             )
         texts = parse_prompts(data, "stdin")
     return texts
+
+
+def _about(info) -> dict:
+    """What the JSONL says of the model: its name and step, and its quality as honestly as
+    known: recorded held-out figures with their corpora, else the in-run figure, named so."""
+    about: dict = {"checkpoint": info.name, "step": info.step}
+    if info.evaluations:
+        about["bits_per_byte"] = {e.name: round(e.bpb, 4) for e in info.evaluations}
+    elif info.val_bpb is not None:
+        about["in_run_val_bits_per_byte"] = round(info.val_bpb, 4)
+    return about
 
 
 def _load(checkpoint: Path | None, device: str):

@@ -22,6 +22,8 @@ from slm_tui.cli.common import (
     absolute_files,
     cli_errors,
     data_files_from,
+    err,
+    for_terminal,
     out,
 )
 
@@ -66,6 +68,15 @@ def evaluate(
         typer.Option("--context-length", help="Window length (default: the model's context)."),
     ] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N, mps.")] = "auto",
+    record_: Annotated[
+        bool,
+        typer.Option(
+            "--record",
+            help="Keep the result in the checkpoint's meta.json (corpus name and fingerprint, "
+            "bits per byte, loss, tokens, date): the TUI, slm-generate and the model card show "
+            "recorded figures as the model's quality.",
+        ),
+    ] = False,
     dtype: Annotated[
         str | None,
         typer.Option(
@@ -94,10 +105,18 @@ def evaluate(
             device=device,
             dtype=dtype,
         )
+        written = None
+        if record_:
+            from slm_tui.trainer.evaluation import record
+
+            written = record(result)
         if json_:
             typer.echo(json.dumps(dataclasses.asdict(result)))
-            return
-        table = Table(title=f"eval of {result.checkpoint}", show_header=False)
-        for name, label, spec in ROWS:
-            table.add_row(label, format(getattr(result, name), spec))
-        out.print(table)
+        else:
+            table = Table(title=f"eval of {result.checkpoint}", show_header=False)
+            for name, label, spec in ROWS:
+                table.add_row(label, format(getattr(result, name), spec))
+            out.print(table)
+        if written is not None:
+            msg = f"recorded {result.bpb:.4f} bpb on {result.name} in {written}"
+            err.print(for_terminal(msg), highlight=False)

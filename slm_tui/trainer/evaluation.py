@@ -31,12 +31,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from slm_tui.checkpoint_files import record_evaluation
 from slm_tui.checkpoints import load_checkpoint, resolve_checkpoint
 from slm_tui.config import Config, TrainConfig
+from slm_tui.corpus import CorpusSource, source_fingerprint
 from slm_tui.data import TokenShard, corpus_source, iter_stories, iter_windows
 from slm_tui.devices import resolve_device
 from slm_tui.errors import ConfigError, DataError
 from slm_tui.generation import generate_batch
+from slm_tui.recorded import RecordedEval
 from slm_tui.tokenizers import Tokenizer
 from slm_tui.trainer.prepare import corpus_sources, shards_for
 from slm_tui.trainer.report import Sample
@@ -166,7 +169,10 @@ class EvalResult:
     vocab_size: int
     context_length: int
     seconds: float
-    dtype: str  # float32 | bfloat16: what the forward passes ran in (speed.choose); last, new
+    # (added later, so after the rest:)
+    dtype: str  # float32 | bfloat16: what the forward passes ran in (speed.choose)
+    name: str  # the corpus in short ("valid.txt"), as --record keeps it
+    fingerprint: str  # sha256 of the corpus's contents (or dataset id and split)
 
 
 class _StoryTokens:
@@ -251,6 +257,7 @@ def evaluate(
     if dataset or data_files:
         source = corpus_source(dataset, data_files, split=split or "validation")
         corpus = ", ".join(source.data_files) if source.data_files else str(source.dataset)
+        name, fingerprint = _corpus_name(source), source_fingerprint(source)
         stream = _StoryTokens(iter_stories(source), tok, max_tokens)
         nats, count = sum_nats(
             model, iter_windows(stream, seq_len, batch_size), dev, dtype, progress
@@ -260,6 +267,11 @@ def evaluate(
     else:
         shard = _own_val_shard(cfg, tok)
         corpus = f"validation shard {shard.path}"
+        fingerprint = f"{shard.meta.get('source_fingerprint', '')}:val"
+        if cfg.data.val_files:
+            name = _corpus_name(corpus_source(None, cfg.data.val_files))
+        else:
+            name = f"stories held out of {_corpus_name(corpus_sources(cfg)[0])}"
         tokens = shard.tokens[:max_tokens] if max_tokens else shard.tokens
         nats, count = sum_nats(
             model, iter_windows(tokens, seq_len, batch_size), dev, dtype, progress
@@ -282,7 +294,31 @@ def evaluate(
         context_length=seq_len,
         seconds=round(time.perf_counter() - started, 3),
         dtype=dtype,
+        name=name,
+        fingerprint=fingerprint,
     )
+
+
+def _corpus_name(source: CorpusSource) -> str:
+    """'valid.txt', 'a.txt, b.txt', 'roneneldan/TinyStories:validation'."""
+    if source.data_files:
+        return ", ".join(Path(f).name for f in source.data_files)
+    return f"{source.dataset}:{source.split}"
+
+
+def record(result: EvalResult) -> Path:
+    """Keep `result` in its checkpoint's meta.json (`slm-train eval --record`)."""
+    entry = RecordedEval(
+        name=result.name,
+        corpus=result.corpus,
+        fingerprint=result.fingerprint,
+        bpb=result.bpb,
+        loss=result.loss,
+        tokens=result.tokens,
+        dtype=result.dtype,
+        date=time.strftime("%Y-%m-%d"),
+    )
+    return record_evaluation(Path(result.checkpoint), entry)
 
 
 def _own_val_shard(cfg: Config, tok: Tokenizer) -> TokenShard:
@@ -300,6 +336,7 @@ __all__ = [
     "Measure",
     "autocast_for",
     "evaluate",
+    "record",
     "sample_continuations",
     "shard_bytes_covered",
     "sum_nats",

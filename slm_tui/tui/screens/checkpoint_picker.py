@@ -26,7 +26,7 @@ from slm_tui.checkpoint_files import CheckpointInfo
 from slm_tui.tui.checkpoint_loader import CheckpointList
 from slm_tui.tui.widgets.checkpoint_card import human, info_lines
 
-COLUMNS = ("", "checkpoint", "params", "steps", "tokens", "val bpb", "tokenizer", "date")
+COLUMNS = ("", "checkpoint", "params", "steps", "tokens", "bits/byte", "tokenizer", "date")
 
 
 def row_for(info: CheckpointInfo, current: Path | None) -> tuple:
@@ -36,7 +36,12 @@ def row_for(info: CheckpointInfo, current: Path | None) -> tuple:
     name = Content(info.name)
     if info.error:
         return (mark, name, Content.styled("unreadable", "$text-error"), "", "", "", "", "")
-    bpb = "—" if info.val_bpb is None else f"{info.val_bpb:.3f}"
+    # A recorded held-out figure with its corpus; else the in-run one, said to be that.
+    if info.evaluations:
+        first = info.evaluations[0]
+        bpb = Content(f"{first.bpb:.3f} {first.name}")
+    else:
+        bpb = Content("—" if info.val_bpb is None else f"{info.val_bpb:.3f} in-run")
     return (
         mark,
         name,

@@ -18,12 +18,15 @@ def human(n: float | int | None) -> str:
 
 
 def info_lines(info: Any) -> list[tuple[str, str]]:
-    """(label, value) pairs for a CheckpointInfo, shared by the card and the picker."""
+    """(label, value) pairs for a CheckpointInfo, shared by the card and the picker: the
+    recorded held-out figures first, each with its corpus; the in-run one labelled so."""
     bpb = "—" if info.val_bpb is None else f"{info.val_bpb:.3f}"
+    held_out = [(f"bits/byte on {e.name}", f"{e.bpb:.3f}") for e in info.evaluations]
     return [
         ("params", human(info.params)),
         ("steps", str(info.step)),
         ("tokens seen", human(info.tokens_seen)),
+        *held_out,
         ("val bits/byte (in-run)", bpb),
         ("tokenizer", f"{info.tokenizer_kind} · {info.vocab_size}"),
         ("shape", f"{info.n_layer} layers × {info.d_model} · ctx {info.context_length}"),
@@ -48,6 +51,8 @@ class CheckpointCard(Static):
             parts.append(("a model on the server: stories come from there", "$text-muted"))
             self.update(Content.assemble(*parts))
             return
-        bpb = "" if info.val_bpb is None else f" · val {info.val_bpb:.2f} bpb"
-        parts.append((f"{human(info.params)} params · step {info.step}{bpb}", "$text-muted"))
+        quality = info.quality()  # held-out figures with their corpus, else "... in-run"
+        parts.append((f"{human(info.params)} params · step {info.step}", "$text-muted"))
+        if quality:
+            parts.extend(["\n", (quality, "$text-muted")])
         self.update(Content.assemble(*parts))
