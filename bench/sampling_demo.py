@@ -1,7 +1,8 @@
 """Which sampling settings read best on the demo model: generated stories against the human
 continuations of the same openings, side by side in one run.
 
-Prompts are the first sentences of stories in valid.txt (text the model never trained on);
+Prompts are the first sentences of stories in dev.txt (`--openings valid` for valid.txt; text
+the model never trained on, and dev.txt is the file choices are made on);
 each setting writes one continuation per prompt with a fixed seed per prompt, and the human
 continuation of the same story is the reference. For each setting, and for the human text:
 
@@ -12,7 +13,7 @@ continuation of the same story is the reference. For each setting, and for the h
   match the human figure.
 - repeated 4-grams: the share of word 4-grams that already occurred earlier in the same
   story (loops such as "and they played and they played").
-- non-words: the share of words that never occur in train.txt (made-up words, broken
+- non-words: the share of words that never occur in train.txt + train-extra.txt (made-up words, broken
   spelling from the tail of the distribution).
 - distinct-2: distinct word pairs over all pairs, across every story of the setting
   (variety between stories).
@@ -26,7 +27,7 @@ human continuation's (the least bland). The first run of this bench picked "T 1.
 looser floor (1.5x the human's non-words); its stories broke names noticeably more often.
 
 Run: `.venv/bin/python bench/sampling_demo.py` (default: checkpoints/tinystories-demo, 48
-valid.txt openings, 160 new tokens); writes bench/results/sampling_demo.json.
+dev.txt openings, 160 new tokens); writes bench/results/sampling_demo.json.
 """
 
 from __future__ import annotations
@@ -85,9 +86,11 @@ def data_dir() -> Path:
     return Path(env) if env else REPO.parent / "shared" / "data" / "tinystories"
 
 
-def openings(valid: Path, n: int) -> list[tuple[str, str]]:
-    """(first sentence, rest of the story) for the first n whole stories of valid.txt."""
-    stories = valid.read_text(encoding="utf-8").split("<|endoftext|>")[1:]  # [0] starts mid-story
+def openings(path: Path, n: int) -> list[tuple[str, str]]:
+    """(first sentence, rest of the story) for the first n whole stories of the file."""
+    stories = path.read_text(encoding="utf-8").split("<|endoftext|>")
+    if path.name == "valid.txt":
+        stories = stories[1:]  # valid.txt starts mid-story, as the original split does
     out = []
     for s in stories:
         s = s.strip()
@@ -174,6 +177,8 @@ def main() -> int:
     ap.add_argument("--checkpoint", default=str(REPO / "checkpoints" / "tinystories-demo"))
     ap.add_argument("--judge", default=None, help="judge checkpoint (default: the model itself)")
     ap.add_argument("--prompts", type=int, default=48)
+    ap.add_argument("--openings", choices=("dev", "valid"), default="dev",
+                    help="the file the openings come from (dev.txt: the file for choosing)")  # fmt: skip
     ap.add_argument("--max-new-tokens", type=int, default=160)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="12 prompts, 96 tokens")
@@ -184,12 +189,14 @@ def main() -> int:
         args.prompts, args.max_new_tokens = 12, 96
     torch.set_num_threads(args.threads)
     d = data_dir()
-    if not (d / "valid.txt").is_file():
+    source = d / f"{args.openings}.txt"
+    if not source.is_file():
         console.print(f"[yellow]skipped:[/] TinyStories text not found in {d}")
         return 0
-    pairs = openings(d / "valid.txt", args.prompts)
+    pairs = openings(source, args.prompts)
     prompts = [p for p, _ in pairs]
-    vocab = train_words(d / "train.txt")
+    vocab = set().union(*(train_words(d / f) for f in ("train.txt", "train-extra.txt")
+                          if (d / f).is_file()))  # fmt: skip
     model, tok, *_ = load_checkpoint(args.checkpoint)
     judge, jtok = (model, tok) if args.judge is None else tuple(load_checkpoint(args.judge))[:2]
 
@@ -215,7 +222,7 @@ def main() -> int:
         )
         rows[name]["settings"] = {k: v for k, v in s.to_dict().items() if k not in ("stop", "seed")}
         rows[name]["seconds"] = round(wall, 1)
-        # Continuations only: the openings are valid.txt text, which stays out of the project.
+        # Continuations only: the openings are shared text, which stays out of the project.
         samples[name] = [t.strip() for t in texts[:3]]
         if args.show:
             console.rule(name)
@@ -224,7 +231,7 @@ def main() -> int:
 
     pick = choose(rows, human)
     t = Table(
-        title=f"sampling on {Path(args.checkpoint).name}: {len(prompts)} valid.txt openings, "
+        title=f"sampling on {Path(args.checkpoint).name}: {len(prompts)} {source.name} openings, "
         f"{args.max_new_tokens} new tokens (human = the stories' own continuations)"
     )
     for col in ("setting", "judge nats/tok", "rep. 4-grams", "non-words", "distinct-2", "ended"):

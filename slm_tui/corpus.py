@@ -18,6 +18,9 @@ Notable:
   probe is skipped so cached datasets still load.
 - The split: a dataset's own `validation` split when it has one, else every k-th story
   (k = round(1 / val_fraction), starting with the first) is held out, deterministically.
+
+(A little over the project's ~400-line guide: every reader here enforces the same bounds and
+UTF-8 rule on untrusted text, and they are easiest to check side by side.)
 """
 
 from __future__ import annotations

@@ -17,6 +17,11 @@ Notable:
 - `iter_windows` is the one way text is cut for evaluation (in-run validation and
   `slm-train eval`): windows of T targets with stride T, the shorter tail included, so every
   token after the first is a target exactly once (BOS and EOS included).
+- With a validation file of the user's choice (`refuse_overlap`), a training story whose
+  words are also a validation story's is refused before any shard is complete.
+
+(A little over the project's ~400-line guide: the writer, its cache rules and the sampler
+all speak the shard format defined here; split, the format would live in two places.)
 """
 
 from __future__ import annotations

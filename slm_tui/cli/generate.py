@@ -19,7 +19,12 @@ with prompt, sample, text, finish_reason, tokens, seed and settings (DEL and C1 
 written as \\u escapes, like the other control characters JSON escapes).
 
 Flags are typed (numbers are parsed by click); a value click refuses, like one the sampler
-refuses, is one line on stderr and exit code 2 (`cli.common.Command`).
+refuses, is one line on stderr and exit code 2 (`cli.common.Command`). JSONL rows also carry
+`model`: the checkpoint's name and step and its recorded held-out bits per byte by corpus
+(else the in-run figure, named so), or the server and model name.
+
+(A little over the project's ~400-line guide: the flags, the prompt readers and the two
+output formats are one command's surface, local and `--server` alike.)
 """
 
 from __future__ import annotations
