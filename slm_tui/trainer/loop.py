@@ -217,13 +217,16 @@ def train_loop(run: Run, state: RunState, stop: threading.Event | None = None) -
                 interrupt(run, state)
                 status = "interrupted"
                 break
-    D.barrier(run.dist)  # rank 0 may still be evaluating/saving; leave the group together
     if run.dist.is_main and status == "finished":
         plot_loss(run.log.records, run.out / "loss.png", title=run.out.name)
         if state.start_step == state.step:
             run.rep.on_message(
                 f"already at step {state.step} of {tc.max_steps}; raise train.max_steps"
             )
+    # Rank 0 may still be evaluating, saving or plotting: every rank leaves the group
+    # together (a rank tearing its group down while another still works in it aborted at
+    # exit under load).
+    D.barrier(run.dist)
     return TrainResult(
         status=status,
         step=state.step,

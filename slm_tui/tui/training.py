@@ -21,14 +21,15 @@ SHARED_TEXT = Path("../shared/data/tinystories/train.txt")  # this project's dev
 
 def default_request(checkpoints_dir: Path, preset: str = "tiny") -> TrainRequest:
     """The start form's first values: the preset, the shared TinyStories text when it is
-    there (train.txt, valid.txt to validate on; else nothing: the trainer reads the Hugging
-    Face dataset), a fresh folder."""
+    there (train.txt, and dev.txt to validate on: the file choices are made on, so valid.txt
+    stays untouched for reporting; else nothing: the trainer reads the Hugging Face
+    dataset), a fresh folder."""
     n, output = 1, checkpoints_dir / preset
     while output.exists():
         n += 1
         output = checkpoints_dir / f"{preset}-{n}"
     shared = SHARED_TEXT.is_file()
-    val = SHARED_TEXT.with_name("valid.txt")
+    val = SHARED_TEXT.with_name("dev.txt")
     return TrainRequest(
         output=output,
         preset=preset,

@@ -51,7 +51,7 @@ class StartForm(ModalScreen[TrainRequest | None]):
                     compact=True,
                 )
             yield from self._row("data files", "f-data", " ".join(r.data_files), "a.txt b/*.jsonl")
-            yield from self._row("validation", "f-val", " ".join(r.val_files), "valid.txt")
+            yield from self._row("validation", "f-val", " ".join(r.val_files), "dev.txt")
             yield Static(VALIDATION_NOTE, classes="form-note", markup=False)
             yield from self._row("output", "f-output", str(r.output), "runs/my-run")
             yield from self._row(
