@@ -38,7 +38,10 @@ def score(run: Path, dtype: str) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--quick", action="store_true", help="40 steps (a smoke run)")
     args = ap.parse_args()
+    if args.quick:
+        args.steps = 40
     need_text()
     common = [
         "--config", "tiny",
@@ -75,7 +78,8 @@ def main() -> None:
               + (f", {extra['bpb']:.4f} ({extra['dtype']} eval)" if extra else "")
               + f"  [{r['speed']}]")  # fmt: skip
     print(f"  difference {b - a:+.4f} (target: within 0.01)")
-    dest = ROOT / "bench" / "results" / "bf16_quality.json"
+    dest = ROOT / "bench" / "results" / ("bf16_quality.json" if not args.quick else
+                                          "bf16_quality.quick.tmp")  # fmt: skip
     dest.write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {dest}", file=sys.stderr)
 

@@ -58,12 +58,12 @@ RUNS: dict[str, tuple[str, list[str], str]] = {
     "d256": (
         "tinystories-demo",
         ["model.d_model=256", "model.n_head=8"],
-        "wider: d256, 6 layers (~5.7M params)",
+        "wider: d256, 6 layers (5.9M params)",
     ),
     "d224-l8": (
         "tinystories-demo",
         ["model.d_model=224", "model.n_head=7", "model.n_layer=8"],
-        "deeper: d224, 8 layers (~6.3M params)",
+        "deeper: d224, 8 layers (5.8M params)",
     ),
     "adamw": ("tinystories-demo", ["train.optimizer=adamw"], "AdamW for everything (no Muon)"),
     "muon-lr03": (

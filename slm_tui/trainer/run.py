@@ -204,7 +204,8 @@ def start_run(plan: RunPlan, dist: D.DistInfo, rep: Reporter, resume: bool) -> t
         if tc.tensorboard:
             log.mirror = TensorBoardLog(plan.output / "tensorboard", state.step if saved else None)
 
-    speed = choose_speed(tc, device, cfg.model, micro, tc.max_steps - state.step)
+    # The whole run's length decides compile, so a resumed run computes as it did before.
+    speed = choose_speed(tc, device, cfg.model, micro, tc.max_steps)
     train_model = wrap_for_training(model, speed, device, dist.distributed)
     run = Run(
         plan=plan,

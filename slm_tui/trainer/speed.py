@@ -12,7 +12,8 @@ Explicit values win. Otherwise:
   version + threads + model shape in the user cache folder, so only the first run pays.
 - **CPU compile**: inductor needs a C++ compiler, and its warm-up (~15-35 s the first time,
   ~5 s from its on-disk cache) pays only over a long run: on from `COMPILE_MIN_STEPS`
-  optimizer steps left. Inductor's cache lives in the user cache folder (it survives a
+  optimizer steps in the run (its `max_steps`, not the steps left: a resumed run must
+  compute as it did before, or its loss curve would not match the uninterrupted one). Inductor's cache lives in the user cache folder (it survives a
   reboot, unlike torch's default under /tmp).
 - **Attention**: CPU training in bf16 uses SDPA's math kernel: torch's CPU flash-attention
   backward in bf16 took ~47% of the compiled demo step (T = 128); the math formulation is
@@ -113,12 +114,12 @@ def choose(
     device: torch.device,
     model_cfg: ModelConfig,
     micro: int,
-    steps_left: int,
+    steps: int,
     *,
     flags: frozenset[str] | bool | None = True,
 ) -> SpeedChoice:
     """The dtype, compile and attention choice for training `model_cfg` on `device` with
-    micro-batches of `micro` rows and `steps_left` optimizer steps to go. `flags` (tests):
+    micro-batches of `micro` rows, in a run of `steps` optimizer steps. `flags` (tests):
     True reads the CPU's own; a set or None stands for what a CPU reports."""
     name, found = cpu_info()
     if flags is not True:
@@ -163,12 +164,12 @@ def choose(
     elif cxx_compiler() is None:
         compiled = False
         why.append("no C++ compiler for torch.compile")
-    elif steps_left < COMPILE_MIN_STEPS:
+    elif steps < COMPILE_MIN_STEPS:
         compiled = False
-        why.append(f"{steps_left} steps are too few to repay compiling")
+        why.append(f"{steps} steps are too few to repay compiling")
     else:
         compiled = True
-        why.append(f"{steps_left:,} steps repay compiling")
+        why.append(f"{steps:,} steps repay compiling")
     math_attention = device.type == "cpu" and dtype == "bfloat16"
     return SpeedChoice(dtype, compiled, math_attention, "; ".join(why))
 
