@@ -42,7 +42,6 @@ from typing import Any
 
 import safetensors.torch
 import torch
-from safetensors.torch import load_file
 
 from slm_tui.checkpoint_files import (
     CONFIG_FILE,
@@ -258,30 +257,30 @@ def _check_shapes(path: Path, model: GPT, header: dict[str, Any]) -> None:
             )
 
 
-def _check_checksum(path: Path, meta: dict[str, Any]) -> None:
-    """model.safetensors against the sha256 recorded in meta.json (when there is one)."""
-    recorded = meta.get("weights_sha256")
-    if recorded is None:
-        return  # saved before checksums were recorded
-    h = hashlib.sha256()
-    with open(path / MODEL_FILE, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    if h.hexdigest() != recorded:
-        raise CheckpointError(
-            f"{path}: {MODEL_FILE} does not match the sha256 recorded in {META_FILE} "
-            f"({recorded[:12]}, the file gives {h.hexdigest()[:12]}): the weights are "
-            "damaged; restore them from a copy or re-train"
-        )
-
-
-def _load_weights(path: Path, model: GPT) -> None:
+def _load_weights(path: Path, model: GPT, meta: dict[str, Any]) -> None:
+    """model.safetensors into `model`, checked against the sha256 recorded in meta.json
+    (when there is one). The bytes are read once and both hashed and loaded, so weights
+    that pass the check are the weights that `meta` describes."""
     try:
-        tensors = load_file(path / MODEL_FILE, device="cpu")
+        data = (path / MODEL_FILE).read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"{path}: {MODEL_FILE} cannot be read ({exc.strerror})") from None
+    recorded = meta.get("weights_sha256")
+    if recorded is not None:  # None: saved before checksums were recorded
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != recorded:
+            raise CheckpointError(
+                f"{path}: {MODEL_FILE} does not match the sha256 recorded in {META_FILE} "
+                f"({recorded[:12]}, the file gives {digest[:12]}): the weights are "
+                "damaged; restore them from a copy or re-train"
+            )
+    try:
+        tensors = safetensors.torch.load(data)
     except Exception as exc:  # safetensors raises its own error type for bad files
         raise CheckpointError(
             f"{path}: {MODEL_FILE} is corrupt ({str(exc).splitlines()[0]}); re-save or re-train"
         ) from None
+    del data
     tensors = {k: t.float() if t.is_floating_point() else t for k, t in tensors.items()}
     model.load_state_dict(tensors, strict=False)  # strictness checked above (tied head)
 
@@ -298,8 +297,37 @@ def load_checkpoint(
     path: str | os.PathLike[str], device: str | torch.device = "cpu"
 ) -> LoadedCheckpoint:
     """Load a checkpoint (or a run dir's best/ else latest/): model in eval mode, float32,
-    on `device` (`auto`: CUDA > MPS > CPU, see `slm_tui.devices`)."""
-    p = resolve_checkpoint(path)
+    on `device` (`auto`: CUDA > MPS > CPU, see `slm_tui.devices`).
+
+    A running trainer replaces latest/ whole while it may be read here (one atomic swap,
+    see `fileio.replace_dir`), so a read can mix two saves; the weights' checksum refuses
+    a mix, and a read that failed while the checkpoint was being replaced is read again."""
+    for _ in range(_REPLACED_RETRIES):
+        p = resolve_checkpoint(path)
+        before = _meta_bytes(p)
+        try:
+            return _load_once(p, device)
+        except Exception:
+            if _meta_bytes(p) == before:
+                raise  # the checkpoint itself is bad, not replaced under us
+    raise CheckpointError(
+        f"{path} was replaced {_REPLACED_RETRIES} times while it loaded (a run saving very "
+        "often?); try again, or load its best/"
+    )
+
+
+_REPLACED_RETRIES = 6  # a run that saves every step replaces latest/ every few hundred ms
+
+
+def _meta_bytes(p: Path) -> bytes | None:
+    """meta.json as it is now: every save writes a new one (its weights' sha256)."""
+    try:
+        return (p / META_FILE).read_bytes()
+    except OSError:
+        return None
+
+
+def _load_once(p: Path, device: str | torch.device) -> LoadedCheckpoint:
     dev = resolve_device(device)
     cfg = read_config(p)
     meta = read_checkpoint_meta(p)
@@ -324,9 +352,8 @@ def load_checkpoint(
         )
     with torch.device("meta"):  # shapes only: nothing is allocated for a bogus config
         _check_shapes(p, GPT(cfg.model), header)
-    _check_checksum(p, meta)
     model = GPT(cfg.model)
-    _load_weights(p, model)
+    _load_weights(p, model, meta)
     model.to(dev).eval()
     return LoadedCheckpoint(model, tokenizer, cfg, info, p, dev)
 

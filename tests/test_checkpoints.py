@@ -8,6 +8,8 @@ import json
 import os
 import random
 import shutil
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -175,6 +177,41 @@ def test_crash_mid_save_keeps_the_previous_checkpoint(tmp_path, byte_tok) -> Non
     assert read_info(path).step == 1
     torch.testing.assert_close(logits_of(load_checkpoint(path).model), logits_of(old))
     assert siblings(path) == []
+
+
+def test_a_checkpoint_replaced_while_it_loads_loads_whole(tmp_path, byte_tok) -> None:
+    """A trainer saving latest/ over and over while a reader loads it (the TUI's "write
+    with the newest checkpoint" during a run): every load succeeds and gives one save's
+    weights with that save's step, never a mix of two."""
+    path = tmp_path / "run" / "latest"
+    cfg = make_config(byte_tok)
+    models = [make_model(cfg, seed) for seed in (0, 1)]  # built here: the RNG is global
+    stop = threading.Event()
+
+    def trainer() -> None:
+        step = 1
+        while True:
+            meta = {"step": step, "tokens_seen": step * 100}
+            save_checkpoint(path, models[step % 2], cfg, byte_tok, meta)
+            step += 1
+            if stop.wait(0.02):  # a few training steps between saves
+                return
+
+    saver = threading.Thread(target=trainer)
+    saver.start()
+    while not path.is_dir():
+        time.sleep(0.01)
+    try:
+        deadline = time.monotonic() + 3.0
+        loads = 0
+        while time.monotonic() < deadline or loads < 10:
+            loaded = load_checkpoint(path)
+            want = models[loaded.info.step % 2]
+            torch.testing.assert_close(logits_of(loaded.model), logits_of(want))
+            loads += 1
+    finally:
+        stop.set()
+        saver.join()
 
 
 def test_leftover_temp_dirs_are_not_listed(tmp_path, byte_tok) -> None:
