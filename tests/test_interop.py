@@ -34,8 +34,9 @@ from slm_tui.checkpoints import load_checkpoint, save_checkpoint
 from slm_tui.cli.train import app
 from slm_tui.config import Config, ModelConfig
 from slm_tui.generation import SamplingSettings, generate_batch
+from slm_tui.generation.settings import DEFAULTS
 from slm_tui.interop.gguf_export import unpermute_qk
-from slm_tui.model import GPT
+from slm_tui.model import GPT, mlp_hidden_size
 from slm_tui.tokenizers import load_tokenizer, train_tokenizer
 
 transformers = pytest.importorskip("transformers")
@@ -170,8 +171,9 @@ def test_demo_exports_to_a_llama_that_transformers_runs_as_we_do(demo, demo_hf):
         assert ids == ours.tokenizer.encode(text), text
         assert tok.decode(ids) == ours.tokenizer.decode(ids) == text
     generation = json.loads((demo_hf / "generation_config.json").read_text())
+    assert generation["temperature"] == DEFAULTS.temperature
     assert (generation["top_p"], generation["min_p"], generation["repetition_penalty"]) == (
-        0.95, 0.1, 1.1)  # fmt: skip
+        DEFAULTS.top_p, DEFAULTS.min_p, DEFAULTS.repetition_penalty)  # fmt: skip
 
 
 def test_seed_gpt_exports_to_gpt2_that_transformers_runs_as_we_do(seed_gpt, tmp_path):
@@ -343,8 +345,9 @@ def test_gguf_reads_back_with_every_tensor_key_and_token(demo, tmp_path):
     expected = {
         "general.architecture": "llama", "llama.context_length": cfg.context_length,
         "llama.embedding_length": cfg.d_model, "llama.block_count": cfg.n_layer,
-        "llama.feed_forward_length": 512, "llama.attention.head_count": cfg.n_head,
-        "llama.attention.head_count_kv": cfg.n_head, "llama.rope.dimension_count": 32,
+        "llama.feed_forward_length": mlp_hidden_size(cfg), "llama.attention.head_count": cfg.n_head,
+        "llama.attention.head_count_kv": cfg.n_head,
+        "llama.rope.dimension_count": cfg.d_model // cfg.n_head,
         "llama.rope.freq_base": 10000.0, "tokenizer.ggml.model": "llama",
         "tokenizer.ggml.bos_token_id": tok.bos_id, "tokenizer.ggml.eos_token_id": tok.eos_id,
         "tokenizer.ggml.unknown_token_id": tok.unk_id, "tokenizer.ggml.add_space_prefix": False,
@@ -352,7 +355,7 @@ def test_gguf_reads_back_with_every_tensor_key_and_token(demo, tmp_path):
     }  # fmt: skip
     assert {k: meta[k] for k in expected} == expected
     assert meta["llama.attention.layer_norm_rms_epsilon"] == pytest.approx(1e-5)
-    assert meta["general.sampling.min_p"] == pytest.approx(0.1)
+    assert meta["general.sampling.min_p"] == pytest.approx(DEFAULTS.min_p)
     state = ours.model.state_dict()
     del state["lm_head.weight"]  # tied: llama.cpp reuses token_embd
     assert "output.weight" not in got["tensors"] and len(got["tensors"]) == 2 + 9 * cfg.n_layer

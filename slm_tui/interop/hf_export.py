@@ -12,9 +12,10 @@ Notable (tests/test_interop.py checks logits within 1e-4 in float32 against tran
   and the RoPE base both as `rope_theta` (transformers 4.x) and `rope_parameters` (5.x).
 - GPT-2: `activation_function` is exact `gelu` (GPT-2's own `gelu_new` is the tanh
   approximation), `layer_norm_epsilon` 1e-5, `n_inner` our MLP width.
-- generation_config.json carries our defaults (temperature 1.0, top-p 0.95, min-p 0.1,
-  repetition penalty 1.1). transformers applies its penalty over the whole context, not our
-  last 64 tokens; with temperature 1 its warper order does not matter.
+- generation_config.json carries our defaults (temperature, top-p, min-p, repetition
+  penalty). transformers applies its penalty over the whole context, not our last 64
+  tokens, and its temperature before the top-p/min-p cuts (ours and llama.cpp's after), so
+  at temperature 0.9 its cuts keep slightly fewer tokens.
 - Weights in float32 (default), float16 or bfloat16; a tied head is stored once.
 """
 
