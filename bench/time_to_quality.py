@@ -2,7 +2,8 @@
 before and after issue 11 (train.dtype/compile auto), same data, same command.
 
 Both runs: `slm-train model --config tinystories-demo --tokenizer <a 4096 BPE trained on
-train.txt> --data-files train.txt --val-files dev.txt` with the v1 demo recipe pinned, evaluated on (nearly) all of dev.txt every
+train.txt> --data-files train.txt --val-files dev.txt` with the v1 demo recipe pinned
+(`V1_RECIPE`), evaluated on (nearly) all of dev.txt every
 100 steps (100 batches of 8 x 128 tokens); each is stopped at its first evaluation at or
 under the target. "before" adds `--set train.dtype=float32 --set train.compile=false`: the
 path every CPU trained on before (float32, eager, flash attention). "after" is the command
@@ -44,8 +45,10 @@ def main() -> None:
     ap.add_argument("--target", type=float, default=1.0)
     ap.add_argument("--eval-every", type=int, default=100)
     ap.add_argument("--only", choices=("before", "after"))
-    ap.add_argument("--quick", action="store_true",
-                    help="(make bench) print the stored result only: the runs take ~15 min")  # fmt: skip
+    ap.add_argument(
+        "--quick", action="store_true",
+        help="(make bench) print the stored result only: the runs take ~15 min",
+    )  # fmt: skip
     args = ap.parse_args()
     dest = ROOT / "bench" / "results" / "time_to_quality.json"
     if args.quick:

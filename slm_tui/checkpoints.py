@@ -10,10 +10,12 @@ Notable:
   half-written directory under the real name; what a killed save left beside it is cleaned
   up (or put back) by the next save (`fileio.recover_leftovers`). A full disk is one
   `CheckpointError` saying so and what was kept.
-- meta.json records the sha256 of model.safetensors; loading checks it (4 ms for a 6.9 MB
-  file such as the demo's, about a tenth of the load), so flipped bits are refused instead
-  of giving a model that writes noise. A checkpoint saved before the checksum existed (the
-  bundled demo) loads without the check.
+- meta.json records the sha256 of model.safetensors; loading checks it (7 ms for the
+  demo's 11.7 MB, under a tenth of the load), so flipped bits are refused instead of giving
+  a model that writes noise. A checkpoint saved before the checksum existed loads without
+  the check. The weights are read once, hashed and loaded from the same bytes, and a load
+  that failed while a running trainer replaced the folder is read again, so `latest/` of a
+  run in progress loads whole (never meta.json of one save with the weights of the next).
 - The tied output head is stored once; weights may be saved in bf16 to halve the file (the
   bundled demo) and always load as float32.
 - Loading refuses, with one-line `CheckpointError`s: a folder that is not a checkpoint,

@@ -345,8 +345,8 @@ def test_gguf_reads_back_with_every_tensor_key_and_token(demo, tmp_path):
     expected = {
         "general.architecture": "llama", "llama.context_length": cfg.context_length,
         "llama.embedding_length": cfg.d_model, "llama.block_count": cfg.n_layer,
-        "llama.feed_forward_length": mlp_hidden_size(cfg), "llama.attention.head_count": cfg.n_head,
-        "llama.attention.head_count_kv": cfg.n_head,
+        "llama.feed_forward_length": mlp_hidden_size(cfg),
+        "llama.attention.head_count": cfg.n_head, "llama.attention.head_count_kv": cfg.n_head,
         "llama.rope.dimension_count": cfg.d_model // cfg.n_head,
         "llama.rope.freq_base": 10000.0, "tokenizer.ggml.model": "llama",
         "tokenizer.ggml.bos_token_id": tok.bos_id, "tokenizer.ggml.eos_token_id": tok.eos_id,

@@ -13,8 +13,9 @@ Explicit values win. Otherwise:
 - **CPU compile**: inductor needs a C++ compiler, and its warm-up (~15-35 s the first time,
   ~5 s from its on-disk cache) pays only over a long run: on from `COMPILE_MIN_STEPS`
   optimizer steps in the run (its `max_steps`, not the steps left: a resumed run must
-  compute as it did before, or its loss curve would not match the uninterrupted one). Inductor's cache lives in the user cache folder (it survives a
-  reboot, unlike torch's default under /tmp).
+  compute as it did before, or its loss curve would not match the uninterrupted one).
+  Inductor's cache lives in the user cache folder (it survives a reboot, unlike torch's
+  default under /tmp).
 - **Attention**: CPU training in bf16 uses SDPA's math kernel: torch's CPU flash-attention
   backward in bf16 took ~47% of the compiled demo step (T = 128); the math formulation is
   plain matmuls plus a softmax inductor fuses (11.5k -> 18.5k tokens/s on 2 cores).
@@ -186,7 +187,8 @@ def _probe_key(name: str, flags: frozenset[str] | None, model_cfg: ModelConfig, 
         f"{micro}x{model_cfg.context_length}"
     )
     digest = hashlib.sha256(" ".join(sorted(flags or ())).encode()).hexdigest()[:12]
-    return f"{name} | flags {digest} | torch {torch.__version__} | {torch.get_num_threads()} threads | {shape}"
+    threads = torch.get_num_threads()
+    return f"{name} | flags {digest} | torch {torch.__version__} | {threads} threads | {shape}"
 
 
 def probe(
