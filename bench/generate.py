@@ -93,23 +93,12 @@ class SyntheticTokenizer:
         return f"{id:x}"
 
 
-class NoEos:
-    """A real tokenizer with EOS switched off, so every run decodes the full length."""
-
-    def __init__(self, tok) -> None:
-        self._tok = tok
-        self.eos_id = -1
-
-    def __getattr__(self, name):
-        return getattr(self._tok, name)
-
-
 def load_model(args) -> tuple[GPT, object, str]:
     if args.checkpoint:
         from slm_tui.checkpoints import load_checkpoint
 
         loaded = load_checkpoint(args.checkpoint, "cpu")
-        return loaded.model, NoEos(loaded.tokenizer), f"checkpoint {loaded.path}"
+        return loaded.model, loaded.tokenizer, f"checkpoint {loaded.path}"
     cfg = load_config("tiny").model
     cfg.vocab_size = args.vocab
     if args.d_model:
@@ -206,7 +195,7 @@ def measure(model, tok, args) -> dict:
     """Interleaved: each repeat runs every variant once, and each keeps its best time, so a
     burst of load on a shared machine does not land on one side of a comparison only."""
     new, repeats = args.new_tokens, args.repeats
-    settings = SamplingSettings(max_new_tokens=new, seed=0)
+    settings = SamplingSettings(max_new_tokens=new, seed=0, ignore_eos=True)
     prompt = prompt_text(tok, args.prompt_tokens)
     prompt_ids = [tok.bos_id, *tok.encode(prompt)]
     idx = torch.tensor([prompt_ids])
@@ -259,7 +248,7 @@ def measure(model, tok, args) -> dict:
 
 
 def profile(model, tok, args) -> str:
-    settings = SamplingSettings(max_new_tokens=args.new_tokens, seed=0)
+    settings = SamplingSettings(max_new_tokens=args.new_tokens, seed=0, ignore_eos=True)
     prompt = prompt_text(tok, args.prompt_tokens)
     engine_run(model, tok, prompt, settings)
     prof = cProfile.Profile()

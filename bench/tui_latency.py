@@ -60,17 +60,6 @@ RESULTS = Path(__file__).resolve().parent / "results"
 PROMPT = "Once upon a time, a little girl named Lily found a red ball in the park."
 
 
-class NoEos:
-    """A real tokenizer with EOS switched off, so every story decodes its full length."""
-
-    def __init__(self, tok) -> None:
-        self._tok = tok
-        self.eos_id = -1
-
-    def __getattr__(self, name):
-        return getattr(self._tok, name)
-
-
 def stories(n: int) -> list[str]:
     rng = random.Random(0)
     names, things = ["Lily", "Tom", "Max", "Sue"], ["ball", "dog", "tree", "cake", "boat"]
@@ -97,11 +86,13 @@ def make_checkpoint(root: Path, args) -> Path:
     return save_checkpoint(root / "checkpoints" / "bench", model, cfg, tok, meta)
 
 
-def prepare(loaded, sharpen: float) -> None:
-    """EOS off and a trained-like (peaked) distribution, for the app and the direct runs alike."""
-    loaded.tokenizer = NoEos(loaded.tokenizer)
+def prepare(app, sharpen: float) -> None:
+    """EOS off (`ignore_eos`) and a trained-like (peaked) distribution, for the app and the
+    direct runs alike."""
+    panel = app.query_one("#sampling")
+    panel.settings = panel.settings.replace(ignore_eos=True)
     with torch.no_grad():
-        loaded.model.norm_f.weight.fill_(sharpen)
+        app.loaded.model.norm_f.weight.fill_(sharpen)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -168,7 +159,7 @@ async def run_app(ckpt: Path, args) -> dict:
     out: dict = {"throughput": [], "direct": [], "complete": True}
     async with app.run_test(size=(120, 36)) as pilot:
         await until(pilot, lambda: app.loaded is not None)
-        prepare(app.loaded, args.sharpen)
+        prepare(app, args.sharpen)
         model, tok = app.loaded.model, app.loaded.tokenizer
         panel = app.query_one("#sampling")
 
@@ -272,7 +263,7 @@ async def run_train_screen(ckpt: Path, root: Path, args) -> dict:
             await until(pilot, lambda: app.loaded is not None)
             await until(pilot, lambda: app.training.watch.history.step >= 5)
             await until(pilot, lambda: app.cpu.shared)  # the app saw the run: one thread
-            prepare(app.loaded, args.sharpen)
+            prepare(app, args.sharpen)
             app.query_one("#sampling").set_values({"max_new_tokens": 10**6, "seed": None})
             app.write(PROMPT)  # streams behind the Train screen
             await until(pilot, lambda: app.current.num_tokens > 20)

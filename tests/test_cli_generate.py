@@ -174,3 +174,17 @@ def test_real_command_in_a_pipeline(tiny_checkpoint):
     rows = _jsonl(proc.stdout)
     assert [r["prompt"] for r in rows] == ["Tom saw a cat", "Mia"]
     assert "Traceback" not in proc.stderr
+
+
+def test_ignore_eos_writes_every_story_to_max_new_tokens(tiny_checkpoint):
+    args = ["--checkpoint", tiny_checkpoint, "--format", "jsonl", "--max-new-tokens", "30"]
+    prompts = [f"Story {i}" for i in range(12)]
+    plain = _jsonl(run(*args, "--seed", "1", *[x for p in prompts for x in ("--prompt", p)]).stdout)
+    assert any(r["finish_reason"] == "eos" for r in plain)  # the random model does end some
+    result = run(
+        *args, "--seed", "1", "--ignore-eos", *[x for p in prompts for x in ("--prompt", p)]
+    )
+    assert result.exit_code == 0, result.output
+    rows = _jsonl(result.stdout)
+    assert all(r["finish_reason"] == "length" and r["tokens"] == 30 for r in rows)
+    assert all(r["settings"]["ignore_eos"] is True for r in rows)

@@ -31,25 +31,15 @@ from slm_tui.serve.app import Server, create_app
 MODEL = "tiny"
 
 
-class NoEos:
-    """The real tokenizer with EOS switched off: every story runs to max_tokens."""
-
-    def __init__(self, tok) -> None:
-        self._tok = tok
-        self.eos_id = -1
-
-    def __getattr__(self, name):
-        return getattr(self._tok, name)
+NO_EOS = {"ignore_eos": True}  # stories run to max_tokens: no EOS from the random model
 
 
 class Running:
     """A real server in a thread on a free loopback port."""
 
-    def __init__(self, checkpoint: Path, *, no_eos: bool = False, max_body: int = 1 << 20,
-                 port: int = 0, **options) -> None:  # fmt: skip
+    def __init__(self, checkpoint: Path, *, max_body: int = 1 << 20, port: int = 0,
+                 **options) -> None:  # fmt: skip
         loaded = load_checkpoint(checkpoint)
-        if no_eos:
-            loaded.tokenizer = NoEos(loaded.tokenizer)
         self.server = Server(loaded, model_name=MODEL, **options)
         app = create_app(self.server, max_body=max_body)
         sock = socket.socket()
@@ -92,7 +82,7 @@ def served(tiny_checkpoint):
 
 @pytest.fixture(scope="module")
 def served_no_eos(tiny_checkpoint):
-    running = Running(tiny_checkpoint, no_eos=True, max_batch=16, max_tokens_cap=100_000)
+    running = Running(tiny_checkpoint, max_batch=16, max_tokens_cap=100_000)
     yield running
     running.close()
 
@@ -111,31 +101,33 @@ def test_models_and_a_completion_with_usage(served):
 def test_streaming_joined_equals_the_plain_response_and_seeds_reproduce(served_no_eos):
     client = served_no_eos.client()
     args = dict(model=MODEL, prompt="The dog", max_tokens=30, seed=11, temperature=1.0)
-    plain = client.completions.create(**args)
-    again = client.completions.create(**args)
+    plain = client.completions.create(extra_body=NO_EOS, **args)
+    again = client.completions.create(extra_body=NO_EOS, **args)
     assert plain.choices[0].text == again.choices[0].text  # same seed, same story
     parts, usage = [], None
     for chunk in client.completions.create(
-        **args, stream=True, stream_options={"include_usage": True}
+        extra_body=NO_EOS, **args, stream=True, stream_options={"include_usage": True}
     ):
         if chunk.usage is not None:
             usage = chunk.usage
         parts += [c.text for c in chunk.choices]
     assert "".join(parts) == plain.choices[0].text
     assert usage is not None and usage.completion_tokens == 30
-    other = client.completions.create(**{**args, "seed": 12})
+    other = client.completions.create(extra_body=NO_EOS, **{**args, "seed": 12})
     assert other.choices[0].text != plain.choices[0].text
 
 
 def test_n_choices_and_prompt_lists_reproduce_one_by_one(served_no_eos):
     client = served_no_eos.client()
     many = client.completions.create(
-        model=MODEL, prompt=["Once", "A cat"], n=2, max_tokens=8, seed=100
+        extra_body=NO_EOS, model=MODEL, prompt=["Once", "A cat"], n=2, max_tokens=8, seed=100
     )
     assert [c.index for c in many.choices] == [0, 1, 2, 3]
     for k, choice in enumerate(many.choices):  # choice k is seed + k of its prompt
         prompt = ["Once", "A cat"][k // 2]
-        alone = client.completions.create(model=MODEL, prompt=prompt, max_tokens=8, seed=100 + k)
+        alone = client.completions.create(
+            extra_body=NO_EOS, model=MODEL, prompt=prompt, max_tokens=8, seed=100 + k
+        )
         assert choice.text == alone.choices[0].text
 
 
@@ -147,15 +139,19 @@ def test_chat_streams_deltas_and_equals_its_completion(served_no_eos):
         {"role": "assistant", "content": "there was a dog."},
         {"role": "user", "content": "The dog"},
     ]
-    chat = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=10, seed=5)
+    chat = client.chat.completions.create(
+        extra_body=NO_EOS, model=MODEL, messages=messages, max_tokens=10, seed=5
+    )
     assert chat.choices[0].message.role == "assistant"
     story = "Once upon a time\nthere was a dog.\nThe dog"  # the documented story prompt
-    same = client.completions.create(model=MODEL, prompt=story, max_tokens=10, seed=5)
+    same = client.completions.create(
+        extra_body=NO_EOS, model=MODEL, prompt=story, max_tokens=10, seed=5
+    )
     assert chat.choices[0].message.content == same.choices[0].text
     streamed = "".join(
         c.choices[0].delta.content or ""
         for c in client.chat.completions.create(
-            model=MODEL, messages=messages, max_tokens=10, seed=5, stream=True
+            extra_body=NO_EOS, model=MODEL, messages=messages, max_tokens=10, seed=5, stream=True
         )
         if c.choices
     )
@@ -164,13 +160,15 @@ def test_chat_streams_deltas_and_equals_its_completion(served_no_eos):
 
 def test_logprobs_come_with_top_alternatives(served_no_eos):
     client = served_no_eos.client()
-    done = client.completions.create(model=MODEL, prompt="Once", max_tokens=6, seed=1, logprobs=3)
+    done = client.completions.create(
+        extra_body=NO_EOS, model=MODEL, prompt="Once", max_tokens=6, seed=1, logprobs=3
+    )
     lp = done.choices[0].logprobs
     assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == 6
     assert all(len(top) <= 3 and lp_value <= 0 for top, lp_value in zip(lp.top_logprobs,
                lp.token_logprobs, strict=True))  # fmt: skip
     assert lp.text_offset[0] == 0
-    chat = client.chat.completions.create(
+    chat = client.chat.completions.create(extra_body=NO_EOS,
         model=MODEL, messages=[{"role": "user", "content": "Once"}], max_tokens=4, seed=1,
         logprobs=True, top_logprobs=2,
     )  # fmt: skip
@@ -181,11 +179,15 @@ def test_logprobs_come_with_top_alternatives(served_no_eos):
 
 def test_stop_string_across_tokens(served_no_eos):
     client = served_no_eos.client()
-    full = client.completions.create(model=MODEL, prompt="Tom", max_tokens=40, seed=9)
+    full = client.completions.create(
+        extra_body=NO_EOS, model=MODEL, prompt="Tom", max_tokens=40, seed=9
+    )
     text = full.choices[0].text
     stop = text[10:16]  # six characters from the middle: most likely several tokens
     assert len(stop) == 6 and text.find(stop) >= 0
-    cut = client.completions.create(model=MODEL, prompt="Tom", max_tokens=40, seed=9, stop=[stop])
+    cut = client.completions.create(
+        extra_body=NO_EOS, model=MODEL, prompt="Tom", max_tokens=40, seed=9, stop=[stop]
+    )
     assert cut.choices[0].finish_reason == "stop"
     assert cut.choices[0].text == text[: text.find(stop)]
 
@@ -193,14 +195,16 @@ def test_stop_string_across_tokens(served_no_eos):
 # ---- continuous batching ------------------------------------------------------------------------
 def test_sixteen_streams_at_once_all_finish_and_a_seeded_one_matches_its_solo_run(served_no_eos):
     client = served_no_eos.client()
-    solo = client.completions.create(model=MODEL, prompt="Lily", max_tokens=40, seed=77)
+    solo = client.completions.create(
+        extra_body=NO_EOS, model=MODEL, prompt="Lily", max_tokens=40, seed=77
+    )
 
     def stream(i: int) -> str:
         seed = 77 if i == 0 else 1000 + i
         prompt = "Lily" if i == 0 else f"Story {i} begins"
         parts = []
         for chunk in client.completions.create(
-            model=MODEL, prompt=prompt, max_tokens=40 + i, seed=seed, stream=True
+            extra_body=NO_EOS, model=MODEL, prompt=prompt, max_tokens=40 + i, seed=seed, stream=True
         ):
             parts += [c.text for c in chunk.choices]
         return "".join(parts)
@@ -215,7 +219,7 @@ def test_sixteen_streams_at_once_all_finish_and_a_seeded_one_matches_its_solo_ru
 
 
 def test_a_client_that_disconnects_frees_its_row(served_no_eos):
-    body = {"model": MODEL, "prompt": "Once", "max_tokens": 100_000, "stream": True}
+    body = {"model": MODEL, "prompt": "Once", "max_tokens": 100_000, "stream": True, **NO_EOS}
     with httpx.stream("POST", served_no_eos.url + "/v1/completions", json=body, timeout=30) as r:
         assert r.status_code == 200
         for i, _ in enumerate(r.iter_lines()):
@@ -315,10 +319,9 @@ def test_api_key_is_required_and_checked(tiny_checkpoint):
 
 
 def test_full_queue_is_429_with_retry_after(tiny_checkpoint):
-    running = Running(tiny_checkpoint, no_eos=True, max_batch=1, max_queue=1,
-                      max_tokens_cap=100_000)  # fmt: skip
+    running = Running(tiny_checkpoint, max_batch=1, max_queue=1, max_tokens_cap=100_000)
     try:
-        slow = {"model": MODEL, "prompt": "a", "max_tokens": 3000}
+        slow = {"model": MODEL, "prompt": "a", "max_tokens": 3000, **NO_EOS}
 
         def post(_):
             return running.post("/v1/completions", slow)
@@ -441,13 +444,15 @@ async def test_the_tui_writes_stories_on_a_server(served_no_eos, tui_env, monkey
         assert app.loaded.info.name == MODEL
         assert served_no_eos.url in app.query_one(StatusBar).plain_text
         assert "on the server" in str(app.query_one("#inspector").render())
-        app.query_one(SamplingPanel).set_values({"seed": 21, "max_new_tokens": 20})
+        panel = app.query_one(SamplingPanel)
+        panel.settings = panel.settings.replace(ignore_eos=True)  # stories run to max tokens
+        panel.set_values({"seed": 21, "max_new_tokens": 20})
         await pilot.pause()
         app.write("Once upon a time")
         await _until(pilot, lambda: not app.current.streaming)
         story = app.current
         want = Remote(served_no_eos.url).complete(
-            MODEL, "Once upon a time", SamplingSettings(seed=21, max_new_tokens=20)
+            MODEL, "Once upon a time", SamplingSettings(seed=21, max_new_tokens=20, ignore_eos=True)
         )
         assert story.text == want.text and story.num_tokens == 20
         first = story.tokens[0]  # the token view's probabilities come from logprobs
@@ -498,10 +503,12 @@ async def test_the_tui_waits_for_a_server_that_is_down_and_survives_one_that_goe
         status = app.query_one(StatusBar)
         assert "cannot reach" in status.plain_text and app.loaded is None
         assert "cannot reach" in str(app.query_one("#empty").render())
-        running = Running(tiny_checkpoint, no_eos=True, port=port, max_tokens_cap=100_000)
+        running = Running(tiny_checkpoint, port=port, max_tokens_cap=100_000)
         try:
             await _until(pilot, lambda: app.loaded is not None)  # the retry found it
-            app.query_one("#sampling").set_values({"max_new_tokens": 100_000})
+            panel = app.query_one("#sampling")
+            panel.settings = panel.settings.replace(ignore_eos=True)
+            panel.set_values({"max_new_tokens": 100_000})
             app.write("Once")
             await _until(pilot, lambda: app.current.num_tokens >= 3)
         finally:

@@ -72,19 +72,11 @@ async def ready(pilot, app: SlmApp) -> None:
 
 
 def no_eos(app: SlmApp) -> None:
-    """Switch EOS off in the loaded (random, untrained) model's tokenizer, so a story only
-    ends by length or by the user: these tests are about cancelling and live changes, and a
-    random model may otherwise end every story before a key lands on a loaded machine."""
-
-    class NoEos:
-        def __init__(self, tok) -> None:
-            self._tok = tok
-            self.eos_id = -1
-
-        def __getattr__(self, name):
-            return getattr(self._tok, name)
-
-    app.loaded.tokenizer = NoEos(app.loaded.tokenizer)
+    """Stories go on past EOS (`ignore_eos`), so a story only ends by length or by the user:
+    these tests are about cancelling and live changes, and a random model may otherwise end
+    every story before a key lands on a loaded machine."""
+    panel = app.query_one(SamplingPanel)
+    panel.settings = panel.settings.replace(ignore_eos=True)
 
 
 async def type_setting(pilot, field: str, text: str) -> None:

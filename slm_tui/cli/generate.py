@@ -130,6 +130,12 @@ def main_command(
     stop: Annotated[
         list[str] | None, typer.Option(help="Stop when this text appears (repeatable).")
     ] = None,
+    ignore_eos: Annotated[
+        bool,
+        typer.Option(
+            help="Write past the end-of-story token, to --max-new-tokens (for benchmarks)."
+        ),
+    ] = False,
     num_samples: Annotated[int, typer.Option(help="Stories per prompt.")] = 1,
     batch_size: Annotated[int, typer.Option(help="Stories decoded together.")] = 8,
     format: Annotated[Format, typer.Option(help="Output format.")] = Format.text,
@@ -172,6 +178,7 @@ def main_command(
             "max_new_tokens": max_new_tokens,
             "seed": seed,
             "stop": tuple(stop) if stop else None,
+            "ignore_eos": ignore_eos or None,
         }
         settings = DEFAULTS.replace(**{k: v for k, v in changes.items() if v is not None})
         samples, batch = num_samples, batch_size

@@ -16,14 +16,19 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from slm_tui.errors import GenerationError
-from slm_tui.generation.engine import Decoder, prepare_prompt, row_seeds
+from slm_tui.generation.engine import prepare_prompt, row_seeds
+from slm_tui.generation.rows import Row, Rows
 from slm_tui.generation.settings import SamplingSettings
-from slm_tui.generation.text import TextStream
+
+if TYPE_CHECKING:
+    from slm_tui.model import GPT
+    from slm_tui.tokenizers.base import Tokenizer
 
 
 @dataclass
@@ -37,18 +42,9 @@ class GenerationResult:
     prompt_truncated: bool = False
 
 
-@dataclass
-class _Row:
-    """A row's output so far."""
-
-    stream: TextStream = field(default_factory=TextStream)
-    texts: list[str] = field(default_factory=list)
-    ids: list[int] = field(default_factory=list)
-
-
 def generate_batch(
-    model,
-    tokenizer,
+    model: GPT,
+    tokenizer: Tokenizer,
     prompts: Sequence[str],
     settings: SamplingSettings,
     batch_size: int = 8,
@@ -68,54 +64,32 @@ def generate_batch(
     elif len(seeds) != n:
         raise GenerationError(f"got {len(seeds)} seeds for {n} prompts; give one per prompt")
     prepared = [prepare_prompt(tokenizer, p, model.cfg.context_length) for p in prompts]
+    jobs = [Row(ids=ids, settings=settings, seed=int(s), probs=False)
+            for (ids, _), s in zip(prepared, seeds, strict=True)]  # fmt: skip
+    index = {id(row): i for i, row in enumerate(jobs)}
+    texts: list[list[str]] = [[] for _ in range(n)]
     waiting = deque(sorted(range(n), key=lambda i: len(prepared[i][0])))
-    results: list[GenerationResult | None] = [None] * n
-    rows: dict[int, _Row] = {}
-    eos, stops = tokenizer.eos_id, settings.stop
-    decoder = Decoder(model, capacity=min(batch_size, n))
+    rows = Rows(model, tokenizer, capacity=min(batch_size, n))
+    finished = 0
     with torch.inference_mode():
-        while waiting or rows:
-            joining = [waiting.popleft() for _ in range(min(batch_size - len(rows), len(waiting)))]
-            if joining:
-                decoder.add(
-                    [prepared[i][0] for i in joining],
-                    [int(seeds[i]) for i in joining],
-                    tags=joining,
-                )
-                rows.update((i, _Row()) for i in joining)
-            next_ids = decoder.sample(settings)  # (B,)
-            toks = next_ids.tolist()  # the one host sync per step
-            ended: dict[int, str] = {}
-            for i, tok in zip(decoder.tags, toks, strict=True):
-                row = rows[i]
-                if tok == eos:
-                    ended[i] = "eos"
-                    continue
-                row.ids.append(tok)
-                row.texts.append(row.stream.push(tokenizer.token_bytes(tok), stops))
-                if row.stream.stopped:
-                    ended[i] = "stop"
-                elif len(row.ids) == settings.max_new_tokens:
-                    ended[i] = "length"  # no forward for a token nobody will read
-            for i, reason in ended.items():
-                row = rows.pop(i)
-                row.texts.append(row.stream.flush())
-                results[i] = GenerationResult(
-                    prompt=prompts[i],
-                    text="".join(row.texts),
-                    token_ids=row.ids,
-                    finish_reason=reason,
-                    seed=int(seeds[i]),
-                    num_tokens=len(row.ids),
-                    prompt_truncated=prepared[i][1],
-                )
-                if progress is not None:
-                    progress(n - len(waiting) - len(rows), n)
-            if ended:
-                by_tag = dict(zip(decoder.tags, toks, strict=True))
-                decoder.finish(list(ended))
-                toks = [by_tag[i] for i in decoder.tags]
-                next_ids = torch.tensor(toks, dtype=torch.long, device=decoder.device)
-            if rows:
-                decoder.advance(next_ids, toks)
-    return results  # type: ignore[return-value]
+        while waiting or len(rows):
+            room = min(batch_size - len(rows), len(waiting))
+            rows.join([jobs[waiting.popleft()] for _ in range(room)])
+            for row, event in rows.step():
+                texts[index[id(row)]].append(event.text)
+                if event.kind == "done":
+                    finished += 1
+                    if progress is not None:
+                        progress(finished, n)
+    return [
+        GenerationResult(
+            prompt=prompts[i],
+            text="".join(texts[i]),
+            token_ids=row.token_ids,
+            finish_reason=row.finish_reason or "length",
+            seed=row.seed,
+            num_tokens=len(row.token_ids),
+            prompt_truncated=prepared[i][1],
+        )
+        for i, row in enumerate(jobs)
+    ]

@@ -113,6 +113,11 @@ class Decoder:
 
     `capacity` preallocates the cache for that many rows (it grows when more join)."""
 
+    # Every per-row field, in `tags` order: tensors with one row per row, and host lists.
+    # `add` appends to each and `finish` reorders each: a new per-row field goes here.
+    ROW_TENSORS = ("positions", "key_mask", "hist", "_uniforms", "logits")
+    ROW_LISTS = ("tags", "generators", "seqs", "lengths", "_drawn")
+
     @torch.inference_mode()
     def __init__(
         self,
@@ -235,9 +240,9 @@ class Decoder:
             for t in (self.cache.k, self.cache.v):
                 t[:, hole] = t[:, mover]
         index = torch.tensor(order, dtype=torch.long, device=self.device)
-        for name in ("positions", "key_mask", "hist", "_uniforms", "logits"):
+        for name in self.ROW_TENSORS:
             setattr(self, name, getattr(self, name)[index])
-        for name in ("tags", "generators", "seqs", "lengths", "_drawn"):
+        for name in self.ROW_LISTS:
             values = getattr(self, name)
             setattr(self, name, [values[i] for i in order])
         length = self.kv.length if new_B else 0

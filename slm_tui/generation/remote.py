@@ -75,6 +75,8 @@ def request_body(prompt: str, settings: SamplingSettings, model: str) -> dict[st
         body["seed"] = settings.seed
     if settings.stop:
         body["stop"] = list(settings.stop)
+    if settings.ignore_eos:
+        body["ignore_eos"] = True  # vLLM's and llama.cpp's name, and ours
     return body
 
 

@@ -76,6 +76,8 @@ class SamplingSettings:
 
     temperature 0 means greedy decoding (argmax after the repetition penalty).
     seed None: a fresh random seed is drawn per story and reported in its events.
+    ignore_eos: the end-of-story token is written like any other and the story goes on to
+    max_new_tokens (a stop string still ends it).
     """
 
     temperature: float = 0.9
@@ -87,6 +89,7 @@ class SamplingSettings:
     max_new_tokens: int = 256
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    ignore_eos: bool = False  # go on past the end-of-story token (vLLM's name): for benchmarks
 
     def __post_init__(self) -> None:
         # Accept any sequence of stop strings (a list from JSON, one string) but store a tuple.
@@ -102,6 +105,8 @@ class SamplingSettings:
             object.__setattr__(self, name, _integer(name, getattr(self, name)))
         if self.seed is not None:
             object.__setattr__(self, "seed", _integer("seed", self.seed))
+        if not isinstance(self.ignore_eos, bool):
+            raise GenerationError(f"ignore_eos must be true or false, got {self.ignore_eos!r}")
         self._check()
 
     def _check(self) -> None:

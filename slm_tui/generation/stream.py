@@ -11,25 +11,34 @@ token is not emitted as a token: the "done" event names it (`token_id`, `prob`).
 
 Work is lazy: nothing runs until the first event is asked for, and the next token is only
 computed when the consumer asks for the next event, so cancelling takes effect at once.
+The per-token policy (EOS, stop strings, length, cancellation) is the row driver's
+(`generation/rows.py`), shared with `generate_batch` and the server.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
-from slm_tui.generation.engine import Decoder, fresh_seed, prepare_prompt, read_choices
-from slm_tui.generation.events import Event, TokenAlt
+from slm_tui.generation.engine import fresh_seed, prepare_prompt
+from slm_tui.generation.events import Event
+from slm_tui.generation.rows import Row, Rows
 from slm_tui.generation.settings import LiveSettings, SamplingSettings
-from slm_tui.generation.text import TextStream
+
+if TYPE_CHECKING:
+    from slm_tui.model import GPT
+    from slm_tui.tokenizers.base import Tokenizer
 
 TOP_ALTERNATIVES = 5
 
 
-def _reader(settings: SamplingSettings | LiveSettings, vocab_size: int):
+def _reader(
+    settings: SamplingSettings | LiveSettings, vocab_size: int
+) -> Callable[[], tuple[SamplingSettings, int]]:
     """A function returning (validated settings, version), cheap when nothing changed."""
-    checked: list = [None]
+    checked: list[SamplingSettings | None] = [None]
 
     def read() -> tuple[SamplingSettings, int]:
         if isinstance(settings, LiveSettings):
@@ -45,8 +54,8 @@ def _reader(settings: SamplingSettings | LiveSettings, vocab_size: int):
 
 
 def generate(
-    model,
-    tokenizer,
+    model: GPT,
+    tokenizer: Tokenizer,
     prompt: str,
     settings: SamplingSettings | LiveSettings,
     *,
@@ -57,66 +66,21 @@ def generate(
     start = time.perf_counter()
     vocab = model.cfg.vocab_size
     read = _reader(settings, vocab)
-    first, _ = read()
+    first, version = read()
     seed = first.seed if first.seed is not None else fresh_seed()
     ids, _truncated = prepare_prompt(tokenizer, prompt, model.cfg.context_length)
-    decoder = Decoder(model, [ids], [seed])
-    text = TextStream()
-    eos = tokenizer.eos_id
-    top_n = max(0, min(top_n, vocab))
-    index, ttft = 0, None
-
-    def done(reason: str, version: int, token_id: int | None = None, prob=None) -> Event:
-        now = time.perf_counter() - start
-        return Event(
-            kind="done",
-            index=index,
-            seed=seed,
-            token_id=token_id,
-            text=text.flush(),
-            prob=prob,
-            ttft=ttft,
-            tokens_per_s=index / now if now > 0 else 0.0,
-            elapsed=now,
-            settings_version=version,
-            finish_reason=reason,
-        )
-
-    while True:
-        s, version = read()
-        if cancel is not None and cancel.is_set():
-            yield done("cancelled", version)
-            return
-        if index >= s.max_new_tokens:
-            yield done("length", version)
-            return
-        next_ids = decoder.sample(s)  # (1,)
-        ((tok, prob, top),) = read_choices(decoder.logits, next_ids, top_n)  # one host sync
-        if tok == eos:
-            yield done("eos", version, tok, prob)
-            return
-        delta = text.push(tokenizer.token_bytes(tok), s.stop)
-        index += 1
-        now = time.perf_counter() - start
-        if ttft is None:
-            ttft = now
-        alts = tuple(TokenAlt(token_id=t, text=tokenizer.token_text(t), prob=p) for t, p in top)
-        piece = next((a.text for a in alts if a.token_id == tok), None)
-        yield Event(
-            kind="token",
-            index=index,
-            seed=seed,
-            token_id=tok,
-            text=delta,
-            piece=tokenizer.token_text(tok) if piece is None else piece,
-            prob=prob,
-            top=alts,
-            ttft=ttft,
-            tokens_per_s=index / now,
-            elapsed=now,
-            settings_version=version,
-        )
-        if text.stopped:
-            yield done("stop", version)
-            return
-        decoder.advance(next_ids, [tok])
+    row = Row(
+        ids=ids,
+        settings=first,
+        seed=seed,
+        top_n=max(0, min(top_n, vocab)),
+        cancelled=cancel if cancel is not None else threading.Event(),
+        settings_version=version,
+        started=start,
+    )
+    rows = Rows(model, tokenizer, capacity=1)
+    rows.join([row])
+    while not row.done:
+        row.settings, row.settings_version = read()  # a change applies to the next token
+        for _, event in rows.step():
+            yield event

@@ -7,9 +7,9 @@ llama.cpp's and vLLM's servers do), except OpenAI fields whose meaning we cannot
 
 Sampling fields: OpenAI's `temperature`, `top_p`, `seed`, `stop`, `max_tokens`
 (`max_completion_tokens` in chat), plus what llama.cpp and vLLM accept: `top_k`, `min_p`,
-`repetition_penalty` (llama.cpp: `repeat_penalty`) and `repeat_last_n` (the penalty's
-look-back window). An omitted field takes the engine's default (README "Sampling
-defaults"); `max_tokens` defaults to 256.
+`repetition_penalty` (llama.cpp: `repeat_penalty`), `repeat_last_n` (the penalty's
+look-back window) and `ignore_eos`. An omitted field takes the engine's default (README
+"Sampling defaults"); `max_tokens` defaults to 256.
 
 Chat: the model writes stories and follows no instructions, so `messages` become one story
 prompt: system messages are dropped, and the user and assistant messages are joined in
@@ -95,6 +95,7 @@ class Sampling(BaseModel):
     stream_options: StreamOptions | None = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
+    ignore_eos: bool = False  # vLLM's: write past the end-of-story token, to max_tokens
 
     def requested_tokens(self) -> int | None:
         return None
@@ -144,6 +145,7 @@ class Sampling(BaseModel):
             ),
             "seed": self.seed,
             "stop": stop,
+            "ignore_eos": self.ignore_eos,
         }
         try:
             chosen = {k: v for k, v in changes.items() if v is not None}
