@@ -1,4 +1,5 @@
-"""Which torch device to run on: the one resolver the trainer, the TUI and the CLIs share.
+"""The machine: which torch device to run on (the one resolver the trainer, the TUI and the
+CLIs share), what the CPU is, and slm-tui's cache folder.
 
 `auto` picks CUDA (this process's GPU under torchrun) > Apple MPS > CPU; any other value
 forces that device and is checked, so a typo or a GPU that is not there is a one-line
@@ -7,7 +8,13 @@ forces that device and is checked, so a typo or a GPU that is not there is a one
 
 from __future__ import annotations
 
+import contextlib
+import os
+import platform
+from pathlib import Path
+
 import torch
+from platformdirs import user_cache_dir
 
 from slm_tui.errors import ConfigError
 
@@ -57,3 +64,23 @@ def resolve_device(
     if device.type != "cpu":
         raise ConfigError(f"{flag} {preference!r} is not supported; use {CHOICES}")
     return device
+
+
+def cache_dir() -> Path:
+    """slm-tui's user cache folder (`SLM_TUI_CACHE_DIR` overrides)."""
+    env = os.environ.get("SLM_TUI_CACHE_DIR")
+    return Path(env) if env else Path(user_cache_dir("slm-tui"))
+
+
+def cpu_info() -> tuple[str, frozenset[str] | None]:
+    """(CPU model name, its feature flags) from /proc/cpuinfo; flags None where unreadable."""
+    name, flags = platform.processor() or platform.machine(), None
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key == "model name" and name in ("", platform.machine()):
+                name = value.strip()
+            elif key in ("flags", "Features") and flags is None:
+                flags = frozenset(value.split())
+    return name, flags

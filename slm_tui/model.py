@@ -253,11 +253,13 @@ class FusedDecoder:
     model's parameters (and views of them): values copied into them later are seen, but
     build a new one after moving the model to another device or dtype."""
 
-    def __init__(self, model: GPT) -> None:
+    def __init__(self, model: GPT, *, native: bool = True) -> None:
         if model.training and model.cfg.dropout > 0:
             raise ValueError("a fused decoder is for inference; call model.eval() first")
         cfg = model.cfg
         self.model = model
+        # One row: the whole step in C where it can run (slm_tui/native), built on first use.
+        self._native: Callable | None | bool = native  # True: not looked up yet
         self.n_head, self.n_kv_head, self.head_dim = cfg.n_head, model.n_kv_head, model.head_dim
         self.swiglu = cfg.mlp == "swiglu"
         weight = model.tok_emb.weight
@@ -295,6 +297,13 @@ class FusedDecoder:
         positions (B, 1), default: the cache length for every row; key_mask
         (B, cache.length + 1), True = a real token, as `forward` takes it."""
         B, slot = idx.size(0), cache.length
+        if B == 1 and self._native is not False:
+            if self._native is True:
+                from slm_tui.native import native_step
+
+                self._native = native_step(self.model) or False
+            if self._native:
+                return self._native(idx, cache, positions, key_mask)
         if slot >= cache.max_len:
             raise ValueError(f"{slot + 1} positions do not fit the KV cache of {cache.max_len}")
         H, Hkv, hd = self.n_head, self.n_kv_head, self.head_dim
@@ -465,9 +474,10 @@ class GPT(nn.Module):
             logits = logits[:, -1:, :]
         return logits, loss
 
-    def fused_decoder(self) -> FusedDecoder:
-        """A one-token decode step for this model (see `FusedDecoder`), for one generation."""
-        return FusedDecoder(self)
+    def fused_decoder(self, *, native: bool = True) -> FusedDecoder:
+        """A one-token decode step for this model (see `FusedDecoder`), for one generation;
+        `native=False` keeps one-row steps in torch too."""
+        return FusedDecoder(self, native=native)
 
     @staticmethod
     def _attn_mask(

@@ -30,16 +30,14 @@ import contextlib
 import hashlib
 import json
 import os
-import platform
 import shutil
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-from platformdirs import user_cache_dir
 
 from slm_tui.config import ModelConfig, TrainConfig
+from slm_tui.devices import cache_dir, cpu_info
 from slm_tui.fileio import atomic_write_text
 
 COMPILE_MIN_STEPS = 300  # optimizer steps left before compiling on CPU pays its warm-up
@@ -60,26 +58,6 @@ class SpeedChoice:
         if self.math_attention:
             parts.append("math attention")
         return f"{' + '.join(parts)} ({self.why})"
-
-
-def cache_dir() -> Path:
-    """slm-tui's user cache folder (`SLM_TUI_CACHE_DIR` overrides)."""
-    env = os.environ.get("SLM_TUI_CACHE_DIR")
-    return Path(env) if env else Path(user_cache_dir("slm-tui"))
-
-
-def cpu_info() -> tuple[str, frozenset[str] | None]:
-    """(CPU model name, its feature flags) from /proc/cpuinfo; flags None where unreadable."""
-    name, flags = platform.processor() or platform.machine(), None
-    with contextlib.suppress(OSError, UnicodeDecodeError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            key = key.strip()
-            if key == "model name" and name in ("", platform.machine()):
-                name = value.strip()
-            elif key in ("flags", "Features") and flags is None:
-                flags = frozenset(value.split())
-    return name, flags
 
 
 def cpu_bf16_unit(flags: frozenset[str] | None) -> str | None:

@@ -1,0 +1,126 @@
+"""The one-row decode step in C (slm_tui/native): the same function as `GPT.forward` for every
+model switch, in both weight modes (float32, and bf16 copies when the weights are bf16
+values), the same greedy stories as the torch path, and a machine without a compiler falls
+back to the torch path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import slm_tui.native as native
+from slm_tui.generation import SamplingSettings, generate, generate_batch
+from slm_tui.model import GPT, FusedDecoder
+from tests.test_model import SWITCHES, VARIANTS, make, randomized
+
+pytestmark = pytest.mark.skipif(
+    native.unavailable() is not None, reason=f"no native step here: {native.unavailable()}"
+)
+DEMO = Path(__file__).resolve().parents[1] / "checkpoints" / "tinystories-demo"
+GREEDY = SamplingSettings(temperature=0.0, repetition_penalty=1.0, max_new_tokens=60)
+
+
+def bf16_valued(model: GPT) -> GPT:
+    """Every weight rounded to a bfloat16 value (as a checkpoint stored in bf16 loads)."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.bfloat16().float())
+    return model
+
+
+@pytest.mark.parametrize("weights", ["float32", "bf16"])
+@pytest.mark.parametrize("switch", ["defaults", *SWITCHES, "gpt2"])
+def test_native_step_matches_forward(switch: str, weights: str) -> None:
+    if switch == "gpt2":
+        changes = VARIANTS["gpt2"]
+    else:
+        changes = {} if switch == "defaults" else {switch: SWITCHES[switch]}
+    model = randomized(make(**changes)).eval()
+    if weights == "bf16":
+        bf16_valued(model)
+    step = native.native_step(model)
+    assert step is not None and step.bf16 == (weights == "bf16")
+    vocab = model.cfg.vocab_size
+    with torch.no_grad():
+        # one row, no padding: the position is the cache length
+        ids = torch.randint(0, vocab, (1, 9))
+        a, b = model.new_cache(1), model.new_cache(1)
+        model(ids, cache=a)
+        model(ids, cache=b)
+        for tok in (7, 3, 11):
+            want, _ = model(torch.tensor([[tok]]), cache=a, last_only=True)
+            got = step(torch.tensor([[tok]]), b)
+            torch.testing.assert_close(got, want[:, -1], rtol=1e-4, atol=1e-4)
+        assert a.length == b.length == 12
+        torch.testing.assert_close(b.k[:, :, :, :12], a.k[:, :, :, :12], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(b.v[:, :, :, :12], a.v[:, :, :, :12], rtol=1e-4, atol=1e-5)
+        # a row left among others' slots: 3 padding slots on its left, its own positions,
+        # in row 0 of a cache with room for more rows (the strides of a shared cache)
+        mask = torch.ones(1, 9, dtype=torch.bool)
+        mask[0, :3] = False
+        pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        ids = torch.randint(0, vocab, (1, 9))
+        a, b = model.new_cache(1), model.new_cache(3).rows(1)
+        for cache in (a, b):
+            model(ids, cache=cache, positions=pos, key_mask=mask)
+        full = torch.cat([mask, torch.ones(1, 1, dtype=torch.bool)], dim=1)
+        want, _ = model(torch.tensor([[5]]), cache=a, positions=torch.tensor([[6]]),
+                        key_mask=full, last_only=True)  # fmt: skip
+        got = step(torch.tensor([[5]]), b, torch.tensor([[6]]), full)
+        torch.testing.assert_close(got, want[:, -1], rtol=1e-4, atol=1e-4)
+
+
+def _greedy(model, tok, prompt: str, settings: SamplingSettings = GREEDY) -> list[int]:
+    return [e.token_id for e in generate(model, tok, prompt, settings) if e.kind == "token"]
+
+
+def test_greedy_stories_of_the_demo_are_the_same_as_the_torch_path(monkeypatch):
+    from slm_tui.checkpoints import load_checkpoint
+
+    loaded = load_checkpoint(DEMO, "cpu")
+    model, tok = loaded.model.eval(), loaded.tokenizer
+    assert native.native_step(model).bf16  # the demo is stored in bf16: the bf16 path
+    prompts = ["Once upon a time", "Tom and his dog", "The sun was hot. Lily"]
+    fast = [_greedy(model, tok, p) for p in prompts]
+    monkeypatch.setenv("SLM_TUI_NATIVE", "0")
+    assert native.native_step(model) is None
+    slow = [_greedy(model, tok, p) for p in prompts]
+    assert fast == slow and all(len(ids) > 20 for ids in fast)
+
+
+def test_the_decoder_uses_it_for_one_row_and_batches_agree(tiny_checkpoint):
+    from slm_tui.checkpoints import load_checkpoint
+
+    loaded = load_checkpoint(tiny_checkpoint, "cpu")
+    model, tok = loaded.model.eval(), loaded.tokenizer
+    calls = []
+    original = native.NativeStep.__call__
+    native.NativeStep.__call__ = lambda self, *a: (calls.append(1), original(self, *a))[1]
+    try:
+        settings = GREEDY.replace(ignore_eos=True, max_new_tokens=40)
+        alone = _greedy(model, tok, "Once", settings)
+        assert calls  # the engine's one-row steps went through C
+        (batched,) = generate_batch(model, tok, ["Once"], settings, seeds=[0])
+        two = generate_batch(model, tok, ["Once", "A cat sat on"], settings, 2, seeds=[0, 1])
+    finally:
+        native.NativeStep.__call__ = original
+    assert batched.token_ids == two[0].token_ids  # rows in C alone or in torch together
+    assert alone == batched.token_ids
+
+
+def test_without_a_compiler_the_torch_path_writes_the_same_story(tiny_checkpoint, monkeypatch):
+    from slm_tui.checkpoints import load_checkpoint
+
+    loaded = load_checkpoint(tiny_checkpoint, "cpu")
+    model, tok = loaded.model.eval(), loaded.tokenizer
+    want = _greedy(model, tok, "Once upon")
+    monkeypatch.setattr(native, "_library", None)
+    monkeypatch.setattr(native, "_failure", None)
+    monkeypatch.setattr(native, "_compiler", lambda: None)
+    assert native.native_step(model) is None
+    assert "no C compiler" in native.unavailable()
+    step = FusedDecoder(model)
+    assert _greedy(model, tok, "Once upon") == want
+    assert step._native is True  # not looked up until a one-row step needs it
