@@ -10,11 +10,12 @@ keep the torch path (`FusedDecoder`), which computes the same function.
   compiler's version, the flags and the CPU's flags (a cache copied to another CPU is never
   loaded there), written to a temporary file and renamed into place (parallel builds are
   safe). A failed build is remembered for the process and never retried in a loop.
-- Weights: where every weight matrix is exactly a bfloat16 value (the bundled demo is
-  stored in bf16), the step reads bf16 copies (half the bytes; widened to float32 in
-  registers: the same products); else the float32 parameters themselves. The bf16 copies
-  are taken once per model object: weights changed in place later are not seen (build a new
-  step, as for `FusedDecoder`).
+- Weights: each matrix is copied once, packed as the step reads it (W transposed, in tiles
+  of 64 output columns: one contiguous stream per tile, 64 outputs in registers). Where
+  every weight matrix is exactly a bfloat16 value (the bundled demo is stored in bf16), the
+  copies are bf16 (half the bytes; widened to float32 in registers: the same products),
+  else float32. The copies are made once per model object and remade when a parameter
+  changes (`native_step`).
 - tests/test_native.py checks logits and cache entries against `GPT.forward` for every
   model switch, and that greedy stories are identical.
 """
@@ -41,7 +42,8 @@ if TYPE_CHECKING:
     from slm_tui.model import GPT, KVCache
 
 SOURCE = Path(__file__).with_name("decode.c")
-FLAGS = ("-O3", "-march=native", "-shared", "-fPIC", "-fno-math-errno", "-std=c11")
+FLAGS = ("-O3", "-march=native", "-shared", "-fPIC", "-fno-math-errno", "-std=gnu11")
+TILE = 64  # output columns per packed tile (decode.c)
 
 _lock = threading.Lock()
 _library: ctypes.CDLL | None = None
@@ -85,7 +87,7 @@ class _Model(ctypes.Structure):
         ("rope", ctypes.c_int),
         ("norm_eps", ctypes.c_float),
         ("attn_scale", ctypes.c_float),
-        ("tok_emb", _Mat),
+        ("tok_emb", ctypes.c_void_p),
         ("pos_emb", ctypes.c_void_p),
         ("rope_cos", ctypes.c_void_p),
         ("rope_sin", ctypes.c_void_p),
@@ -193,13 +195,18 @@ class NativeStep:
         self.bf16 = all(bool((w == w.bfloat16().float()).all()) for w in matrices)
 
         def mat(w: Tensor) -> _Mat:
-            w = w.detach().contiguous()
+            """W (out, in) packed as decode.c reads it: [ceil(out/TILE)][in][TILE]."""
+            out, n_in = w.shape
+            tiles = -(-out // TILE)
+            padded = w.detach().new_zeros(tiles * TILE, n_in)
+            padded[:out] = w.detach()
+            packed = padded.view(tiles, TILE, n_in).transpose(1, 2).contiguous()
             if self.bf16:
-                half = w.bfloat16().view(torch.int16)
-                self._keep.append(half)
-                return _Mat(None, half.data_ptr())
-            self._keep.append(w)
-            return _Mat(w.data_ptr(), None)
+                packed = packed.bfloat16().view(torch.int16)
+                self._keep.append(packed)
+                return _Mat(None, packed.data_ptr())
+            self._keep.append(packed)
+            return _Mat(packed.data_ptr(), None)
 
         def vec(t: Tensor | None) -> int | None:
             if t is None:
@@ -218,8 +225,6 @@ class NativeStep:
             layer.wp, layer.bp = mat(b.mlp.proj.weight), vec(b.mlp.proj.bias)
             layer.window = 0
         self._layers = layers
-        tok = mat(model.tok_emb.weight)
-        tied = model.lm_head.weight is model.tok_emb.weight
         self.model = _Model(
             n_layer=cfg.n_layer,
             d=cfg.d_model,
@@ -234,13 +239,13 @@ class NativeStep:
             rope=int(model.rope_cos is not None),
             norm_eps=float(model.norm_f.eps),
             attn_scale=model.head_dim**-0.5,
-            tok_emb=tok,
+            tok_emb=vec(model.tok_emb.weight),
             pos_emb=vec(None if model.pos_emb is None else model.pos_emb.weight),
             rope_cos=vec(model.rope_cos),
             rope_sin=vec(model.rope_sin),
             normf_w=vec(model.norm_f.weight),
             normf_b=vec(getattr(model.norm_f, "bias", None)),
-            head=tok if tied else mat(model.lm_head.weight),
+            head=mat(model.lm_head.weight),
             layers=layers,
         )
         hidden = self.model.hidden

@@ -25,7 +25,12 @@ typedef float v16f __attribute__((vector_size(64)));
 typedef uint16_t v16h __attribute__((vector_size(32)));
 typedef uint32_t v16u __attribute__((vector_size(64)));
 
-/* A weight matrix (out, in), row-major like torch's nn.Linear.weight: float32 or bf16. */
+/* A weight matrix W (out, in) of nn.Linear, packed for this step: W^T in tiles of TILE
+   output columns, [ceil(out/TILE)][in][TILE] (zero-padded), float32 or bf16 (one of the two
+   pointers is set). A tile's loop reads its weights as one contiguous stream and keeps TILE
+   outputs in registers: no horizontal sums, one load and one FMA per weight. */
+#define TILE 64
+
 typedef struct {
     const float *f32;
     const uint16_t *bf16;
@@ -52,11 +57,11 @@ typedef struct {
     int rope;           /* 0: learned positions */
     float norm_eps;
     float attn_scale;   /* 1/sqrt(head_dim), or 1 for models that do not scale */
-    Mat tok_emb;        /* (vocab, d) */
+    const float *tok_emb; /* (vocab, d) float32, as the model holds it */
     const float *pos_emb; /* (context, d) or NULL */
     const float *rope_cos, *rope_sin; /* (context, head_dim/2) */
     const float *normf_w, *normf_b;
-    Mat head;           /* (vocab, d) */
+    Mat head;           /* (vocab, d), packed */
     const Layer *layers;
 } Model;
 
@@ -65,6 +70,8 @@ static inline v16f load16(const float *p) {
     memcpy(&v, p, sizeof v);
     return v;
 }
+
+static inline void store16(float *p, v16f v) { memcpy(p, &v, sizeof v); }
 
 static inline v16f load16h(const uint16_t *p) {
     v16h h;
@@ -75,80 +82,76 @@ static inline v16f load16h(const uint16_t *p) {
     return f;
 }
 
-static inline float hsum(v16f v) {
-    float s = 0.0f;
-    for (int i = 0; i < 16; i++) s += v[i];
-    return s;
-}
-
-static inline float bf16_to_f32(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
-/* y[o] (+)= W[o, :] . x + b[o], o < out; four rows at a time share each load of x. */
+/* y[o] (+)= W[o, :] . x + b[o] for o < out, W packed (see Mat). Two sets of accumulators
+   (even and odd inputs) keep eight independent FMA chains in flight. */
 static void matvec(float *y, const Mat *w, const float *x, const float *b, int out, int in,
                    int accumulate) {
-    int n16 = in & ~15;
-    int o = 0;
-    for (; o + 4 <= out; o += 4) {
-        v16f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-        float t0 = 0, t1 = 0, t2 = 0, t3 = 0;
+    int tiles = (out + TILE - 1) / TILE;
+    for (int t = 0; t < tiles; t++) {
+        v16f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, b0 = {0}, b1 = {0}, b2 = {0}, b3 = {0};
+        int i = 0;
         if (w->bf16) {
-            const uint16_t *r0 = w->bf16 + (long)o * in, *r1 = r0 + in, *r2 = r1 + in,
-                           *r3 = r2 + in;
-            for (int i = 0; i < n16; i += 16) {
-                v16f xv = load16(x + i);
-                a0 += load16h(r0 + i) * xv;
-                a1 += load16h(r1 + i) * xv;
-                a2 += load16h(r2 + i) * xv;
-                a3 += load16h(r3 + i) * xv;
+            const uint16_t *p = w->bf16 + (long)t * in * TILE;
+            for (; i + 2 <= in; i += 2, p += 2 * TILE) {
+                v16f x0 = (v16f){0} + x[i], x1 = (v16f){0} + x[i + 1];
+                a0 += load16h(p) * x0;
+                a1 += load16h(p + 16) * x0;
+                a2 += load16h(p + 32) * x0;
+                a3 += load16h(p + 48) * x0;
+                b0 += load16h(p + 64) * x1;
+                b1 += load16h(p + 80) * x1;
+                b2 += load16h(p + 96) * x1;
+                b3 += load16h(p + 112) * x1;
             }
-            for (int i = n16; i < in; i++) {
-                t0 += bf16_to_f32(r0[i]) * x[i];
-                t1 += bf16_to_f32(r1[i]) * x[i];
-                t2 += bf16_to_f32(r2[i]) * x[i];
-                t3 += bf16_to_f32(r3[i]) * x[i];
+            if (i < in) {
+                v16f x0 = (v16f){0} + x[i];
+                a0 += load16h(p) * x0;
+                a1 += load16h(p + 16) * x0;
+                a2 += load16h(p + 32) * x0;
+                a3 += load16h(p + 48) * x0;
             }
         } else {
-            const float *r0 = w->f32 + (long)o * in, *r1 = r0 + in, *r2 = r1 + in, *r3 = r2 + in;
-            for (int i = 0; i < n16; i += 16) {
-                v16f xv = load16(x + i);
-                a0 += load16(r0 + i) * xv;
-                a1 += load16(r1 + i) * xv;
-                a2 += load16(r2 + i) * xv;
-                a3 += load16(r3 + i) * xv;
+            const float *p = w->f32 + (long)t * in * TILE;
+            for (; i + 2 <= in; i += 2, p += 2 * TILE) {
+                v16f x0 = (v16f){0} + x[i], x1 = (v16f){0} + x[i + 1];
+                a0 += load16(p) * x0;
+                a1 += load16(p + 16) * x0;
+                a2 += load16(p + 32) * x0;
+                a3 += load16(p + 48) * x0;
+                b0 += load16(p + 64) * x1;
+                b1 += load16(p + 80) * x1;
+                b2 += load16(p + 96) * x1;
+                b3 += load16(p + 112) * x1;
             }
-            for (int i = n16; i < in; i++) {
-                t0 += r0[i] * x[i];
-                t1 += r1[i] * x[i];
-                t2 += r2[i] * x[i];
-                t3 += r3[i] * x[i];
+            if (i < in) {
+                v16f x0 = (v16f){0} + x[i];
+                a0 += load16(p) * x0;
+                a1 += load16(p + 16) * x0;
+                a2 += load16(p + 32) * x0;
+                a3 += load16(p + 48) * x0;
             }
         }
-        float s[4] = {hsum(a0) + t0, hsum(a1) + t1, hsum(a2) + t2, hsum(a3) + t3};
-        for (int k = 0; k < 4; k++) {
-            float v = s[k] + (b ? b[o + k] : 0.0f);
-            y[o + k] = accumulate ? y[o + k] + v : v;
+        float acc[TILE];
+        store16(acc, a0 + b0);
+        store16(acc + 16, a1 + b1);
+        store16(acc + 32, a2 + b2);
+        store16(acc + 48, a3 + b3);
+        int o0 = t * TILE, n = out - o0 < TILE ? out - o0 : TILE;
+        for (int k = 0; k < n; k++) {
+            float v = acc[k] + (b ? b[o0 + k] : 0.0f);
+            y[o0 + k] = accumulate ? y[o0 + k] + v : v;
         }
     }
-    for (; o < out; o++) {
-        v16f a = {0};
-        float t = 0;
-        if (w->bf16) {
-            const uint16_t *r = w->bf16 + (long)o * in;
-            for (int i = 0; i < n16; i += 16) a += load16h(r + i) * load16(x + i);
-            for (int i = n16; i < in; i++) t += bf16_to_f32(r[i]) * x[i];
-        } else {
-            const float *r = w->f32 + (long)o * in;
-            for (int i = 0; i < n16; i += 16) a += load16(r + i) * load16(x + i);
-            for (int i = n16; i < in; i++) t += r[i] * x[i];
-        }
-        float v = hsum(a) + t + (b ? b[o] : 0.0f);
-        y[o] = accumulate ? y[o] + v : v;
-    }
+}
+
+static float dot(const float *a, const float *b, int n) {
+    v16f acc = {0};
+    int i = 0;
+    for (; i + 16 <= n; i += 16) acc += load16(a + i) * load16(b + i);
+    float s = 0.0f;
+    for (int k = 0; k < 16; k++) s += acc[k];
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
 }
 
 static void norm(float *out, const float *x, const float *w, const float *b, int d,
@@ -193,12 +196,7 @@ int slm_decode_step(const Model *m, int token, int pos, int slot, float *k_cache
     float *h = qkv + (H + 2 * Hkv) * hd;
     float *scores = h + 2 * m->hidden;
 
-    if (m->tok_emb.bf16) {
-        const uint16_t *e = m->tok_emb.bf16 + (long)token * d;
-        for (int i = 0; i < d; i++) x[i] = bf16_to_f32(e[i]);
-    } else {
-        memcpy(x, m->tok_emb.f32 + (long)token * d, sizeof(float) * d);
-    }
+    memcpy(x, m->tok_emb + (long)token * d, sizeof(float) * d);
     if (m->pos_emb)
         for (int i = 0; i < d; i++) x[i] += m->pos_emb[(long)pos * d + i];
     const float *cr = m->rope ? m->rope_cos + (long)pos * half : 0;
@@ -227,10 +225,7 @@ int slm_decode_step(const Model *m, int token, int pos, int slot, float *k_cache
                     scores[s] = -INFINITY;
                     continue;
                 }
-                const float *k = kh + (long)s * hd;
-                float dot = 0.0f;
-                for (int i = 0; i < hd; i++) dot += q[i] * k[i];
-                scores[s] = dot * m->attn_scale;
+                scores[s] = dot(q, kh + (long)s * hd, hd) * m->attn_scale;
                 if (scores[s] > top) top = scores[s];
             }
             float total = 0.0f;
