@@ -263,6 +263,14 @@ def _cc(args: list[str]) -> None:
         raise ConvertError(f"gcc {' '.join(args)} failed: {proc.stderr.strip()[:400]}")
 
 
+def source_version(run_c: Path) -> dict[str, str | None]:
+    """run.c's sha256 and, in a git checkout, its commit (for the bench's JSON)."""
+    git = subprocess.run(["git", "-C", str(run_c.parent), "rev-parse", "HEAD"],
+                         capture_output=True, text=True)  # fmt: skip
+    commit = git.stdout.strip() if git.returncode == 0 else None
+    return {"sha256": hashlib.sha256(run_c.read_bytes()).hexdigest(), "commit": commit}
+
+
 def compiler() -> str:
     out = subprocess.run(["gcc", "--version"], capture_output=True, text=True).stdout
     return out.splitlines()[0] if out else "gcc"
