@@ -369,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     run_c = find_run_c(args.runc_src)
     runc_info = runc and {"source": str(run_c), **source_version(run_c), "compiler": compiler(),
                           "flags": " ".join(CFLAGS), "threads": 1,
-                          "header": list(ctx.conv.header), "args": ctx.runc_args[1:]}  # fmt: skip
+                          "header": list(ctx.conv.header), "args": ctx.runc_args}  # fmt: skip
     result = {
         "bench": "decode_vs_runc",
         "checkpoint": str(args.checkpoint),
