@@ -83,7 +83,7 @@ class _Model(ctypes.Structure):
         ("vocab", ctypes.c_int),
         ("context", ctypes.c_int),
         ("layernorm", ctypes.c_int),
-        ("swiglu", ctypes.c_int),
+        ("act", ctypes.c_int),
         ("rope", ctypes.c_int),
         ("norm_eps", ctypes.c_float),
         ("attn_scale", ctypes.c_float),
@@ -223,7 +223,9 @@ class NativeStep:
             layer.norm2_w, layer.norm2_b = vec(b.norm2.weight), vec(getattr(b.norm2, "bias", None))
             layer.wfc, layer.bfc = mat(b.mlp.fc.weight), vec(b.mlp.fc.bias)
             layer.wp, layer.bp = mat(b.mlp.proj.weight), vec(b.mlp.proj.bias)
-            layer.window = 0
+        windows = list(getattr(cfg, "attention_windows", ())) or [0] * cfg.n_layer
+        for layer, window in zip(layers, windows, strict=True):
+            layer.window = window
         self._layers = layers
         self.model = _Model(
             n_layer=cfg.n_layer,
@@ -235,10 +237,10 @@ class NativeStep:
             vocab=cfg.vocab_size,
             context=cfg.context_length,
             layernorm=int(cfg.norm == "layernorm"),
-            swiglu=int(cfg.mlp == "swiglu"),
+            act=("swiglu", "gelu", "gelu_tanh").index(cfg.mlp),
             rope=int(model.rope_cos is not None),
             norm_eps=float(model.norm_f.eps),
-            attn_scale=model.head_dim**-0.5,
+            attn_scale=model.head_dim**-0.5 if getattr(cfg, "scale_attention", True) else 1.0,
             tok_emb=vec(model.tok_emb.weight),
             pos_emb=vec(None if model.pos_emb is None else model.pos_emb.weight),
             rope_cos=vec(model.rope_cos),

@@ -6,7 +6,8 @@
    the row may see (optionally a local window) -> output projection + residual -> norm ->
    MLP (SwiGLU or GELU) + residual; final norm; logits from the head. Every ModelConfig
    switch: RMSNorm / LayerNorm (with or without bias), rope / learned positions, biases,
-   GQA, tied or untied head.
+   GQA, tied or untied head, SwiGLU / GELU / GELU-tanh, scaled or unscaled attention scores
+   and local attention windows (GPT-Neo).
 
    Why C: at batch 1 a small model's step is ~35 tiny torch ops a layer, each costing more
    in dispatch than in arithmetic. Here a step is a few loops over the weights. Weights are
@@ -53,7 +54,7 @@ typedef struct {
 typedef struct {
     int n_layer, d, n_head, n_kv_head, head_dim, hidden, vocab, context;
     int layernorm;      /* 0: RMSNorm, 1: LayerNorm */
-    int swiglu;         /* 0: GELU (exact, erf) */
+    int act;            /* 0: SwiGLU, 1: GELU (exact, erf), 2: GELU (tanh approximation) */
     int rope;           /* 0: learned positions */
     float norm_eps;
     float attn_scale;   /* 1/sqrt(head_dim), or 1 for models that do not scale */
@@ -246,16 +247,22 @@ int slm_decode_step(const Model *m, int token, int pos, int slot, float *k_cache
         matvec(x, &L->wo, attn, L->bo, d, d, 1);
         norm(xn, x, L->norm2_w, L->norm2_b, d, m->layernorm, m->norm_eps);
         int hidden = m->hidden;
-        if (m->swiglu) {
+        if (m->act == 0) {
             matvec(h, &L->wfc, xn, L->bfc, 2 * hidden, d, 0);
             for (int i = 0; i < hidden; i++) {
                 float g = h[i];
                 h[i] = g / (1.0f + expf(-g)) * h[hidden + i];
             }
-        } else {
+        } else if (m->act == 1) {
             matvec(h, &L->wfc, xn, L->bfc, hidden, d, 0);
             for (int i = 0; i < hidden; i++)
                 h[i] = 0.5f * h[i] * (1.0f + erff(h[i] * 0.70710678118654752f));
+        } else {
+            matvec(h, &L->wfc, xn, L->bfc, hidden, d, 0);
+            for (int i = 0; i < hidden; i++) {
+                float u = h[i];
+                h[i] = 0.5f * u * (1.0f + tanhf(0.7978845608028654f * (u + 0.044715f * u * u * u)));
+            }
         }
         matvec(x, &L->wp, h, L->bp, d, hidden, 1);
     }
