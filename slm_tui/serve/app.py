@@ -38,6 +38,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from slm_tui.generation.engine import fresh_seed
 from slm_tui.generation.events import Event
 from slm_tui.generation.settings import MAX_SEED
+from slm_tui.serve.connections import quiet_accept_errors
 from slm_tui.serve.middleware import Gatekeeper, LimitBody
 from slm_tui.serve.protocol import ApiError, ChatRequest, CompletionRequest, Sampling
 from slm_tui.serve.responses import (
@@ -216,12 +217,18 @@ def _failed(events: list[list[Event]]) -> str | None:
 
 
 def create_app(
-    server: Server, *, max_body: int = 1 << 20, cors: list[str] | None = None
+    server: Server,
+    *,
+    max_body: int = 1 << 20,
+    body_timeout: float = 30.0,
+    cors: list[str] | None = None,
 ) -> FastAPI:
-    """The FastAPI app over `server` (its scheduler is stopped, draining, at shutdown)."""
+    """The FastAPI app over `server` (its scheduler is stopped, draining, at shutdown).
+    A request body must arrive whole within `body_timeout` seconds of its head (408)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        quiet_accept_errors(asyncio.get_running_loop())
         yield
         await asyncio.to_thread(server.scheduler.stop)
 
@@ -320,7 +327,7 @@ def create_app(
                             "finish_reason": FINISH.get(row_events[-1].finish_reason or "")})  # fmt: skip
         return {**meta, "choices": choices, "usage": server.usage(prompt_tokens, rows)}
 
-    app.add_middleware(LimitBody, limit=max_body)
+    app.add_middleware(LimitBody, limit=max_body, timeout=body_timeout)
     app.add_middleware(Gatekeeper, api_key=server.api_key, requests=server.requests)
     if cors:
         from fastapi.middleware.cors import CORSMiddleware

@@ -1,7 +1,10 @@
 """ASGI middleware of `slm-serve`, outside the app's routes.
 
 - `LimitBody`: a request body over the limit is refused with 413 before the app reads it
-  (the declared length first, then what actually arrives, chunked bodies included).
+  (the declared length first, then what actually arrives, chunked bodies included); a body
+  that has not arrived whole `timeout` seconds after its head is refused with 408 (uvicorn
+  waits for one forever); both close the connection. A client that leaves while it sends
+  its body is not answered.
 - `Gatekeeper`: the API key on every path but `/health` (constant-time comparison, 401 in
   OpenAI's error shape) and the request counters `/metrics` reports, by path and status.
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 import hmac
 from collections import Counter
 
+import anyio
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -21,10 +25,11 @@ OPEN_PATHS = ("/health",)  # answered without an API key
 
 class LimitBody:
     """ASGI middleware: refuse a request body over `limit` bytes with 413, before the app
-    reads it (the declared length is checked first, then what actually arrives)."""
+    reads it (the declared length is checked first, then what actually arrives), and one
+    not whole `timeout` seconds after its head with 408."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
+    def __init__(self, app: ASGIApp, limit: int, timeout: float = 30.0) -> None:
+        self.app, self.limit, self.timeout = app, limit, timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -32,32 +37,44 @@ class LimitBody:
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._too_large(send)
+            await self._refuse(send, 413, f"request body over {self.limit} bytes",
+                               "body_too_large")  # fmt: skip
             return
-        body, more = b"", True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > self.limit:
-                await self._too_large(send)
-                return
+        body, more = bytearray(), True
+        with anyio.move_on_after(self.timeout):  # one deadline for the whole body
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return  # the client left before its body was whole: nobody to answer
+                if message["type"] != "http.request":
+                    break
+                body += message.get("body", b"")
+                more = message.get("more_body", False)
+                if len(body) > self.limit:
+                    await self._refuse(send, 413, f"request body over {self.limit} bytes",
+                                       "body_too_large")  # fmt: skip
+                    return
+        if more:
+            await self._refuse(send, 408, f"the request body did not arrive within "
+                               f"{self.timeout:g} s", "request_timeout")  # fmt: skip
+            return
         replayed = False
 
         async def replay() -> Message:
             nonlocal replayed
             if not replayed:
                 replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
             return await receive()
 
         await self.app(scope, replay, send)
 
-    async def _too_large(self, send: Send) -> None:
-        error = ApiError(413, f"request body over {self.limit} bytes", code="body_too_large")
-        await JSONResponse(error.body(), status_code=413)({"type": "http"}, _no_receive, send)
+    @staticmethod
+    async def _refuse(send: Send, status: int, message: str, code: str) -> None:
+        """Answer `status` and close the connection (the rest of the body is not read)."""
+        error = ApiError(status, message, code=code)
+        response = JSONResponse(error.body(), status_code=status, headers={"connection": "close"})
+        await response({"type": "http"}, _no_receive, send)
 
 
 async def _no_receive() -> Message:
