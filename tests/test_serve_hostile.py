@@ -408,3 +408,21 @@ def test_bad_deadline_and_connection_flags_are_one_line(flag, value):
     result = CliRunner().invoke(app, [flag, value])
     assert result.exit_code == 2 and flag in result.stderr, result.output
     assert result.stderr.count("\n") == 1
+
+
+# ---- /health and /metrics when the work is done (issue 20, item 4) -----------------------------
+def test_an_idle_server_reports_no_active_rows(served):
+    done = served.post(
+        "/v1/completions", {"model": MODEL, "prompt": ["Once", "Tom"], "n": 3, "max_tokens": 5}
+    )
+    assert done.status_code == 200 and len(done.json()["choices"]) == 6
+    chat = served.post(
+        "/v1/chat/completions",
+        {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3},
+    )
+    assert chat.status_code == 200
+    # The rows ended in the engine's last step and no step follows: still 0 now, not 1 or 6.
+    health = served.health()
+    assert (health["active_rows"], health["queued_rows"]) == (0, 0)
+    assert served.metric("slm_active_rows") == 0 and served.metric("slm_queue_depth") == 0
+    assert served.metric("slm_rows_finished_total") >= 7

@@ -14,6 +14,7 @@ Endpoints: `GET /v1/models` (and `/v1/models/{id}`), `POST /v1/completions`,
   `slm-generate`. Token events come back from the engine thread through an asyncio queue.
 - A client that goes away is cancelled within a step: a stream's generator is closed by
   Starlette on disconnect; a plain request polls for it while it waits.
+- `/health` and `/metrics` report the rows decoding now (0 once the last one has ended).
 - `logprobs` are under the model's raw softmax (before penalties, filters and temperature),
   as the TUI's token view shows them; a token's string is its own bytes decoded (a
   character split over byte tokens shows as U+FFFD in each).

@@ -225,6 +225,9 @@ class Scheduler:
         self._decoder.finish(tags)
         for tag in tags:
             self._rows.pop(tag, None)
+        # Now, not at the next step: an idle engine takes no next step, and /health would
+        # report the rows that just ended as active.
+        self.stats.active_rows = len(self._rows)
 
     def _fail_all(self, joining: list[Row], exc: Exception) -> None:
         """A step raised: end every row it held with an error, start a fresh decoder."""
