@@ -426,3 +426,29 @@ def test_an_idle_server_reports_no_active_rows(served):
     assert (health["active_rows"], health["queued_rows"]) == (0, 0)
     assert served.metric("slm_active_rows") == 0 and served.metric("slm_queue_depth") == 0
     assert served.metric("slm_rows_finished_total") >= 7
+
+
+# ---- a plain request whose client leaves (item 13) ----------------------------------------------
+def test_a_plain_request_whose_client_disconnects_is_cancelled(tiny_checkpoint):
+    running = Running(tiny_checkpoint, eos=False, max_tokens_cap=100_000)
+    try:
+        stats = running.server.scheduler.stats
+        for path, body in (
+            ("/v1/completions", {"prompt": "Once"}),
+            ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Once"}]}),
+        ):
+            raw = json.dumps({"model": MODEL, "max_tokens": 100_000, **body}).encode()
+            client = running.connect()
+            client.sendall(_raw_head(path, raw) + raw)
+            start = stats.tokens_generated
+            _until(lambda: stats.tokens_generated > start + 20, "the row never ran")  # noqa: B023
+            client.close()  # mid-story, without reading a byte
+            # Cancelled at the next step: a row left alone would write 100,000 tokens.
+            _until(lambda: stats.active_rows == 0, "the row decoded on after the client left")
+            assert stats.tokens_generated - start < 100_000
+        assert running.metric('slm_requests_total{path="/v1/completions",status="499"}') == 1
+        assert running.post("/v1/completions", {"model": MODEL, "prompt": "A",
+                                                "max_tokens": 3}).status_code == 200  # fmt: skip
+        assert running.log.errors() == []  # not a traceback for a client that left
+    finally:
+        running.close()

@@ -13,7 +13,8 @@ Endpoints: `GET /v1/models` (and `/v1/models/{id}`), `POST /v1/completions`,
   fresh seed when none is given), so `n` > 1 and a list of prompts reproduce like
   `slm-generate`. Token events come back from the engine thread through an asyncio queue.
 - A client that goes away is cancelled within a step: a stream's generator is closed by
-  Starlette on disconnect; a plain request polls for it while it waits.
+  Starlette on disconnect; a plain request listens for the disconnect while it waits (and
+  is counted in /metrics as status 499, nginx's "client closed request").
 - `/health` and `/metrics` report the rows decoding now (0 once the last one has ended).
 - `logprobs` are under the model's raw softmax (before penalties, filters and temperature),
   as the TUI's token view shows them; a token's string is its own bytes decoded (a
@@ -33,7 +34,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from slm_tui.generation.engine import fresh_seed
@@ -105,7 +106,7 @@ class Server:
         base_seed = settings.seed if settings.seed is not None else fresh_seed()
         settings = settings.replace(seed=None)  # each row's seed is its own (below)
         self._loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
+        queue: asyncio.Queue[tuple[int, Event | None]] = asyncio.Queue()
         rows, prompt_tokens = [], 0
         for i, prompt in enumerate(prompts):
             ids = [self.tokenizer.bos_id, *self.tokenizer.encode(prompt)]
@@ -159,18 +160,20 @@ class Server:
 
     @staticmethod
     async def collect(request: Request, queue: asyncio.Queue, rows: list[Row]) -> list[list[Event]]:
-        """Every row's events, once all rows are done; ClientGone if the client leaves."""
+        """Every row's events, once all rows are done; ClientGone as soon as the client
+        leaves (a listener waits for the disconnect beside the events)."""
         events: list[list[Event]] = [[] for _ in rows]
         pending = len(rows)
-        while pending:
-            try:
-                k, event = await asyncio.wait_for(queue.get(), timeout=0.2)
-            except TimeoutError:
-                if await request.is_disconnected():
-                    raise ClientGone from None
-                continue
-            events[k].append(event)
-            pending -= event.kind == "done"
+        listener = asyncio.ensure_future(_until_gone(request, queue))
+        try:
+            while pending:
+                k, event = await queue.get()
+                if event is None:
+                    raise ClientGone
+                events[k].append(event)
+                pending -= event.kind == "done"
+        finally:
+            listener.cancel()
         return events
 
     def token_string(self, token_id: int) -> str:
@@ -203,6 +206,14 @@ class Server:
         ):
             lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}", f"{name} {value}"]
         return "\n".join(lines) + "\n"
+
+
+async def _until_gone(request: Request, queue: asyncio.Queue) -> None:
+    """Put (-1, None) on `queue` when the client disconnects. The body has been read, so
+    the server's next message is the disconnect (uvicorn sends it when the socket closes)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        await asyncio.sleep(0.05)  # (another message: never a busy loop)
+    queue.put_nowait((-1, None))
 
 
 def _deliver(batch: list[tuple[asyncio.Queue, int, Event]]) -> None:
@@ -299,6 +310,8 @@ def create_app(
             chunks = completion_chunks(server, queue, rows, meta, want_logprobs)
             return sse(chunks, rows, server, prompt_tokens, meta, usage, "text_completion")
         events = await _collect_or_cancel(request, queue, rows)
+        if events is None:
+            return Response(status_code=CLIENT_GONE)
         choices = []
         for k, row_events in enumerate(events):
             text = "".join(e.text for e in row_events)
@@ -319,6 +332,8 @@ def create_app(
             chunks = chat_chunks(server, queue, rows, meta, body.logprobs)
             return sse(chunks, rows, server, prompt_tokens, meta, usage, "chat.completion.chunk")
         events = await _collect_or_cancel(request, queue, rows)
+        if events is None:
+            return Response(status_code=CLIENT_GONE)
         choices = []
         for k, row_events in enumerate(events):
             text = "".join(e.text for e in row_events)
@@ -338,14 +353,20 @@ def create_app(
     return app
 
 
+CLIENT_GONE = 499  # nginx's "client closed request": what /metrics counts (nobody reads it)
+
+
 async def _collect_or_cancel(
     request: Request, queue: asyncio.Queue, rows: list[Row]
-) -> list[list[Event]]:
+) -> list[list[Event]] | None:
+    """The rows' events; None (the rows cancelled) when the client has gone."""
     try:
         events = await Server.collect(request, queue, rows)
-    except (ClientGone, asyncio.CancelledError):
+    except (ClientGone, asyncio.CancelledError) as exc:
         for row in rows:
             row.cancelled.set()
+        if isinstance(exc, ClientGone):
+            return None
         raise
     error = _failed(events)
     if error is not None:
