@@ -452,3 +452,58 @@ def test_a_plain_request_whose_client_disconnects_is_cancelled(tiny_checkpoint):
         assert running.log.errors() == []  # not a traceback for a client that left
     finally:
         running.close()
+
+
+# ---- types and the API key (item 20) -----------------------------------------------------------
+@pytest.mark.parametrize(
+    ("path", "field", "value"),
+    [
+        ("/v1/completions", "n", True),
+        ("/v1/completions", "temperature", True),
+        ("/v1/completions", "max_tokens", True),
+        ("/v1/completions", "seed", False),
+        ("/v1/completions", "top_k", True),
+        ("/v1/completions", "logprobs", True),
+        ("/v1/completions", "stream", "yes"),
+        ("/v1/completions", "stream", 1),
+        ("/v1/completions", "echo", "no"),
+        ("/v1/chat/completions", "logprobs", "yes"),
+        ("/v1/chat/completions", "top_logprobs", True),
+        ("/v1/chat/completions", "stream", "true"),
+    ],
+)
+def test_a_boolean_is_not_a_number_and_a_string_is_not_a_boolean(served, path, field, value):
+    body = {"model": MODEL, "max_tokens": 2}
+    body |= {"prompt": "a"} if path == "/v1/completions" else {
+        "messages": [{"role": "user", "content": "a"}]}  # fmt: skip
+    _error(served.post(path, {**body, field: value}), 400, field, field)
+
+
+def test_numbers_and_booleans_of_the_right_type_are_still_taken(served):
+    body = {"model": MODEL, "prompt": "a", "max_tokens": 2, "temperature": 1, "top_p": 1,
+            "n": 2, "stream": False, "echo": False, "seed": 0}  # fmt: skip
+    assert served.post("/v1/completions", body).status_code == 200
+    options = {"include_usage": True}
+    streamed = served.post("/v1/completions", {**body, "stream": True, "stream_options": options})
+    assert streamed.status_code == 200 and streamed.text.endswith("data: [DONE]\n\n")
+    _error(served.post("/v1/completions", {**body, "stream": True,
+                                           "stream_options": {"include_usage": 1}}),
+           400, "stream_options.include_usage")  # fmt: skip
+
+
+def test_a_non_ascii_api_key_matches_the_bytes_clients_send(tiny_checkpoint):
+    running = Running(tiny_checkpoint, api_key="clé")
+    try:
+        body = {"model": MODEL, "prompt": "a", "max_tokens": 2}
+
+        def post(key: bytes) -> int:
+            headers = {"authorization": b"Bearer " + key}
+            return running.post("/v1/completions", body, headers=headers).status_code
+
+        assert post("clé".encode()) == 200  # UTF-8: curl, browsers, most clients
+        assert post("clé".encode("latin-1")) == 200  # the header's historical charset
+        for wrong in (b"cle", b"cl\xc3", "clé".encode() + b"x", b"x", "Clé".encode()):
+            assert post(wrong) == 401
+        assert running.server.requests[("/v1/completions", 401)] == 5
+    finally:
+        running.close()

@@ -5,8 +5,10 @@
   that has not arrived whole `timeout` seconds after its head is refused with 408 (uvicorn
   waits for one forever); both close the connection. A client that leaves while it sends
   its body is not answered.
-- `Gatekeeper`: the API key on every path but `/health` (constant-time comparison, 401 in
-  OpenAI's error shape) and the request counters `/metrics` reports, by path and status.
+- `Gatekeeper`: the API key on every path but `/health` (constant-time comparison of the
+  bytes sent with the key's UTF-8 bytes, or its latin-1 bytes, so a non-ASCII key matches
+  what curl and browsers send; 401 in OpenAI's error shape) and the request counters
+  `/metrics` reports, by path and status.
 """
 
 from __future__ import annotations
@@ -91,6 +93,23 @@ class Gatekeeper:
         self, app: ASGIApp, api_key: str | None, requests: Counter[tuple[str, int]]
     ) -> None:
         self.app, self.api_key, self.requests = app, api_key, requests
+        # The bytes a client may send for the key: its UTF-8 (curl, browsers, most clients)
+        # and, where it has one, its latin-1 form (the header's historical charset).
+        self._keys: list[bytes] = []
+        if api_key is not None:
+            self._keys.append(api_key.encode("utf-8", "surrogateescape"))
+            try:
+                latin = api_key.encode("latin-1")
+            except UnicodeEncodeError:
+                latin = self._keys[0]
+            if latin != self._keys[0]:
+                self._keys.append(latin)
+
+    def _matches(self, token: bytes) -> bool:
+        matched = False
+        for key in self._keys:  # every form compared, in constant time each
+            matched |= hmac.compare_digest(token, key)
+        return matched
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -102,9 +121,9 @@ class Gatekeeper:
         key = self.api_key
         if key is not None and path not in OPEN_PATHS:
             headers = dict(scope.get("headers") or [])
-            given = headers.get(b"authorization", b"").decode("latin-1")
-            token = given[7:] if given[:7].lower() == "bearer " else ""
-            if not hmac.compare_digest(token.encode(), key.encode()):
+            given = headers.get(b"authorization", b"")
+            token = given[7:] if given[:7].lower() == b"bearer " else b""
+            if not self._matches(token):
                 self.requests[(counted, 401)] += 1
                 error = ApiError(
                     401,

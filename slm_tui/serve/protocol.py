@@ -1,9 +1,10 @@
 """The OpenAI request shapes the server accepts, and how they become sampling settings.
 
-Request bodies are pydantic models (types checked there); every sampling value is then
-checked by the engine's own rules (`SamplingSettings`), so the server refuses exactly what
-`slm-generate` refuses, as a 400 naming the parameter. Unknown fields are ignored (as
-llama.cpp's and vLLM's servers do), except OpenAI fields whose meaning we cannot honour.
+Request bodies are pydantic models (types checked there: a boolean is never taken for a
+number, and only true and false are booleans); every sampling value is then checked by the
+engine's own rules (`SamplingSettings`), so the server refuses exactly what `slm-generate`
+refuses, as a 400 naming the parameter. Unknown fields are ignored (as llama.cpp's and
+vLLM's servers do), except OpenAI fields whose meaning we cannot honour.
 
 Sampling fields: OpenAI's `temperature`, `top_p`, `seed`, `stop`, `max_tokens`
 (`max_completion_tokens` in chat), plus what llama.cpp and vLLM accept: `top_k`, `min_p`,
@@ -18,9 +19,9 @@ order with a newline (as paragraphs of one story). The reply continues that stor
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 
 from slm_tui.errors import GenerationError
 from slm_tui.generation.settings import DEFAULTS, SamplingSettings
@@ -41,6 +42,19 @@ PARAMS = {
     "seed": "seed",
     "stop": "stop",
 }
+
+
+def _not_bool(value: Any) -> Any:
+    # JSON's true/false are not 1/0 here (pydantic's lax mode would take them): a boolean in
+    # a number's place is a client bug worth a 400, as slm-generate's flags refuse it.
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got the boolean {str(value).lower()}")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_not_bool)]
+Float = Annotated[float, BeforeValidator(_not_bool)]
+Bool = StrictBool  # true or false only (not "yes", 1 or "on")
 
 
 class ApiError(Exception):
@@ -72,7 +86,7 @@ class ApiError(Exception):
 
 
 class StreamOptions(BaseModel):
-    include_usage: bool = False
+    include_usage: Bool = False
 
 
 class Sampling(BaseModel):
@@ -81,20 +95,20 @@ class Sampling(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: str
-    n: int = Field(1, ge=1, le=MAX_N)
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    min_p: float | None = None
-    repetition_penalty: float | None = None
-    repeat_penalty: float | None = None  # llama.cpp's name
-    repeat_last_n: int | None = None  # llama.cpp's name for the look-back window
-    seed: int | None = None
+    n: Int = Field(1, ge=1, le=MAX_N)
+    temperature: Float | None = None
+    top_p: Float | None = None
+    top_k: Int | None = None
+    min_p: Float | None = None
+    repetition_penalty: Float | None = None
+    repeat_penalty: Float | None = None  # llama.cpp's name
+    repeat_last_n: Int | None = None  # llama.cpp's name for the look-back window
+    seed: Int | None = None
     stop: str | list[str] | None = None
-    stream: bool = False
+    stream: Bool = False
     stream_options: StreamOptions | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
+    presence_penalty: Float | None = None
+    frequency_penalty: Float | None = None
 
     def requested_tokens(self) -> int | None:
         return None
@@ -157,9 +171,9 @@ class Sampling(BaseModel):
 
 class CompletionRequest(Sampling):
     prompt: str | list[str]
-    max_tokens: int | None = None
-    logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
-    echo: bool = False
+    max_tokens: Int | None = None
+    logprobs: Int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+    echo: Bool = False
     suffix: str | None = None
 
     def requested_tokens(self) -> int | None:
@@ -197,10 +211,10 @@ class Message(BaseModel):
 
 class ChatRequest(Sampling):
     messages: list[Message] = Field(min_length=1)
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
-    logprobs: bool = False
-    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+    max_tokens: Int | None = None
+    max_completion_tokens: Int | None = None
+    logprobs: Bool = False
+    top_logprobs: Int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
 
     def requested_tokens(self) -> int | None:
         if self.max_completion_tokens is not None:
