@@ -507,3 +507,61 @@ def test_a_non_ascii_api_key_matches_the_bytes_clients_send(tiny_checkpoint):
         assert running.server.requests[("/v1/completions", 401)] == 5
     finally:
         running.close()
+
+
+# ---- text that is not Unicode (item 14) ---------------------------------------------------------
+PROMPT = {"model": MODEL, "max_tokens": 2}
+CHAT = {"model": MODEL, "max_tokens": 2, "messages": [{"role": "user", "content": "Hi"}]}
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param", "where"),
+    [
+        ("/v1/completions", {**PROMPT, "prompt": "Once LONE upon"}, "prompt",
+         "prompt holds a lone surrogate (U+D800 at character 5)"),
+        ("/v1/completions", {**PROMPT, "prompt": ["fine", "LONE"]}, "prompt",
+         "prompt[1] holds a lone surrogate (U+D800 at character 0)"),
+        ("/v1/chat/completions", {**CHAT, "messages": [*CHAT["messages"],
+         {"role": "assistant", "content": "a LONE"}]}, "messages",
+         "messages[1].content holds a lone surrogate (U+D800"),
+        ("/v1/chat/completions", {**CHAT, "messages": [{"role": "user", "content": [
+         {"type": "text", "text": "LONE"}]}]}, "messages", "messages[0].content"),
+    ],
+    ids=["prompt", "prompt-list", "chat", "chat-parts"],
+)  # fmt: skip
+def test_a_lone_surrogate_is_a_400_naming_where_it_is(served, path, body, param, where):
+    raw = json.dumps(body)
+    before = len(served.log.records)
+    _error(served.post(path, raw.replace("LONE", "\\ud800")), 400, param, where,
+           "not valid Unicode")  # fmt: skip
+    _error(served.post(path, raw.replace("LONE", "\\udfff")), 400, param, "(U+DFFF")
+    assert [r.getMessage() for r in served.log.records[before:]] == []  # no traceback
+    # A surrogate pair is one character (an emoji), and fine.
+    assert served.post(path, raw.replace("LONE", "\\ud83d\\ude00")).status_code == 200
+
+
+# ---- more choices than the queue holds (item 17) -----------------------------------------------
+def test_more_choices_than_the_queue_can_ever_hold_is_400_before_tokenizing(tiny_checkpoint):
+    running = Running(tiny_checkpoint, max_queue=8)
+    try:
+        encoded = running.tok.encoded
+        huge = {"model": MODEL, "prompt": ["a"] * 170_000, "max_tokens": 1}
+        _error(running.post("/v1/completions", huge), 400, "prompt",
+               "170000 choices", "queues at most 8")  # fmt: skip
+        _error(running.post("/v1/completions", {"model": MODEL, "prompt": ["a", "b", "c"],
+                                                "n": 3}), 400, "prompt", "9 choices")  # fmt: skip
+        _error(running.post("/v1/completions", {"model": MODEL, "prompt": "a", "n": 9}),
+               400, "n", "9 choices")  # fmt: skip
+        chat = {"model": MODEL, "messages": [{"role": "user", "content": "a"}], "n": 16}
+        _error(running.post("/v1/chat/completions", chat), 400, "n", "16 choices")
+        assert running.tok.encoded == encoded  # refused before any prompt was tokenized
+        # Exactly what the queue holds is served.
+        full = {"model": MODEL, "prompt": ["a", "b"], "n": 4, "max_tokens": 2}
+        assert len(running.post("/v1/completions", full).json()["choices"]) == 8
+        # A prompt too long for the context is still refused naming it (tokenized off the
+        # event loop: ~1 MB of text).
+        long = {"model": MODEL, "prompt": "word " * 190_000}
+        _error(running.post("/v1/completions", long), 400, "prompt", "context is 64")
+        assert running.health()["status"] == "ok"
+    finally:
+        running.close()

@@ -3,8 +3,9 @@
 Request bodies are pydantic models (types checked there: a boolean is never taken for a
 number, and only true and false are booleans); every sampling value is then checked by the
 engine's own rules (`SamplingSettings`), so the server refuses exactly what `slm-generate`
-refuses, as a 400 naming the parameter. Unknown fields are ignored (as llama.cpp's and
-vLLM's servers do), except OpenAI fields whose meaning we cannot honour.
+refuses, as a 400 naming the parameter. Text that is not Unicode (a lone surrogate) is a
+400 naming where it is. Unknown fields are ignored (as llama.cpp's and vLLM's servers do),
+except OpenAI fields whose meaning we cannot honour.
 
 Sampling fields: OpenAI's `temperature`, `top_p`, `seed`, `stop`, `max_tokens`
 (`max_completion_tokens` in chat), plus what llama.cpp and vLLM accept: `top_k`, `min_p`,
@@ -83,6 +84,21 @@ class ApiError(Exception):
                 "code": self.code,
             }
         }
+
+
+def unicode_text(text: str, where: str, param: str) -> str:
+    """`text`, refused (400 naming `where`) if it holds a lone surrogate: JSON's "\\ud800"
+    decodes to one, and no tokenizer can encode it (it is not Unicode text)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ApiError(
+            400,
+            f"{where} holds a lone surrogate (U+{ord(text[exc.start]):04X} at character "
+            f"{exc.start}), which is not valid Unicode text",
+            param=param,
+        ) from None
+    return text
 
 
 class StreamOptions(BaseModel):
@@ -223,7 +239,11 @@ class ChatRequest(Sampling):
 
     def story_prompt(self) -> str:
         """The story the conversation holds so far (module docstring)."""
-        kept = [m.text() for m in self.messages if m.role in ("user", "assistant")]
+        kept = [
+            unicode_text(m.text(), f"messages[{i}].content", "messages")
+            for i, m in enumerate(self.messages)
+            if m.role in ("user", "assistant")
+        ]
         if not kept:
             raise ApiError(400, "no user or assistant message to continue", param="messages")
         return "\n".join(kept)
