@@ -3,8 +3,12 @@
 Thin: check the flags, load the checkpoint (default: the bundled demo), build the app
 (`slm_tui.serve.app`), run uvicorn. SIGTERM or Ctrl-C stops accepting connections and lets
 the requests in flight finish for up to `--drain-seconds`, then exits 0. Binding to
-anything but loopback without an API key prints a warning. The server stack is the
-`serve` extra (`pip install 'slm-tui[serve]'`); without it this command says so in one line.
+anything but loopback without an API key prints a warning. A request head must arrive
+within `--header-timeout` seconds and its body within `--body-timeout`, and at most
+`--max-connections` are open (`slm_tui.serve.connections`); the open-file limit is raised
+(up to the hard limit) to hold them, or `--max-connections` lowered to what it holds, with
+a warning. The server stack is the `serve` extra (`pip install 'slm-tui[serve]'`); without
+it this command says so in one line.
 """
 
 from __future__ import annotations
@@ -12,12 +16,16 @@ from __future__ import annotations
 import ipaddress
 import os
 import signal
+from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from slm_tui.cli.common import Command, cli_errors, err, fail, warn
+
+if TYPE_CHECKING:
+    from slm_tui.serve.connections import Limits
 
 app = typer.Typer(
     name="slm-serve",
@@ -25,6 +33,36 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+# Open files the process needs besides its connections (the listening socket, the event
+# loop's, logs; the model's files are closed once loaded), with room to spare.
+RESERVED_FILES = 64
+
+
+def _fit_open_files(limits: Limits) -> Limits:
+    """`limits`, fitted to the open-file limit: the soft limit is raised toward the hard one
+    to hold `limits.open_files()` (Go's runtime raises it the same way); where it cannot
+    be, fewer connections (and a shorter accept burst) that fit. Unchanged where the
+    platform has no such limit."""
+    try:
+        import resource
+    except ImportError:  # Windows: no RLIMIT_NOFILE
+        return limits
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = limits.open_files() + RESERVED_FILES
+    if soft != resource.RLIM_INFINITY and soft < need:
+        new = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+            soft = new
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return limits
+    room = soft - RESERVED_FILES
+    backlog = min(limits.backlog, max(8, room // 4))
+    return replace(limits, backlog=backlog, max_connections=room - backlog)
 
 
 def _loopback(host: str) -> bool:
@@ -73,6 +111,26 @@ def serve(
     drain_seconds: Annotated[
         float, typer.Option(help="On SIGTERM, how long requests in flight may finish.")
     ] = 30.0,
+    header_timeout: Annotated[
+        float,
+        typer.Option(
+            help="Seconds a request's head (request line and headers) may take to "
+            "arrive; later, 408 and the connection closed."
+        ),
+    ] = 10.0,
+    body_timeout: Annotated[
+        float,
+        typer.Option(
+            help="Seconds a request's body may take to arrive after its head; later, 408."
+        ),
+    ] = 30.0,
+    max_connections: Annotated[
+        int,
+        typer.Option(
+            help="Connections open at once; past it a new one closes the one idle "
+            "longest (or gets 503 when none is idle)."
+        ),
+    ] = 1000,
     threads: Annotated[
         int,
         typer.Option(
@@ -91,10 +149,17 @@ def serve(
             fail(f"--port must be in 1..65535, got {port}")
         if api_key is not None and not api_key.strip():
             fail("--api-key is empty")
+        if max_connections < 1:
+            fail(f"--max-connections must be at least 1, got {max_connections}")
+        for flag, seconds in (("--header-timeout", header_timeout),
+                              ("--body-timeout", body_timeout)):  # fmt: skip
+            if not 0 < seconds < float("inf"):
+                fail(f"{flag} must be a positive number of seconds, got {seconds}")
         try:
             import uvicorn
 
             from slm_tui.serve.app import Server, create_app
+            from slm_tui.serve.connections import Limits, uvicorn_config
         except ImportError as exc:
             fail(f"slm-serve needs the server extra ({exc.name} is missing): "
                  "pip install 'slm-tui[serve]'")  # fmt: skip
@@ -125,10 +190,23 @@ def serve(
             max_tokens_cap=max_tokens_cap,
             api_key=api_key,
         )
-        fastapi_app = create_app(server, cors=list(cors or []))
+        fastapi_app = create_app(server, body_timeout=body_timeout, cors=list(cors or []))
         if not _loopback(host) and api_key is None:
             warn(f"serving on {host} without an API key: anyone who can reach it may use it "
                  "(set --api-key or SLM_API_KEY)")  # fmt: skip
+        if api_key is not None and not api_key.isascii():
+            warn("--api-key holds non-ASCII characters: the server takes them as UTF-8 "
+                 "(curl sends them so), but some clients (httpx, the openai package) "
+                 "send only ASCII keys")  # fmt: skip
+        wanted = Limits(header_timeout=header_timeout, body_timeout=body_timeout,
+                        max_connections=max_connections)  # fmt: skip
+        limits = _fit_open_files(wanted)
+        if limits.max_connections < wanted.max_connections:
+            if limits.max_connections < 1:
+                fail("the open-file limit (ulimit -n) leaves no room for connections")
+            fitted = limits.max_connections
+            warn(f"the open-file limit (ulimit -n) holds {fitted} connections, not "
+                 f"{max_connections}: --max-connections is {fitted}")  # fmt: skip
         err.print(
             f"serving {name} ({loaded.model.num_params() / 1e6:.1f}M parameters, "
             f"{loaded.device}, torch threads {torch.get_num_threads()}) on http://{host}:{port}/v1 · max batch {max_batch} · "
@@ -136,13 +214,8 @@ def serve(
             highlight=False,
             markup=False,
         )
-        config = uvicorn.Config(
-            fastapi_app,
-            host=host,
-            port=port,
-            log_level="warning",
-            timeout_graceful_shutdown=drain_seconds,
-            lifespan="on",
+        config = uvicorn_config(
+            fastapi_app, host=host, port=port, limits=limits, drain_seconds=drain_seconds
         )
         # uvicorn handles SIGTERM (stop accepting, drain) and then re-raises it to the handler
         # that was there before: make that one a no-op, so a drained server exits 0.

@@ -6,8 +6,10 @@
 - `app`: the FastAPI app: endpoints, OpenAI-shaped errors, metrics.
 - `responses`: the OpenAI response shapes built from engine events: server-sent events,
   completion and chat chunks, both logprobs formats.
-- `middleware`: the API key and the request counters (`Gatekeeper`), the body limit
-  (`LimitBody`).
+- `middleware`: the API key and the request counters (`Gatekeeper`), the body's size
+  limit and read deadline (`LimitBody`).
+- `connections`: below the app: the request head's read deadline, the bound on open
+  connections, quiet "out of open files"; `uvicorn_config` runs an app with them.
 
 The server stack (FastAPI, uvicorn) is the `serve` extra, imported only here and by
 `slm_tui.cli.serve`.

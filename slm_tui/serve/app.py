@@ -13,7 +13,12 @@ Endpoints: `GET /v1/models` (and `/v1/models/{id}`), `POST /v1/completions`,
   fresh seed when none is given), so `n` > 1 and a list of prompts reproduce like
   `slm-generate`. Token events come back from the engine thread through an asyncio queue.
 - A client that goes away is cancelled within a step: a stream's generator is closed by
-  Starlette on disconnect; a plain request polls for it while it waits.
+  Starlette on disconnect; a plain request listens for the disconnect while it waits (and
+  is counted in /metrics as status 499, nginx's "client closed request").
+- A request that asks for more choices (prompts × `n`) than the queue can ever hold is a
+  400 before any prompt is tokenized; one that only has to wait is a 429. A long prompt
+  is tokenized on a worker thread, so the event loop keeps answering meanwhile.
+- `/health` and `/metrics` report the rows decoding now (0 once the last one has ended).
 - `logprobs` are under the model's raw softmax (before penalties, filters and temperature),
   as the TUI's token view shows them; a token's string is its own bytes decoded (a
   character split over byte tokens shows as U+FFFD in each).
@@ -32,14 +37,21 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from slm_tui.generation.engine import fresh_seed
 from slm_tui.generation.events import Event
 from slm_tui.generation.settings import MAX_SEED
+from slm_tui.serve.connections import quiet_accept_errors
 from slm_tui.serve.middleware import Gatekeeper, LimitBody
-from slm_tui.serve.protocol import ApiError, ChatRequest, CompletionRequest, Sampling
+from slm_tui.serve.protocol import (
+    ApiError,
+    ChatRequest,
+    CompletionRequest,
+    Sampling,
+    unicode_text,
+)
 from slm_tui.serve.responses import (
     FINISH,
     chat_chunks,
@@ -50,9 +62,24 @@ from slm_tui.serve.responses import (
 )
 from slm_tui.serve.scheduler import QueueFull, Row, Scheduler
 
+# Prompts longer than this (characters in all) are tokenized on a worker thread: a 1 MiB
+# prompt takes the tokenizer a noticeable time, which the event loop's other clients would
+# wait through.
+THREAD_TOKENIZE_CHARS = 16_384
+
 
 class ClientGone(Exception):
     """The client disconnected while its request was running."""
+
+
+def _busy(detail: str) -> ApiError:
+    return ApiError(
+        429,
+        f"the server is busy ({detail}); retry shortly",
+        type="rate_limit_error",
+        code="queue_full",
+        headers={"Retry-After": "1"},
+    )
 
 
 class Server:
@@ -94,27 +121,36 @@ class Server:
                 code="model_not_found",
             )
 
-    def start_rows(
+    async def start_rows(
         self, prompts: list[str], body: Sampling, top_n: int, param: str
     ) -> tuple[asyncio.Queue, list[Row], int]:
         """Queue one row per prompt × n; (the events queue, the rows, prompt tokens)."""
         self.check_model(body.model)
         settings = body.settings(self.max_tokens_cap, self.model.cfg.vocab_size)
+        # What the queue can hold is known before any prompt is read: a request that can
+        # never fit is the client's error (400), one that must wait its turn a 429.
+        count, max_queue = len(prompts) * body.n, self.scheduler.max_queue
+        if count > max_queue:
+            raise ApiError(
+                400,
+                f"the request asks for {count} choices ({len(prompts)} prompts × n={body.n}); "
+                f"this server queues at most {max_queue}",
+                param="prompt" if len(prompts) > 1 else "n",
+                code="too_many_choices",
+            )
+        if count > self.scheduler.room():
+            raise _busy(f"room for {max(0, self.scheduler.room())} more choices, "
+                        f"{count} asked")  # fmt: skip
+        if sum(len(p) for p in prompts) > THREAD_TOKENIZE_CHARS:
+            encoded = await asyncio.to_thread(self._encode, prompts, param)
+        else:
+            encoded = self._encode(prompts, param)
         base_seed = settings.seed if settings.seed is not None else fresh_seed()
         settings = settings.replace(seed=None)  # each row's seed is its own (below)
         self._loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
-        rows, prompt_tokens = [], 0
-        for i, prompt in enumerate(prompts):
-            ids = [self.tokenizer.bos_id, *self.tokenizer.encode(prompt)]
-            if len(ids) > self.context:
-                raise ApiError(
-                    400,
-                    f"the prompt is {len(ids)} tokens; this model's context is {self.context}",
-                    param=param,
-                    code="context_length_exceeded",
-                )
-            prompt_tokens += len(ids)
+        queue: asyncio.Queue[tuple[int, Event | None]] = asyncio.Queue()
+        rows, prompt_tokens = [], sum(len(ids) for ids in encoded)
+        for i, ids in enumerate(encoded):
             for j in range(body.n):
                 k = i * body.n + j
                 seed = (base_seed + k) % (MAX_SEED + 1)
@@ -130,16 +166,29 @@ class Server:
         try:
             self.scheduler.submit(rows)
         except QueueFull as exc:
-            raise ApiError(
-                429,
-                f"the server is busy ({exc}); retry shortly",
-                type="rate_limit_error",
-                code="queue_full",
-                headers={"Retry-After": "1"},
-            ) from None
+            raise _busy(str(exc)) from None
         except RuntimeError as exc:
             raise ApiError(503, str(exc), type="server_error", code="shutting_down") from None
         return queue, rows, prompt_tokens
+
+    def _encode(self, prompts: list[str], param: str) -> list[list[int]]:
+        """Each prompt's ids (BOS first), checked: Unicode text, within the context."""
+        encoded = []
+        for i, prompt in enumerate(prompts):
+            where = f"{param}[{i}]" if len(prompts) > 1 else param
+            ids = [
+                self.tokenizer.bos_id,
+                *self.tokenizer.encode(unicode_text(prompt, where, param)),
+            ]
+            if len(ids) > self.context:
+                raise ApiError(
+                    400,
+                    f"the prompt is {len(ids)} tokens; this model's context is {self.context}",
+                    param=param,
+                    code="context_length_exceeded",
+                )
+            encoded.append(ids)
+        return encoded
 
     def _sink(self, queue: asyncio.Queue, k: int) -> Callable[[Event], None]:
         def put(event: Event) -> None:  # on the engine thread
@@ -157,18 +206,20 @@ class Server:
 
     @staticmethod
     async def collect(request: Request, queue: asyncio.Queue, rows: list[Row]) -> list[list[Event]]:
-        """Every row's events, once all rows are done; ClientGone if the client leaves."""
+        """Every row's events, once all rows are done; ClientGone as soon as the client
+        leaves (a listener waits for the disconnect beside the events)."""
         events: list[list[Event]] = [[] for _ in rows]
         pending = len(rows)
-        while pending:
-            try:
-                k, event = await asyncio.wait_for(queue.get(), timeout=0.2)
-            except TimeoutError:
-                if await request.is_disconnected():
-                    raise ClientGone from None
-                continue
-            events[k].append(event)
-            pending -= event.kind == "done"
+        listener = asyncio.ensure_future(_until_gone(request, queue))
+        try:
+            while pending:
+                k, event = await queue.get()
+                if event is None:
+                    raise ClientGone
+                events[k].append(event)
+                pending -= event.kind == "done"
+        finally:
+            listener.cancel()
         return events
 
     def token_string(self, token_id: int) -> str:
@@ -203,6 +254,14 @@ class Server:
         return "\n".join(lines) + "\n"
 
 
+async def _until_gone(request: Request, queue: asyncio.Queue) -> None:
+    """Put (-1, None) on `queue` when the client disconnects. The body has been read, so
+    the server's next message is the disconnect (uvicorn sends it when the socket closes)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        await asyncio.sleep(0.05)  # (another message: never a busy loop)
+    queue.put_nowait((-1, None))
+
+
 def _deliver(batch: list[tuple[asyncio.Queue, int, Event]]) -> None:
     for queue, k, event in batch:  # on the event loop
         queue.put_nowait((k, event))
@@ -216,12 +275,18 @@ def _failed(events: list[list[Event]]) -> str | None:
 
 
 def create_app(
-    server: Server, *, max_body: int = 1 << 20, cors: list[str] | None = None
+    server: Server,
+    *,
+    max_body: int = 1 << 20,
+    body_timeout: float = 30.0,
+    cors: list[str] | None = None,
 ) -> FastAPI:
-    """The FastAPI app over `server` (its scheduler is stopped, draining, at shutdown)."""
+    """The FastAPI app over `server` (its scheduler is stopped, draining, at shutdown).
+    A request body must arrive whole within `body_timeout` seconds of its head (408)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        quiet_accept_errors(asyncio.get_running_loop())
         yield
         await asyncio.to_thread(server.scheduler.stop)
 
@@ -282,7 +347,7 @@ def create_app(
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request):
         top_n = body.logprobs or 0
-        queue, rows, prompt_tokens = server.start_rows(body.prompts(), body, top_n, "prompt")
+        queue, rows, prompt_tokens = await server.start_rows(body.prompts(), body, top_n, "prompt")
         meta = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion",
                 "created": int(time.time()), "model": server.model_name}  # fmt: skip
         want_logprobs = body.logprobs is not None
@@ -291,6 +356,8 @@ def create_app(
             chunks = completion_chunks(server, queue, rows, meta, want_logprobs)
             return sse(chunks, rows, server, prompt_tokens, meta, usage, "text_completion")
         events = await _collect_or_cancel(request, queue, rows)
+        if events is None:
+            return Response(status_code=CLIENT_GONE)
         choices = []
         for k, row_events in enumerate(events):
             text = "".join(e.text for e in row_events)
@@ -303,7 +370,7 @@ def create_app(
     async def chat(body: ChatRequest, request: Request):
         top_n = (body.top_logprobs or 0) if body.logprobs else 0
         prompt = body.story_prompt()
-        queue, rows, prompt_tokens = server.start_rows([prompt], body, top_n, "messages")
+        queue, rows, prompt_tokens = await server.start_rows([prompt], body, top_n, "messages")
         meta = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion",
                 "created": int(time.time()), "model": server.model_name}  # fmt: skip
         if body.stream:
@@ -311,6 +378,8 @@ def create_app(
             chunks = chat_chunks(server, queue, rows, meta, body.logprobs)
             return sse(chunks, rows, server, prompt_tokens, meta, usage, "chat.completion.chunk")
         events = await _collect_or_cancel(request, queue, rows)
+        if events is None:
+            return Response(status_code=CLIENT_GONE)
         choices = []
         for k, row_events in enumerate(events):
             text = "".join(e.text for e in row_events)
@@ -320,7 +389,7 @@ def create_app(
                             "finish_reason": FINISH.get(row_events[-1].finish_reason or "")})  # fmt: skip
         return {**meta, "choices": choices, "usage": server.usage(prompt_tokens, rows)}
 
-    app.add_middleware(LimitBody, limit=max_body)
+    app.add_middleware(LimitBody, limit=max_body, timeout=body_timeout)
     app.add_middleware(Gatekeeper, api_key=server.api_key, requests=server.requests)
     if cors:
         from fastapi.middleware.cors import CORSMiddleware
@@ -330,14 +399,20 @@ def create_app(
     return app
 
 
+CLIENT_GONE = 499  # nginx's "client closed request": what /metrics counts (nobody reads it)
+
+
 async def _collect_or_cancel(
     request: Request, queue: asyncio.Queue, rows: list[Row]
-) -> list[list[Event]]:
+) -> list[list[Event]] | None:
+    """The rows' events; None (the rows cancelled) when the client has gone."""
     try:
         events = await Server.collect(request, queue, rows)
-    except (ClientGone, asyncio.CancelledError):
+    except (ClientGone, asyncio.CancelledError) as exc:
         for row in rows:
             row.cancelled.set()
+        if isinstance(exc, ClientGone):
+            return None
         raise
     error = _failed(events)
     if error is not None:

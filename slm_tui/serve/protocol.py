@@ -1,9 +1,11 @@
 """The OpenAI request shapes the server accepts, and how they become sampling settings.
 
-Request bodies are pydantic models (types checked there); every sampling value is then
-checked by the engine's own rules (`SamplingSettings`), so the server refuses exactly what
-`slm-generate` refuses, as a 400 naming the parameter. Unknown fields are ignored (as
-llama.cpp's and vLLM's servers do), except OpenAI fields whose meaning we cannot honour.
+Request bodies are pydantic models (types checked there: a boolean is never taken for a
+number, and only true and false are booleans); every sampling value is then checked by the
+engine's own rules (`SamplingSettings`), so the server refuses exactly what `slm-generate`
+refuses, as a 400 naming the parameter. Text that is not Unicode (a lone surrogate) is a
+400 naming where it is. Unknown fields are ignored (as llama.cpp's and vLLM's servers do),
+except OpenAI fields whose meaning we cannot honour.
 
 Sampling fields: OpenAI's `temperature`, `top_p`, `seed`, `stop`, `max_tokens`
 (`max_completion_tokens` in chat), plus what llama.cpp and vLLM accept: `top_k`, `min_p`,
@@ -18,9 +20,9 @@ order with a newline (as paragraphs of one story). The reply continues that stor
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 
 from slm_tui.errors import GenerationError
 from slm_tui.generation.settings import DEFAULTS, SamplingSettings
@@ -41,6 +43,19 @@ PARAMS = {
     "seed": "seed",
     "stop": "stop",
 }
+
+
+def _not_bool(value: Any) -> Any:
+    # JSON's true/false are not 1/0 here (pydantic's lax mode would take them): a boolean in
+    # a number's place is a client bug worth a 400, as slm-generate's flags refuse it.
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got the boolean {str(value).lower()}")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_not_bool)]
+Float = Annotated[float, BeforeValidator(_not_bool)]
+Bool = StrictBool  # true or false only (not "yes", 1 or "on")
 
 
 class ApiError(Exception):
@@ -71,8 +86,23 @@ class ApiError(Exception):
         }
 
 
+def unicode_text(text: str, where: str, param: str) -> str:
+    """`text`, refused (400 naming `where`) if it holds a lone surrogate: JSON's "\\ud800"
+    decodes to one, and no tokenizer can encode it (it is not Unicode text)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ApiError(
+            400,
+            f"{where} holds a lone surrogate (U+{ord(text[exc.start]):04X} at character "
+            f"{exc.start}), which is not valid Unicode text",
+            param=param,
+        ) from None
+    return text
+
+
 class StreamOptions(BaseModel):
-    include_usage: bool = False
+    include_usage: Bool = False
 
 
 class Sampling(BaseModel):
@@ -81,21 +111,21 @@ class Sampling(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: str
-    n: int = Field(1, ge=1, le=MAX_N)
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    min_p: float | None = None
-    repetition_penalty: float | None = None
-    repeat_penalty: float | None = None  # llama.cpp's name
-    repeat_last_n: int | None = None  # llama.cpp's name for the look-back window
-    seed: int | None = None
+    n: Int = Field(1, ge=1, le=MAX_N)
+    temperature: Float | None = None
+    top_p: Float | None = None
+    top_k: Int | None = None
+    min_p: Float | None = None
+    repetition_penalty: Float | None = None
+    repeat_penalty: Float | None = None  # llama.cpp's name
+    repeat_last_n: Int | None = None  # llama.cpp's name for the look-back window
+    seed: Int | None = None
     stop: str | list[str] | None = None
-    stream: bool = False
+    stream: Bool = False
     stream_options: StreamOptions | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-    ignore_eos: bool = False  # vLLM's: write past the end-of-story token, to max_tokens
+    presence_penalty: Float | None = None
+    frequency_penalty: Float | None = None
+    ignore_eos: Bool = False  # vLLM's: write past the end-of-story token, to max_tokens
 
     def requested_tokens(self) -> int | None:
         return None
@@ -159,9 +189,9 @@ class Sampling(BaseModel):
 
 class CompletionRequest(Sampling):
     prompt: str | list[str]
-    max_tokens: int | None = None
-    logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
-    echo: bool = False
+    max_tokens: Int | None = None
+    logprobs: Int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+    echo: Bool = False
     suffix: str | None = None
 
     def requested_tokens(self) -> int | None:
@@ -199,10 +229,10 @@ class Message(BaseModel):
 
 class ChatRequest(Sampling):
     messages: list[Message] = Field(min_length=1)
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
-    logprobs: bool = False
-    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+    max_tokens: Int | None = None
+    max_completion_tokens: Int | None = None
+    logprobs: Bool = False
+    top_logprobs: Int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
 
     def requested_tokens(self) -> int | None:
         if self.max_completion_tokens is not None:
@@ -211,7 +241,11 @@ class ChatRequest(Sampling):
 
     def story_prompt(self) -> str:
         """The story the conversation holds so far (module docstring)."""
-        kept = [m.text() for m in self.messages if m.role in ("user", "assistant")]
+        kept = [
+            unicode_text(m.text(), f"messages[{i}].content", "messages")
+            for i, m in enumerate(self.messages)
+            if m.role in ("user", "assistant")
+        ]
         if not kept:
             raise ApiError(400, "no user or assistant message to continue", param="messages")
         return "\n".join(kept)

@@ -100,6 +100,11 @@ class Scheduler:
             self.stats.queued_rows = len(self._waiting)
             self._cond.notify()
 
+    def room(self) -> int:
+        """How many more rows `submit` takes now (the rows that wait count, not the active)."""
+        with self._cond:
+            return self.max_queue - len(self._waiting)
+
     def stop(self, *, cancel: bool = False, timeout: float | None = None) -> None:
         """Take no new rows; end the loop when the rows it has are done (`cancel`: at once)."""
         with self._cond:
