@@ -89,7 +89,7 @@ goes going gone came come comes saw see seen looked look looks wanted want wants
 feels started decided tried thought knew know made make put took like really always soon
 still later suddenly together lot lots many thing things way oh wow yay hey okay please
 thank thanks hello bye that tell tells anymore sometimes maybe almost quite instead else
-another enough ago became become
+another enough ago became become none any course well sure
 """)
 NON_NAMES = _table("""
 I Mom Mommy Mum Mummy Mama Momma Ma Dad Daddy Papa Pa Grandma Grandpa Granny Nana Gran
