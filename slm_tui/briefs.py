@@ -73,51 +73,48 @@ def _table(text: str) -> frozenset[str]:
 
 
 STOP = _table("""
-a an the and or but nor so yet if then than because as at by for from in into of off on
-onto out over under up down with without about above after again against all along also
-among around away back before behind below beside between both during each either even
-ever every few here how just least less more most much near neither never next not now
-only other others own same some such there these this those though through till too
-toward towards until very what when where whether which while who whom whose why yes no
-i me my mine myself you your yours yourself he him his himself she her hers herself it its
-itself we us our ours ourselves they them their theirs themselves one ones someone
-something anything everything nothing everyone anyone nobody somebody everybody somewhere
-anywhere everywhere nowhere am is are was were been being have has had having do does did
-done doing can could will would shall should may might must let lets get gets got gotten
-getting once upon time day days named called end said says say asked replied told went go
-goes going gone came come comes saw see seen looked look looks wanted want wants felt feel
-feels started decided tried thought knew know made make put took like really always soon
-still later suddenly together lot lots many thing things way oh wow yay hey okay please
-thank thanks hello bye that tell tells anymore sometimes maybe almost quite instead else
-another enough ago became become none any course well sure
+a an the and or but nor so yet if then than because as at by for from in into of off on onto out
+over under up down with without about above after again against all along also among around away
+back before behind below beside between both during each either even ever every few here how just
+least less more most much near neither never next not now only other others own same some such
+there these this those though through till too toward towards until very what when where whether
+which while who whom whose why yes no i me my mine myself you your yours yourself he him his
+himself she her hers herself it its itself we us our ours ourselves they them their theirs
+themselves one ones someone something anything everything nothing everyone anyone nobody somebody
+everybody somewhere anywhere everywhere nowhere am is are was were been being have has had having
+do does did done doing can could will would shall should may might must let lets get gets got
+gotten getting once upon time day days named called end said says say asked replied told went go
+goes going gone came come comes saw see seen looked look looks wanted want wants felt feel feels
+started decided tried thought knew know made make put took like really always soon still later
+suddenly together lot lots many thing things way oh wow yay hey okay please thank thanks hello bye
+that tell tells anymore sometimes maybe almost quite instead else another enough ago became become
+none any course well sure
 """)
 NON_NAMES = _table("""
-I Mom Mommy Mum Mummy Mama Momma Ma Dad Daddy Papa Pa Grandma Grandpa Granny Nana Gran
-Grandmother Grandfather Mother Father Aunt Auntie Uncle Sir Madam Miss Mr Mrs Ms Dr Mister
-God Teacher Baby Monday Tuesday Wednesday Thursday Friday Saturday Sunday January February
-March April May June July August September October November December Christmas Halloween
-Easter English The A An Once One Then Oh OK Okay Yes No Hi Hello Bye Goodbye Please Thank
-Thanks Wow Yay Hooray Sorry Let What Why Where When Who How Dear
+I Mom Mommy Mum Mummy Mama Momma Ma Dad Daddy Papa Pa Grandma Grandpa Granny Nana Gran Grandmother
+Grandfather Mother Father Aunt Auntie Uncle Sir Madam Miss Mr Mrs Ms Dr Mister God Teacher Baby
+Monday Tuesday Wednesday Thursday Friday Saturday Sunday January February March April May June July
+August September October November December Christmas Halloween Easter English The A An Once One
+Then Oh OK Okay Yes No Hi Hello Bye Goodbye Please Thank Thanks Wow Yay Hooray Sorry Let What Why
+Where When Who How Dear
 """)
 TITLES = _table("Mr Mrs Ms Dr Mister Miss Aunt Uncle Sir")
 # irregular form -> base (verbs, plurals, comparatives): the forms no suffix rule reaches
 _IRREGULAR_SRC = """
-go:went,gone,goes do:did,done,does be:was,were,been,is,am,are have:had,has see:saw,seen
-run:ran eat:ate,eaten come:came find:found give:gave,given take:took,taken make:made
-say:said tell:told know:knew,known think:thought bring:brought buy:bought catch:caught
-fly:flew,flown fall:fell,fallen feel:felt get:got,gotten hold:held keep:kept leave:left
-lose:lost meet:met sit:sat sleep:slept sing:sang,sung swim:swam,swum drink:drank,drunk
-draw:drew,drawn grow:grew,grown throw:threw,thrown blow:blew,blown break:broke,broken
-choose:chose,chosen wake:woke,woken write:wrote,written ride:rode,ridden hide:hid,hidden
-bite:bit,bitten build:built send:sent spend:spent stand:stood understand:understood
-win:won teach:taught fight:fought begin:began,begun hear:heard lead:led feed:fed dig:dug
-hang:hung shine:shone shake:shook,shaken speak:spoke,spoken steal:stole,stolen
+go:went,gone,goes do:did,done,does be:was,were,been,is,am,are have:had,has see:saw,seen run:ran
+eat:ate,eaten come:came find:found give:gave,given take:took,taken make:made say:said tell:told
+know:knew,known think:thought bring:brought buy:bought catch:caught fly:flew,flown fall:fell,fallen
+feel:felt get:got,gotten hold:held keep:kept leave:left lose:lost meet:met sit:sat sleep:slept
+sing:sang,sung swim:swam,swum drink:drank,drunk draw:drew,drawn grow:grew,grown throw:threw,thrown
+blow:blew,blown break:broke,broken choose:chose,chosen wake:woke,woken write:wrote,written
+ride:rode,ridden hide:hid,hidden bite:bit,bitten build:built send:sent spend:spent stand:stood
+understand:understood win:won teach:taught fight:fought begin:began,begun hear:heard lead:led
+feed:fed dig:dug hang:hung shine:shone shake:shook,shaken speak:spoke,spoken steal:stole,stolen
 wear:wore,worn tear:tore,torn forget:forgot,forgotten become:became light:lit slide:slid
-stick:stuck sweep:swept weep:wept ring:rang,rung sink:sank,sunk spin:spun swing:swung
-bend:bent lend:lent pay:paid lay:laid lie:lying die:dying tie:tying mean:meant
-mouse:mice foot:feet tooth:teeth child:children man:men woman:women person:people
-goose:geese leaf:leaves wolf:wolves knife:knives life:lives loaf:loaves shelf:shelves
-half:halves good:better,best bad:worse,worst
+stick:stuck sweep:swept weep:wept ring:rang,rung sink:sank,sunk spin:spun swing:swung bend:bent
+lend:lent pay:paid lay:laid lie:lying die:dying tie:tying mean:meant mouse:mice foot:feet
+tooth:teeth child:children man:men woman:women person:people goose:geese leaf:leaves wolf:wolves
+knife:knives life:lives loaf:loaves shelf:shelves half:halves good:better,best bad:worse,worst
 """
 IRREGULAR: dict[str, str] = {
     form: base
