@@ -88,6 +88,7 @@ META_FIELDS = {
     "weights_dtype": "str",
     "weights_sha256": "sha256",
     "evaluations": "list",  # recorded held-out figures (slm_tui.recorded)
+    "speed": "dict",  # how the run computed (trainer.speed.SpeedChoice.as_record)
 }
 
 
@@ -108,6 +109,9 @@ class CheckpointInfo:
     created: str
     error: str | None = None  # set (and the rest left at defaults) for unreadable dirs
     evaluations: tuple[RecordedEval, ...] = ()  # held-out figures `slm-train eval --record` kept
+    weights_sha256: str | None = None  # of model.safetensors, from meta.json (None: older)
+    # The run's dtype/compile/attention record from meta.json (trainer.speed reads it).
+    speed: dict[str, Any] | None = None
 
     def quality(self) -> str:
         """Recorded held-out figures with their corpora, else the in-run one, said so."""
@@ -304,6 +308,8 @@ def info_from(p: Path, cfg: Config, meta: dict[str, Any], header: dict[str, Any]
         d_model=cfg.model.d_model,
         created=created,
         evaluations=recorded_evals(meta),
+        weights_sha256=meta.get("weights_sha256"),
+        speed=meta.get("speed"),
     )
 
 

@@ -12,6 +12,9 @@ definition of bits per byte, so the two agree on the same text:
   (the first `train.eval_batches` batches, `--max-tokens`) counts the shard's bytes scaled
   by the share of its targets covered, so a full cover counts exactly the shard's bytes; a
   corpus read with `--max-tokens` stops at a story boundary and counts its bytes exactly.
+- Both compute alike: `evaluate` runs in the dtype the checkpoint's run recorded (on the
+  same kind of device; `dtype` overrides) under training's matmul precision (TF32 on CUDA),
+  through the same uncompiled model code as the in-run validation.
 - `sample_continuations`: continuations of `train.sample_prompts` through the generation
   engine (`generate_batch`, KV cache, `TrainConfig.sample_settings()`), row i seeded with
   `train.seed + i` on its own generator, so sampling never moves the global RNG that
@@ -43,7 +46,7 @@ from slm_tui.recorded import RecordedEval
 from slm_tui.tokenizers import Tokenizer
 from slm_tui.trainer.prepare import corpus_sources, shards_for
 from slm_tui.trainer.report import Sample
-from slm_tui.trainer.speed import eval_dtype
+from slm_tui.trainer.speed import eval_dtype, set_matmul_precision
 
 LN2 = math.log(2.0)
 
@@ -252,7 +255,10 @@ def evaluate(
     model.eval()
     if dtype is not None:
         cfg.train.dtype = dtype
-    dtype = eval_dtype(cfg.train, dev, model.cfg, batch_size)
+    # What the in-run validation computed in: the run's recorded dtype (on this kind of
+    # device) and training's matmul precision.
+    dtype = eval_dtype(cfg.train, dev, model.cfg, batch_size, loaded.info.speed)
+    set_matmul_precision(dev)
     started = time.perf_counter()
     if dataset or data_files:
         source = corpus_source(dataset, data_files, split=split or "validation")
