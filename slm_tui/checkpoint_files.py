@@ -38,6 +38,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from slm_tui.checkpoint_lock import RECORD_WAIT, folder_lock
 from slm_tui.config import Config, config_from_dict
 from slm_tui.errors import CheckpointError, SlmError
 from slm_tui.fileio import atomic_write_text, json_safe
@@ -313,14 +314,39 @@ def info_from(p: Path, cfg: Config, meta: dict[str, Any], header: dict[str, Any]
     )
 
 
-def record_evaluation(path: Path, entry: RecordedEval) -> Path:
+def record_evaluation(path: Path, entry: RecordedEval, weights_sha256: str | None = None) -> Path:
     """Write `entry` into `<path>/meta.json` (replacing the same corpus's old entry), in one
     atomic replace; the weights are not touched, and a meta.json that does not pass its
-    checks is refused and left as it is. Returns the file written."""
-    meta = read_checkpoint_meta(path)
-    file = path / META_FILE
-    atomic_write_text(file, json.dumps(json_safe(with_recorded(meta, entry)), indent=2) + "\n")
-    return file
+    checks is refused and left as it is. Returns the file written.
+
+    The read-modify-write holds the folder's lock (`checkpoint_lock`): concurrent records
+    each keep their entry, and a save cannot swap the folder away in between. With
+    `weights_sha256` (the weights the figure was measured on), a folder that a save has
+    replaced since is refused: the figure belongs to the weights that are gone."""
+    for _ in range(3):
+        try:
+            with folder_lock(path, exclusive=True, wait=RECORD_WAIT) as lock:
+                if lock.locked is False:
+                    raise CheckpointError(
+                        f"{path} stayed in use (loading or saving) for {RECORD_WAIT:.0f} s; "
+                        "the figure is not recorded; try again"
+                    )
+                if lock.locked and not lock.current():
+                    continue  # a save replaced it while this waited: judge the new one
+                meta = read_checkpoint_meta(path)
+                found = meta.get("weights_sha256")
+                if weights_sha256 is not None and found != weights_sha256:
+                    raise CheckpointError(
+                        f"{path} was replaced by a newer save (step {meta.get('step')}) while it "
+                        "was evaluated; the figure is not recorded (evaluate it again)"
+                    )
+                file = path / META_FILE
+                text = json.dumps(json_safe(with_recorded(meta, entry)), indent=2) + "\n"
+                atomic_write_text(file, text)
+                return file
+        except OSError as exc:
+            raise CheckpointError(f"{path}: cannot record ({exc.strerror})") from None
+    raise CheckpointError(f"{path} kept being replaced by new saves; the figure is not recorded")
 
 
 def _broken_info(path: Path, name: str, error: str) -> CheckpointInfo:

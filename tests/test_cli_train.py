@@ -187,6 +187,7 @@ def test_eval_json_keeps_its_fields_and_order(env):
     assert list(json.loads(res.stdout)) == [
         "loss", "bpb", "tokens", "bytes", "stories", "perplexity", "checkpoint", "corpus",
         "tokenizer", "vocab_size", "context_length", "seconds", "dtype", "name", "fingerprint",
+        "weights_sha256",
     ]  # fmt: skip
 
 

@@ -176,6 +176,7 @@ class EvalResult:
     dtype: str  # float32 | bfloat16: what the forward passes ran in (speed.choose)
     name: str  # the corpus in short ("valid.txt"), as --record keeps it
     fingerprint: str  # sha256 of the corpus's contents (or dataset id and split)
+    weights_sha256: str | None  # of the weights scored (meta.json's; None: an older checkpoint)
 
 
 class _StoryTokens:
@@ -302,6 +303,7 @@ def evaluate(
         dtype=dtype,
         name=name,
         fingerprint=fingerprint,
+        weights_sha256=loaded.info.weights_sha256,
     )
 
 
@@ -313,7 +315,8 @@ def _corpus_name(source: CorpusSource) -> str:
 
 
 def record(result: EvalResult) -> Path:
-    """Keep `result` in its checkpoint's meta.json (`slm-train eval --record`)."""
+    """Keep `result` in its checkpoint's meta.json (`slm-train eval --record`); refused when a
+    save has replaced the checkpoint since it was scored (its weights are gone)."""
     entry = RecordedEval(
         name=result.name,
         corpus=result.corpus,
@@ -324,7 +327,7 @@ def record(result: EvalResult) -> Path:
         dtype=result.dtype,
         date=time.strftime("%Y-%m-%d"),
     )
-    return record_evaluation(Path(result.checkpoint), entry)
+    return record_evaluation(Path(result.checkpoint), entry, result.weights_sha256)
 
 
 def _own_val_shard(cfg: Config, tok: Tokenizer) -> TokenShard:
