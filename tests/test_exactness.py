@@ -202,6 +202,8 @@ def test_resume_rules_explicit_values_win_and_another_device_decides_anew(corpus
     kept = speed.resumed(record, tc, cpu, shape, 4, 10)
     assert (kept.dtype, kept.compile, kept.math_attention) == ("bfloat16", True, True)
     assert kept.why == "as the run started: AMX-BF16 in the CPU flags; 2,000 steps repay compiling"
+    again = speed.resumed({**record, "why": kept.why}, tc, cpu, shape, 4, 10)  # resumed twice
+    assert again.why == kept.why
     explicit = config(corpus, "train.dtype=float32", "train.compile=false").train
     mine = speed.resumed(record, explicit, cpu, shape, 4, 10)
     assert (mine.dtype, mine.compile, mine.math_attention) == ("float32", False, False)

@@ -54,6 +54,7 @@ from slm_tui.fileio import atomic_write_text
 
 DTYPES = ("float32", "bfloat16")
 WHY_LIMIT = 400  # characters of the reason kept in a run's record
+KEPT = "as the run started: "  # a resumed run's reason, before the one it started with
 COMPILE_MIN_STEPS = 300  # optimizer steps left before compiling on CPU pays its warm-up
 PROBE_MARGIN = 1.05  # bf16 must be this much faster in the probe to be chosen
 PROBE_FILE = "speed-probe.json"
@@ -121,7 +122,8 @@ def resumed(
         return choose(tc, device, model_cfg, micro, steps)
     dtype = saved.dtype if tc.dtype == "auto" else tc.dtype
     compiled = saved.compile if isinstance(tc.compile, str) else tc.compile
-    why = [f"as the run started: {saved.why}" if saved.why else "as the run started"]
+    first = saved.why.removeprefix(KEPT)  # a run resumed before: say it once
+    why = [f"{KEPT}{first}" if first else KEPT.removesuffix(": ")]
     if dtype != saved.dtype:
         why.append(f"train.dtype {dtype}")
     if compiled != saved.compile:
