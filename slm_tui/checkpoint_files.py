@@ -337,8 +337,9 @@ def record_evaluation(path: Path, entry: RecordedEval, weights_sha256: str | Non
                 found = meta.get("weights_sha256")
                 if weights_sha256 is not None and found != weights_sha256:
                     raise CheckpointError(
-                        f"{path} was replaced by a newer save (step {meta.get('step')}) while it "
-                        "was evaluated; the figure is not recorded (evaluate it again)"
+                        f"{path} was replaced by a newer save (step {meta.get('step')}) while "
+                        "it was evaluated; the figure is not recorded (evaluate it again, or a "
+                        "copy of it)"
                     )
                 file = path / META_FILE
                 text = json.dumps(json_safe(with_recorded(meta, entry)), indent=2) + "\n"

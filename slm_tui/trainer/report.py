@@ -7,8 +7,8 @@ record also goes, one JSON object per line, to `<output>/metrics.jsonl`: the lin
 a train line carries `mfu` only when the device has a known peak, and only "start" and
 "resume" events carry `max_steps` (so a watcher such as slm-tui's Train screen knows where
 the run is going) and the run's `dtype`, `compile` and `math_attention` (decided when it
-started; a resume keeps them). `loss.png` (matplotlib, headless Agg backend) plots train and validation
-loss against tokens seen; it is redrawn at each evaluation and at the end. With
+started; a resume keeps them). `loss.png` (matplotlib, headless Agg backend) plots train
+and validation loss against tokens seen; it is redrawn at each evaluation and at the end. With
 `train.tensorboard` every line is also mirrored as TensorBoard events (`TensorBoardLog`,
 imported lazily). Torch-free, so the CLI can subclass `Reporter` cheaply.
 """
