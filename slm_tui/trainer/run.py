@@ -176,11 +176,14 @@ def start_run(plan: RunPlan, dist: D.DistInfo, rep: Reporter, resume: bool) -> t
         check_saved(saved, plan.resume_from)
     # Decided once, before the random state is seeded or restored: a resumed run keeps the
     # dtype, compile and attention kernel it started with, whatever the machine would pick
-    # now; the whole run's length decides compile.
-    if saved:
+    # now; the whole run's length decides compile. Rank 0 decides (a probe measures once)
+    # and every rank computes alike.
+    speed = None
+    if dist.is_main and saved:
         speed = resumed_speed(saved.get("speed"), tc, device, cfg.model, micro, tc.max_steps)
-    else:
+    elif dist.is_main:
         speed = choose_speed(tc, device, cfg.model, micro, tc.max_steps)
+    speed = D.from_rank0(speed, dist)
 
     torch.manual_seed(tc.seed)  # the initial weights (and rank 0's dropout) draw from here
     if resume:
