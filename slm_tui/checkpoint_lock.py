@@ -95,11 +95,11 @@ def folder_lock(
     takes the folder's lock), a save (`save`) holds it exclusive, so once a save waits no new
     load or record starts before it."""
     path = Path(path)
-    fd = _open_dir(path)
-    gate = _open_dir(path.parent) if fd is not None else None
+    gate, fd = _open_dir(path.parent), None
     try:
         if gate is not None:
             _flock(gate, save, wait)
+        fd = _open_dir(path)  # opened past the way in: no save is swapping it right now
         locked = _flock(fd, exclusive or save, wait) if fd is not None else None
         if gate is not None and not save:
             os.close(gate)  # through the way in: it stays open for a waiting save
