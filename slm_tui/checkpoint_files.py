@@ -38,6 +38,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from slm_tui.checkpoint_lock import RECORD_WAIT, folder_lock
 from slm_tui.config import Config, config_from_dict
 from slm_tui.errors import CheckpointError, SlmError
 from slm_tui.fileio import atomic_write_text, json_safe
@@ -88,6 +89,7 @@ META_FIELDS = {
     "weights_dtype": "str",
     "weights_sha256": "sha256",
     "evaluations": "list",  # recorded held-out figures (slm_tui.recorded)
+    "speed": "dict",  # how the run computed (trainer.speed.SpeedChoice.as_record)
 }
 
 
@@ -108,6 +110,9 @@ class CheckpointInfo:
     created: str
     error: str | None = None  # set (and the rest left at defaults) for unreadable dirs
     evaluations: tuple[RecordedEval, ...] = ()  # held-out figures `slm-train eval --record` kept
+    weights_sha256: str | None = None  # of model.safetensors, from meta.json (None: older)
+    # The run's dtype/compile/attention record from meta.json (trainer.speed reads it).
+    speed: dict[str, Any] | None = None
 
     def quality(self) -> str:
         """Recorded held-out figures with their corpora, else the in-run one, said so."""
@@ -304,17 +309,45 @@ def info_from(p: Path, cfg: Config, meta: dict[str, Any], header: dict[str, Any]
         d_model=cfg.model.d_model,
         created=created,
         evaluations=recorded_evals(meta),
+        weights_sha256=meta.get("weights_sha256"),
+        speed=meta.get("speed"),
     )
 
 
-def record_evaluation(path: Path, entry: RecordedEval) -> Path:
+def record_evaluation(path: Path, entry: RecordedEval, weights_sha256: str | None = None) -> Path:
     """Write `entry` into `<path>/meta.json` (replacing the same corpus's old entry), in one
     atomic replace; the weights are not touched, and a meta.json that does not pass its
-    checks is refused and left as it is. Returns the file written."""
-    meta = read_checkpoint_meta(path)
-    file = path / META_FILE
-    atomic_write_text(file, json.dumps(json_safe(with_recorded(meta, entry)), indent=2) + "\n")
-    return file
+    checks is refused and left as it is. Returns the file written.
+
+    The read-modify-write holds the folder's lock (`checkpoint_lock`): concurrent records
+    each keep their entry, and a save cannot swap the folder away in between. With
+    `weights_sha256` (the weights the figure was measured on), a folder that a save has
+    replaced since is refused: the figure belongs to the weights that are gone."""
+    for _ in range(3):
+        try:
+            with folder_lock(path, exclusive=True, wait=RECORD_WAIT) as lock:
+                if lock.locked is False:
+                    raise CheckpointError(
+                        f"{path} stayed in use (loading or saving) for {RECORD_WAIT:.0f} s; "
+                        "the figure is not recorded; try again"
+                    )
+                if lock.locked and not lock.current():
+                    continue  # a save replaced it while this waited: judge the new one
+                meta = read_checkpoint_meta(path)
+                found = meta.get("weights_sha256")
+                if weights_sha256 is not None and found != weights_sha256:
+                    raise CheckpointError(
+                        f"{path} was replaced by a newer save (step {meta.get('step')}) while "
+                        "it was evaluated; the figure is not recorded (evaluate it again, or a "
+                        "copy of it)"
+                    )
+                file = path / META_FILE
+                text = json.dumps(json_safe(with_recorded(meta, entry)), indent=2) + "\n"
+                atomic_write_text(file, text)
+                return file
+        except OSError as exc:
+            raise CheckpointError(f"{path}: cannot record ({exc.strerror})") from None
+    raise CheckpointError(f"{path} kept being replaced by new saves; the figure is not recorded")
 
 
 def _broken_info(path: Path, name: str, error: str) -> CheckpointInfo:

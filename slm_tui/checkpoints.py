@@ -13,9 +13,12 @@ Notable:
 - meta.json records the sha256 of model.safetensors; loading checks it (7 ms for the
   demo's 11.7 MB, under a tenth of the load), so flipped bits are refused instead of giving
   a model that writes noise. A checkpoint saved before the checksum existed loads without
-  the check. The weights are read once, hashed and loaded from the same bytes, and a load
-  that failed while a running trainer replaced the folder is read again, so `latest/` of a
-  run in progress loads whole (never meta.json of one save with the weights of the next).
+  the check. The weights are read once, hashed and loaded from the same bytes.
+- A load reads the folder's files under its shared lock and a save swaps a folder in under
+  the old one's exclusive lock (`slm_tui.checkpoint_lock`), so `latest/` of a run in
+  progress loads whole (never meta.json of one save with the weights of the next); where
+  the lock is not had in time, a load that failed while the folder was replaced is read
+  again.
 - The tied output head is stored once; weights may be saved in bf16 to halve the file (the
   bundled demo) and always load as float32.
 - Loading refuses, with one-line `CheckpointError`s: a folder that is not a checkpoint,
@@ -64,6 +67,7 @@ from slm_tui.checkpoint_files import (
     resolve_checkpoint,
     safetensors_header,
 )
+from slm_tui.checkpoint_lock import READ_WAIT, SAVE_WAIT, folder_lock
 from slm_tui.config import Config, copy_config
 from slm_tui.devices import resolve_device
 from slm_tui.errors import CheckpointError, SlmError
@@ -226,7 +230,7 @@ def save_checkpoint(
             if Path(src).exists():
                 shutil.copyfile(src, tmp / name)
         fsync_tree(tmp)
-        replace_dir(tmp, out)
+        _swap_in(tmp, out)
     except BaseException as exc:  # an error or Ctrl-C: `out` stays as it was
         shutil.rmtree(tmp, ignore_errors=True)
         if is_disk_full(exc):
@@ -237,6 +241,13 @@ def save_checkpoint(
             ) from None
         raise
     return out
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    """`replace_dir(tmp, out)`, holding the old folder's lock exclusive (a bounded wait) so
+    the swap never lands inside a load or an `eval --record` of it (`checkpoint_lock`)."""
+    with folder_lock(out, exclusive=True, wait=SAVE_WAIT, save=True):  # none: a first save
+        replace_dir(tmp, out)
 
 
 # ---- loading -----------------------------------------------------------------------------
@@ -259,10 +270,10 @@ def _check_shapes(path: Path, model: GPT, header: dict[str, Any]) -> None:
             )
 
 
-def _load_weights(path: Path, model: GPT, meta: dict[str, Any]) -> None:
-    """model.safetensors into `model`, checked against the sha256 recorded in meta.json
-    (when there is one). The bytes are read once and both hashed and loaded, so weights
-    that pass the check are the weights that `meta` describes."""
+def _read_weights(path: Path, meta: dict[str, Any]) -> bytes:
+    """model.safetensors, checked against the sha256 recorded in meta.json (when there is
+    one). The bytes are read once, then both hashed and loaded, so weights that pass the
+    check are the weights that `meta` describes."""
     try:
         data = (path / MODEL_FILE).read_bytes()
     except OSError as exc:
@@ -276,13 +287,17 @@ def _load_weights(path: Path, model: GPT, meta: dict[str, Any]) -> None:
                 f"({recorded[:12]}, the file gives {digest[:12]}): the weights are "
                 "damaged; restore them from a copy or re-train"
             )
+    return data
+
+
+def _load_weights(path: Path, model: GPT, data: bytes) -> None:
+    """Checked safetensors bytes (`_read_weights`) into `model`."""
     try:
         tensors = safetensors.torch.load(data)
     except Exception as exc:  # safetensors raises its own error type for bad files
         raise CheckpointError(
             f"{path}: {MODEL_FILE} is corrupt ({str(exc).splitlines()[0]}); re-save or re-train"
         ) from None
-    del data
     tensors = {k: t.float() if t.is_floating_point() else t for k, t in tensors.items()}
     model.load_state_dict(tensors, strict=False)  # strictness checked above (tied head)
 
@@ -302,16 +317,30 @@ def load_checkpoint(
     on `device` (`auto`: CUDA > MPS > CPU, see `slm_tui.devices`).
 
     A running trainer replaces latest/ whole while it may be read here (one atomic swap,
-    see `fileio.replace_dir`), so a read can mix two saves; the weights' checksum refuses
-    a mix, and a read that failed while the checkpoint was being replaced is read again."""
+    see `fileio.replace_dir`). The files are read under the folder's shared lock
+    (`checkpoint_lock`), which the swap waits for, so they all come from one save; should a
+    swap come anyway (a lock not held in time, a filesystem without flock), the weights'
+    checksum refuses a mix and a read that failed while the folder was replaced is read
+    again."""
+    dev = resolve_device(device)
     for _ in range(_REPLACED_RETRIES):
         p = resolve_checkpoint(path)
         before = _meta_bytes(p)
         try:
-            return _load_once(p, device)
+            with folder_lock(p, exclusive=False, wait=READ_WAIT) as lock:
+                if lock.locked and not lock.current():
+                    continue  # replaced between finding it and locking it: find it again
+                parts = _read_parts(p, dev)
+                whole = bool(lock.locked)  # one save's files, whatever happens next
         except Exception:
             if _meta_bytes(p) == before:
                 raise  # the checkpoint itself is bad, not replaced under us
+            continue
+        try:
+            return _build(p, parts, dev)
+        except Exception:
+            if whole or _meta_bytes(p) == before:
+                raise
     raise CheckpointError(
         f"{path} was replaced {_REPLACED_RETRIES} times while it loaded (a run saving very "
         "often?); try again, or load its best/"
@@ -329,8 +358,17 @@ def _meta_bytes(p: Path) -> bytes | None:
         return None
 
 
-def _load_once(p: Path, device: str | torch.device) -> LoadedCheckpoint:
-    dev = resolve_device(device)
+@dataclass
+class _Parts:
+    """What a load reads from the folder (under its lock), before any model is built."""
+
+    config: Config
+    info: CheckpointInfo
+    tokenizer: Tokenizer
+    weights: bytes  # model.safetensors, checked against meta.json's sha256
+
+
+def _read_parts(p: Path, dev: torch.device) -> _Parts:
     cfg = read_config(p)
     meta = read_checkpoint_meta(p)
     header = safetensors_header(p / MODEL_FILE)
@@ -354,10 +392,14 @@ def _load_once(p: Path, device: str | torch.device) -> LoadedCheckpoint:
         )
     with torch.device("meta"):  # shapes only: nothing is allocated for a bogus config
         _check_shapes(p, GPT(cfg.model), header)
-    model = GPT(cfg.model)
-    _load_weights(p, model, meta)
+    return _Parts(cfg, info, tokenizer, _read_weights(p, meta))
+
+
+def _build(p: Path, parts: _Parts, dev: torch.device) -> LoadedCheckpoint:
+    model = GPT(parts.config.model)
+    _load_weights(p, model, parts.weights)
     model.to(dev).eval()
-    return LoadedCheckpoint(model, tokenizer, cfg, info, p, dev)
+    return LoadedCheckpoint(model, parts.tokenizer, parts.config, parts.info, p, dev)
 
 
 def load_trainer_state(path: str | os.PathLike[str]) -> dict[str, Any]:

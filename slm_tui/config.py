@@ -6,8 +6,9 @@ value against the dataclass fields and returns a `Config`. Unknown keys and wron
 raise `ConfigError` with a one-line message that names the key and lists the valid ones.
 YAML is read with `yaml.safe_load` rules, without anchors or aliases and at most 1 MiB
 (`slm_tui.untrusted`): a config may come from a checkpoint someone else made. Sizes are
-bounded (`LIMITS`), so a config asking for a 1e11-token context is one line, not an
-allocation failure.
+bounded (`LIMITS`) and every number finite (`rope_theta` at least 1), so a config asking
+for a 1e11-token context or a NaN RoPE base is one line, not an allocation failure or a run
+that trains into NaN.
 
 (A little over the project's ~400-line guide: the four sections, their checks and the
 loader belong together; the checks are what make a config from a stranger's checkpoint
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -58,6 +60,15 @@ LIMITS = {
 MAX_PARAMS = 10_000_000_000  # 40 GB of float32 weights: not a small language model
 
 
+def _finite(section: Any, prefix: str) -> None:
+    """Every number of a section is finite: NaN or infinity in a config (YAML `.nan`, JSON
+    `NaN`, `1e999`) only ever trains into NaN or breaks the model."""
+    for f in fields(section):
+        value = getattr(section, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{prefix}{f.name} must be a finite number, got {value}")
+
+
 def _bounded(section: Any, prefix: str) -> None:
     for key, most in LIMITS.items():
         name = key.removeprefix(prefix)
@@ -87,6 +98,7 @@ class ModelConfig:
     dropout: float = 0.0
 
     def validate(self) -> None:
+        _finite(self, "model.")
         _bounded(self, "model.")
         _choice("model.mlp", self.mlp, ("swiglu", "gelu"))
         _choice("model.norm", self.norm, ("rmsnorm", "layernorm"))
@@ -104,6 +116,8 @@ class ModelConfig:
         kv = self.n_kv_head or self.n_head
         if kv < 1 or self.n_head % kv:
             raise ConfigError(f"model.n_kv_head ({kv}) must divide model.n_head ({self.n_head})")
+        if not self.rope_theta >= 1.0:  # the RoPE base: frequencies theta^(-2i/d) must fall
+            raise ConfigError(f"model.rope_theta must be at least 1, got {self.rope_theta}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
         if self.mlp_hidden is not None and self.mlp_hidden < 1:
@@ -130,6 +144,7 @@ class TokenizerConfig:
     max_sentences: int = 2_000_000  # sentencepiece samples at most this many sentences
 
     def validate(self) -> None:
+        _finite(self, "tokenizer.")
         _bounded(self, "tokenizer.")
         if self.vocab_size < 1:
             raise ConfigError(f"tokenizer.vocab_size must be positive, got {self.vocab_size}")
@@ -150,6 +165,7 @@ class DataConfig:
     shards_dir: str | None = None  # None: the user cache folder
 
     def validate(self) -> None:
+        _finite(self, "data.")
         if not 0.0 < self.val_fraction < 0.5:
             raise ConfigError(f"data.val_fraction must be in (0, 0.5), got {self.val_fraction}")
 
@@ -201,6 +217,7 @@ class TrainConfig:
     tensorboard: bool = False
 
     def validate(self) -> None:
+        _finite(self, "train.")
         _bounded(self, "train.")
         _choice("train.optimizer", self.optimizer, ("adamw", "muon"))
         _choice("train.schedule", self.schedule, ("cosine", "wsd"))

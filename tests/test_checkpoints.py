@@ -182,17 +182,21 @@ def test_crash_mid_save_keeps_the_previous_checkpoint(tmp_path, byte_tok) -> Non
 def test_a_checkpoint_replaced_while_it_loads_loads_whole(tmp_path, byte_tok) -> None:
     """A trainer saving latest/ over and over while a reader loads it (the TUI's "write
     with the newest checkpoint" during a run): every load succeeds and gives one save's
-    weights with that save's step, never a mix of two."""
+    weights with that save's step, never a mix of two. The loop runs until both sides have
+    done enough (3 s, 10 loads, 5 saves during them), not for a set time, so a loaded
+    machine slows it down but cannot fail it or let it pass without saves in between."""
     path = tmp_path / "run" / "latest"
     cfg = make_config(byte_tok)
     models = [make_model(cfg, seed) for seed in (0, 1)]  # built here: the RNG is global
     stop = threading.Event()
+    saves = [0]
 
     def trainer() -> None:
         step = 1
         while True:
             meta = {"step": step, "tokens_seen": step * 100}
             save_checkpoint(path, models[step % 2], cfg, byte_tok, meta)
+            saves[0] += 1
             step += 1
             if stop.wait(0.02):  # a few training steps between saves
                 return
@@ -203,8 +207,8 @@ def test_a_checkpoint_replaced_while_it_loads_loads_whole(tmp_path, byte_tok) ->
         time.sleep(0.01)
     try:
         deadline = time.monotonic() + 3.0
-        loads = 0
-        while time.monotonic() < deadline or loads < 10:
+        loads, first = 0, saves[0]
+        while time.monotonic() < deadline or loads < 10 or saves[0] - first < 5:
             loaded = load_checkpoint(path)
             want = models[loaded.info.step % 2]
             torch.testing.assert_close(logits_of(loaded.model), logits_of(want))

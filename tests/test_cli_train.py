@@ -39,6 +39,12 @@ TINY = [
 ]  # fmt: skip
 
 
+# A long run (max_steps 100,000) would compile on a CPU with a C++ compiler and wait for
+# it before step 1 (minutes under a loaded parallel suite); these tests are about signals
+# and locks, not speed.
+EAGER = ["--set", "train.compile=false"]
+
+
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """Corpus, a byte tokenizer, a finished run; shards cached in a private folder."""
@@ -181,6 +187,7 @@ def test_eval_json_keeps_its_fields_and_order(env):
     assert list(json.loads(res.stdout)) == [
         "loss", "bpb", "tokens", "bytes", "stories", "perplexity", "checkpoint", "corpus",
         "tokenizer", "vocab_size", "context_length", "seconds", "dtype", "name", "fingerprint",
+        "weights_sha256",
     ]  # fmt: skip
 
 
@@ -256,7 +263,7 @@ def test_force_replaces_a_run_and_says_so(env, tmp_path):
 def test_sigterm_saves_and_exits_cleanly_then_resumes(env, tmp_path):
     run = tmp_path / "run"
     args = [*TINY, "--tokenizer", str(env["byte"]), "--data-files", str(env["corpus"]),
-            "--output", str(run), "--set", "train.max_steps=100000",
+            "--output", str(run), "--set", "train.max_steps=100000", *EAGER,
             "--set", "train.save_every=100000", "--set", "train.eval_every=100000"]  # fmt: skip
     child_env = {**os.environ, "SLM_SHARDS_DIR": str(env["root"] / "shards-cache")}
     proc = subprocess.Popen([str(BIN / "slm-train"), *args], env=child_env,
@@ -443,7 +450,7 @@ def _one_error_line(stderr: str) -> str:
 def test_a_second_run_on_a_training_folder_is_refused_naming_the_process(env, tmp_path):
     run = tmp_path / "run"
     args = [*TINY, "--tokenizer", str(env["byte"]), "--data-files", str(env["corpus"]),
-            "--output", str(run), "--set", "train.max_steps=100000",
+            "--output", str(run), "--set", "train.max_steps=100000", *EAGER,
             "--set", "train.save_every=100000", "--set", "train.eval_every=100000"]  # fmt: skip
     first = _slm_train(args, env)
     try:
@@ -492,7 +499,7 @@ def test_a_second_ctrl_c_during_the_interrupt_save_keeps_latest(env, tmp_path):
     and `latest/` (the previous save) loads, nothing is left behind, `--resume` goes on."""
     run = tmp_path / "run"
     args = [*TINY, "--tokenizer", str(env["byte"]), "--data-files", str(env["corpus"]),
-            "--output", str(run), "--set", "train.max_steps=100000",
+            "--output", str(run), "--set", "train.max_steps=100000", *EAGER,
             "--set", "train.save_every=2", "--set", "train.eval_every=100000"]  # fmt: skip
     code = (
         "import os, signal, sys\n"

@@ -208,7 +208,9 @@ def test_in_run_validation_equals_eval_of_the_checkpoint_on_its_shard(corpus, tm
     meta = json.loads((run / "latest" / "meta.json").read_text())
     last = rec.got["eval"][-1]
     assert last.step == 6 and (last.val_loss, last.val_bpb) == (meta["val_loss"], meta["val_bpb"])
-    result = evaluate(run / "latest")  # no corpus: the checkpoint's own validation shard
+    # No corpus: the checkpoint's own validation shard, on the device the run trained on
+    # (a GPU computes its own figure; tests/test_exactness.py compares on CUDA).
+    result = evaluate(run / "latest", device="cpu")
     assert result.corpus.startswith("validation shard")
     assert result.tokens == last.val_tokens
     assert result.loss == pytest.approx(meta["val_loss"], abs=1e-5)
@@ -230,6 +232,9 @@ def test_hooks_get_the_records_metrics_jsonl_holds(corpus, tmp_path):
     assert start.tokenizer == "byte" and not start.resumed and start.device == "cpu"
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     start_line = {"kind": "event", "event": "start", "step": 0, "tokens": 0, "max_steps": 4}
+    # ... and how the run computes, decided once (a resume keeps it; tests/test_exactness.py)
+    bf16 = start.dtype == "bfloat16"
+    start_line |= {"dtype": start.dtype, "compile": False, "math_attention": bf16}
     assert lines[0] == start_line
     train_lines = [x for x in lines if x["kind"] == "train"]
     assert [x["step"] for x in train_lines] == [r.step for r in rec.got["log"]] == [1, 2, 3, 4]

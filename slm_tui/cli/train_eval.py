@@ -82,7 +82,8 @@ def evaluate(
         typer.Option(
             "--dtype",
             help="auto, float32 or bfloat16 (default: the checkpoint's train.dtype; auto "
-            "decides from the machine as training does).",
+            "takes the dtype its run trained in on this kind of device, else decides from "
+            "the machine as training does).",
             show_default=False,
         ),
     ] = None,

@@ -4,15 +4,20 @@
 - `architecture(cfg)`: which outside architecture a `ModelConfig` is exactly
   (`llama` for the default blocks, `gpt2` for the GPT-2 switches), or a refusal naming the
   switches that neither represents.
-- `prepare_output` / `finish_dir` / `finish_file`: outputs are built in a hidden temporary
-  sibling and renamed into place (`slm_tui.fileio`), so a failed export leaves nothing
-  half-written, and an existing path is only replaced with `force`.
+- `check_destination` / `new_temp_dir` / `finish_dir`: outputs are built in a hidden
+  temporary sibling and renamed into place (`slm_tui.fileio`), so a failed export leaves
+  nothing half-written, and an existing path is only replaced with `force`; `check_apart`
+  refuses an output that is, lies inside or holds what is being read (`--force` included).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import stat
 from pathlib import Path
+from typing import Any
 
 from slm_tui.config import ModelConfig
 from slm_tui.errors import SlmError
@@ -39,6 +44,33 @@ def architecture(cfg: ModelConfig) -> str:
         f"a model with {switches} is neither a Llama (rope, rmsnorm, swiglu) nor a GPT-2 "
         "(learned, layernorm, gelu); there is no outside architecture that holds it exactly"
     )
+
+
+def _ident(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of `path`, symlinks followed; None when it does not exist."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def check_apart(source: Path, dest: Path, what: str) -> None:
+    """Refuse an output that is the source (`what`: "checkpoint", "model folder"), lies
+    inside it, or holds it, symlinks and bind mounts seen through: writing it would replace
+    or change what is being read. Checked before anything is written."""
+    src, out = Path(os.path.realpath(source)), Path(os.path.realpath(dest))
+    src_id, out_id = _ident(src), _ident(out)
+    if out == src or (src_id is not None and out_id == src_id):
+        raise InteropError(f"--output {dest} is the {what} being read ({source}); choose another")
+    if out.is_relative_to(src) or (src_id is not None and src_id in map(_ident, out.parents)):
+        raise InteropError(
+            f"--output {dest} is inside the {what} being read ({source}); choose a path outside it"
+        )
+    if src.is_relative_to(out) or (out_id is not None and out_id in map(_ident, src.parents)):
+        raise InteropError(
+            f"--output {dest} holds the {what} being read ({source}); choose another path"
+        )
 
 
 def check_destination(dest: Path, force: bool, *, is_ours) -> None:
@@ -73,11 +105,50 @@ def discard(tmp: Path) -> None:
 
 
 def read_limited(path: Path, limit: int) -> bytes:
-    """A file from a folder someone else made, refused (one line) when over `limit` bytes."""
+    """A file from a folder someone else made, refused (one line) when over `limit` bytes or
+    not a regular file (a FIFO or a device would block or never end)."""
     try:
-        size = path.stat().st_size
-        if size > limit:
-            raise InteropError(f"{path} is {size:,} bytes; more than the {limit:,} this reads")
-        return path.read_bytes()
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise InteropError(f"{path} is not a regular file")
+            if st.st_size > limit:
+                raise InteropError(
+                    f"{path} is {st.st_size:,} bytes; more than the {limit:,} this reads"
+                )
+            data = f.read(limit + 1)
     except OSError as exc:
         raise InteropError(f"{path} cannot be read ({exc.strerror})") from None
+    if len(data) > limit:
+        raise InteropError(f"{path} holds more than the {limit:,} bytes this reads")
+    return data
+
+
+def check_size(path: Path, limit: int) -> None:
+    """Refuse (one line) a file another library is about to read whole when it is over
+    `limit` bytes or not a regular file; a missing file passes."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise InteropError(f"{path} cannot be read ({exc.strerror})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise InteropError(f"{path} is not a regular file")
+    if st.st_size > limit:
+        raise InteropError(f"{path} is {st.st_size:,} bytes; more than the {limit:,} this reads")
+
+
+def read_json(path: Path, limit: int) -> Any:
+    """A JSON file from a folder someone else made: bounded (`read_limited`), UTF-8, valid,
+    and not nested too deeply for the parser; every failure one line naming the file."""
+    data = read_limited(path, limit)
+    try:
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise InteropError(f"{path} is corrupt (not UTF-8 text)") from None
+    except RecursionError:
+        raise InteropError(f"{path} is corrupt (nested too deeply to be a model file)") from None
+    except ValueError as exc:
+        where = f" at line {exc.lineno}" if hasattr(exc, "lineno") else ""
+        raise InteropError(f"{path} is corrupt (not valid JSON{where})") from None

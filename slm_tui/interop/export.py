@@ -6,19 +6,23 @@
 - `gguf`: one file for llama.cpp and ollama (gguf_export.py).
 
 Every refusal (a format that cannot hold the model, a dtype the format has not, an output
-that exists without `force`, or holds something else) happens before anything is written;
+that exists without `force`, or holds something else, an output that is the checkpoint,
+lies inside it or holds it, `force` or not) happens before anything is written;
 outputs are built in a hidden temporary sibling and renamed into place, so a failure leaves
 nothing half-written and whatever was at the output before is kept.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from slm_tui.checkpoint_files import is_checkpoint, read_checkpoint_meta
+from slm_tui.checkpoint_files import is_checkpoint, read_checkpoint_meta, resolve_checkpoint
+from slm_tui.errors import CheckpointError
 from slm_tui.interop.common import (
     InteropError,
+    check_apart,
     check_destination,
     discard,
     finish_dir,
@@ -88,6 +92,10 @@ def export_checkpoint(
     """Export `checkpoint` (a checkpoint or run folder) to `output` in format `fmt`."""
     dtype = check_request(fmt, dtype)
     dest = Path(output).expanduser()
+    given = Path(checkpoint).expanduser()
+    check_apart(given, dest, "checkpoint")  # a run folder: its latest/ and best/ too
+    with contextlib.suppress(CheckpointError):  # a missing one is refused when it loads
+        check_apart(resolve_checkpoint(given), dest, "checkpoint")
     if fmt == "gguf":
         if dest.is_dir():
             raise InteropError(f"{dest} is a folder; GGUF is one file: give a path like model.gguf")

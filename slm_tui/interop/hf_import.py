@@ -28,7 +28,6 @@ Notable:
 from __future__ import annotations
 
 import dataclasses
-import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +38,7 @@ import torch
 from slm_tui.checkpoints import is_checkpoint, save_checkpoint
 from slm_tui.config import Config, ModelConfig, TokenizerConfig
 from slm_tui.errors import SlmError
-from slm_tui.interop.common import InteropError, check_destination, read_limited
+from slm_tui.interop.common import InteropError, check_apart, check_destination, read_json
 from slm_tui.interop.hf_layout import expected_hf_shapes, from_hf
 from slm_tui.interop.hf_tokenizer_import import import_tokenizer
 from slm_tui.model import GPT, mlp_hidden_size
@@ -67,13 +66,7 @@ def read_hf_config(folder: Path) -> dict[str, Any]:
     path = folder / "config.json"
     if not path.is_file():
         raise InteropError(f"{folder} has no config.json; it is not a Hugging Face model folder")
-    try:
-        config = json.loads(read_limited(path, CONFIG_LIMIT))
-    except UnicodeDecodeError:
-        raise InteropError(f"{path} is corrupt (not UTF-8 text)") from None
-    except ValueError as exc:
-        where = f" at line {exc.lineno}" if hasattr(exc, "lineno") else ""
-        raise InteropError(f"{path} is corrupt (not valid JSON{where})") from None
+    config = read_json(path, CONFIG_LIMIT)
     if not isinstance(config, dict):
         raise InteropError(f"{path} is corrupt (not a JSON object)")
     return config
@@ -207,10 +200,11 @@ def _weight_files(folder: Path) -> list[Path]:
     if (folder / "model.safetensors").is_file():
         return [folder / "model.safetensors"]
     if index.is_file():
+        spec = read_json(index, CONFIG_LIMIT)
         try:
-            weight_map = json.loads(read_limited(index, CONFIG_LIMIT))["weight_map"]
+            weight_map = spec["weight_map"]
             names = sorted(set(weight_map.values()))
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except (KeyError, TypeError, AttributeError):
             raise InteropError(f"{index} is corrupt (no weight_map)") from None
         for name in names:
             if not isinstance(name, str) or "/" in name or name.startswith("."):
@@ -289,6 +283,7 @@ def import_hf(source: str | Path, output: str | Path, *, force: bool = False) ->
     src, dest = Path(source).expanduser(), Path(output).expanduser()
     config = read_hf_config(src)
     cfg, arch = model_config(config)
+    check_apart(src, dest, "model folder")
     check_destination(dest, force, is_ours=is_checkpoint)
     tensors = read_tensors(src, arch)
     check_tensors(tensors, cfg, arch)

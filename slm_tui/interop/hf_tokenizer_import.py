@@ -24,21 +24,32 @@ Notable:
 from __future__ import annotations
 
 import contextlib
-import json
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from slm_tui.errors import SlmError
-from slm_tui.interop.common import InteropError, read_limited
+from slm_tui.interop.common import InteropError, check_size, read_json, read_limited
 from slm_tui.interop.hf_tokenizer import byte_tokenizer_json
 from slm_tui.interop.sp_model import UNUSED, SentencePieceModel, parse_model
 from slm_tui.tokenizers import Tokenizer, get_tokenizer_class
 from slm_tui.tokenizers.byte import ByteTokenizer
 
 SP_LIMIT = 64 << 20
-JSON_LIMIT = 256 << 20
+# tokenizer.json: a 256k-piece vocabulary with its merges is ~35 MB; transformers holds
+# several times a file's size in memory while it reads one.
+JSON_LIMIT = 64 << 20
+SMALL_JSON = 4 << 20
+# What AutoTokenizer reads whole, with the size each may have (checked before it runs).
+READ_BY_TRANSFORMERS = {
+    "tokenizer.json": JSON_LIMIT,
+    "tokenizer_config.json": SMALL_JSON,
+    "special_tokens_map.json": SMALL_JSON,
+    "added_tokens.json": SMALL_JSON,
+    "chat_template.json": SMALL_JSON,
+    "chat_template.jinja": SMALL_JSON,
+}
 PROBES = [
     "Once upon a time, there was a little girl named Lily.",
     'She said, "Look!" and ran\nto the park.\n\nThe end.',
@@ -84,7 +95,12 @@ def _quiet() -> Iterator[None]:
 
 
 def _reference(folder: Path) -> Any:
-    """`AutoTokenizer` on the folder (local files, no remote code)."""
+    """`AutoTokenizer` on the folder (local files, no remote code), after the files it reads
+    whole have passed their bounds (`READ_BY_TRANSFORMERS`)."""
+    for name, limit in READ_BY_TRANSFORMERS.items():
+        check_size(folder / name, limit)
+        if name.endswith(".json") and limit <= SMALL_JSON and (folder / name).is_file():
+            read_json(folder / name, limit)  # nested too deeply: one line, not a crash
     try:
         from transformers import AutoTokenizer
     except ImportError:
@@ -134,6 +150,7 @@ def _build(kind: str, data: bytes, sp: SentencePieceModel, out: Path) -> Tokeniz
 def import_tokenizer(folder: Path, work: Path) -> Tokenizer:
     """The folder's tokenizer as one of our kinds, saved under `work` (a scratch folder)."""
     model_file, tokenizer_json = folder / "tokenizer.model", folder / "tokenizer.json"
+    check_size(tokenizer_json, JSON_LIMIT)  # a FIFO or a huge one: refused, not skipped
     if model_file.is_file():
         data = read_limited(model_file, SP_LIMIT)
         sp = parse_model(data, str(model_file))
@@ -172,10 +189,7 @@ def import_tokenizer(folder: Path, work: Path) -> Tokenizer:
 
 
 def _byte_or_refuse(path: Path, work: Path) -> Tokenizer:
-    try:
-        spec = json.loads(read_limited(path, JSON_LIMIT))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InteropError(f"{path} is corrupt ({type(exc).__name__})") from None
+    spec = read_json(path, JSON_LIMIT)
     model = spec.get("model") if isinstance(spec, dict) else None
     if not isinstance(model, dict):
         raise InteropError(f"{path} is not a tokenizers file (no model)")

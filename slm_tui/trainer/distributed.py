@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import psutil
 import torch
@@ -115,6 +116,15 @@ def share_error(message: str | None, info: DistInfo) -> str | None:
     if not info.distributed:
         return message
     box = [message]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def from_rank0(value: Any, info: DistInfo) -> Any:
+    """Rank 0's `value` on every rank (a decision only rank 0 makes, such as a measured one)."""
+    if not info.distributed:
+        return value
+    box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
 

@@ -12,6 +12,9 @@ definition of bits per byte, so the two agree on the same text:
   (the first `train.eval_batches` batches, `--max-tokens`) counts the shard's bytes scaled
   by the share of its targets covered, so a full cover counts exactly the shard's bytes; a
   corpus read with `--max-tokens` stops at a story boundary and counts its bytes exactly.
+- Both compute alike: `evaluate` runs in the dtype the checkpoint's run recorded (on the
+  same kind of device; `dtype` overrides) under training's matmul precision (TF32 on CUDA),
+  through the same uncompiled model code as the in-run validation.
 - `sample_continuations`: continuations of `train.sample_prompts` through the generation
   engine (`generate_batch`, KV cache, `TrainConfig.sample_settings()`), row i seeded with
   `train.seed + i` on its own generator, so sampling never moves the global RNG that
@@ -43,7 +46,7 @@ from slm_tui.recorded import RecordedEval
 from slm_tui.tokenizers import Tokenizer
 from slm_tui.trainer.prepare import corpus_sources, shards_for
 from slm_tui.trainer.report import Sample
-from slm_tui.trainer.speed import eval_dtype
+from slm_tui.trainer.speed import eval_dtype, set_matmul_precision
 
 LN2 = math.log(2.0)
 
@@ -173,6 +176,7 @@ class EvalResult:
     dtype: str  # float32 | bfloat16: what the forward passes ran in (speed.choose)
     name: str  # the corpus in short ("valid.txt"), as --record keeps it
     fingerprint: str  # sha256 of the corpus's contents (or dataset id and split)
+    weights_sha256: str | None  # of the weights scored (meta.json's; None: an older checkpoint)
 
 
 class _StoryTokens:
@@ -252,7 +256,10 @@ def evaluate(
     model.eval()
     if dtype is not None:
         cfg.train.dtype = dtype
-    dtype = eval_dtype(cfg.train, dev, model.cfg, batch_size)
+    # What the in-run validation computed in: the run's recorded dtype (on this kind of
+    # device) and training's matmul precision.
+    dtype = eval_dtype(cfg.train, dev, model.cfg, batch_size, loaded.info.speed)
+    set_matmul_precision(dev)
     started = time.perf_counter()
     if dataset or data_files:
         source = corpus_source(dataset, data_files, split=split or "validation")
@@ -296,6 +303,7 @@ def evaluate(
         dtype=dtype,
         name=name,
         fingerprint=fingerprint,
+        weights_sha256=loaded.info.weights_sha256,
     )
 
 
@@ -307,7 +315,8 @@ def _corpus_name(source: CorpusSource) -> str:
 
 
 def record(result: EvalResult) -> Path:
-    """Keep `result` in its checkpoint's meta.json (`slm-train eval --record`)."""
+    """Keep `result` in its checkpoint's meta.json (`slm-train eval --record`); refused when a
+    save has replaced the checkpoint since it was scored (its weights are gone)."""
     entry = RecordedEval(
         name=result.name,
         corpus=result.corpus,
@@ -318,7 +327,7 @@ def record(result: EvalResult) -> Path:
         dtype=result.dtype,
         date=time.strftime("%Y-%m-%d"),
     )
-    return record_evaluation(Path(result.checkpoint), entry)
+    return record_evaluation(Path(result.checkpoint), entry, result.weights_sha256)
 
 
 def _own_val_shard(cfg: Config, tok: Tokenizer) -> TokenShard:

@@ -6,8 +6,9 @@ record also goes, one JSON object per line, to `<output>/metrics.jsonl`: the lin
 `{"kind": ..., **asdict(record)}` (`kind`: "train", "eval", "samples", "event"), except that
 a train line carries `mfu` only when the device has a known peak, and only "start" and
 "resume" events carry `max_steps` (so a watcher such as slm-tui's Train screen knows where
-the run is going). `loss.png` (matplotlib, headless Agg backend) plots train and validation
-loss against tokens seen; it is redrawn at each evaluation and at the end. With
+the run is going) and the run's `dtype`, `compile` and `math_attention` (decided when it
+started; a resume keeps them). `loss.png` (matplotlib, headless Agg backend) plots train
+and validation loss against tokens seen; it is redrawn at each evaluation and at the end. With
 `train.tensorboard` every line is also mirrored as TensorBoard events (`TensorBoardLog`,
 imported lazily). Torch-free, so the CLI can subclass `Reporter` cheaply.
 """
@@ -109,12 +110,18 @@ class EventRecord:
     """A run event: "start", "resume", "interrupted"."""
 
     KIND: ClassVar[str] = "event"
-    OPTIONAL: ClassVar[tuple[str, ...]] = ("max_steps",)  # left out of the line when None
+    # left out of the line when None
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("max_steps", "dtype", "compile", "math_attention")
 
     event: str
     step: int
     tokens: int
     max_steps: int | None = None  # on "start" and "resume": where the run is going
+    # On "start" and "resume": how the run computes, decided once (speed.SpeedChoice) and
+    # kept by every resume: the autocast dtype, torch.compile, SDPA's math kernel.
+    dtype: str | None = None
+    compile: bool | None = None
+    math_attention: bool | None = None
 
 
 @dataclass

@@ -5,9 +5,10 @@
 - `RunState`: what changes step by step (step, tokens seen, best validation loss, the loss
   summed on the device and not yet read, the latest validation figures, clocks).
 - `start_run` builds both, restoring from `trainer_state.pt` on resume: the optimizer(s),
-  the step, tokens seen, the sampler cursor, the best val loss, the seconds trained and the
-  torch CPU/CUDA RNG states (dropout draws from them), so a resumed run replays the
-  uninterrupted one exactly. `save` writes exactly that state with each checkpoint; on
+  the step, tokens seen, the sampler cursor, the best val loss, the seconds trained, the
+  torch CPU/CUDA RNG states (dropout draws from them) and the run's dtype/compile/attention
+  choice (decided once, when the run started), so a resumed run replays the uninterrupted
+  one exactly. `save` writes exactly that state with each checkpoint; on
   resume every field is checked (`check_saved`) before anything is restored from it.
 """
 
@@ -39,8 +40,9 @@ from slm_tui.trainer.report import (
     RunStart,
     TensorBoardLog,
 )
-from slm_tui.trainer.speed import SpeedChoice
+from slm_tui.trainer.speed import SpeedChoice, recorded_choice
 from slm_tui.trainer.speed import choose as choose_speed
+from slm_tui.trainer.speed import resumed as resumed_speed
 from slm_tui.trainer.step import TrainStep, configure_runtime, wrap_for_training
 
 # Dense bf16 peak FLOP/s by GPU name fragment, for MFU (datasheet figures, no sparsity).
@@ -115,9 +117,11 @@ class RunState:
     log_tokens: int = 0  # tokens_seen at the last train record
 
 
-def _rng_state() -> dict[str, Any]:
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    """The generators dropout draws from: the CPU's, and the GPUs' on a CUDA run (a CPU run
+    never touches CUDA, even with a GPU visible)."""
     state: dict[str, Any] = {"torch_cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
+    if device.type == "cuda":
         state["torch_cuda"] = torch.cuda.get_rng_state_all()
     return state
 
@@ -147,11 +151,13 @@ def check_saved(saved: Any, where: Path) -> None:
         value = saved.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise bad(f"{key} is not a number")
+    if "speed" in saved and recorded_choice(saved["speed"]) is None:
+        raise bad("speed is not a recorded dtype and compile choice")
 
 
-def _set_rng_state(state: dict[str, Any]) -> None:
+def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
     torch.set_rng_state(state["torch_cpu"])
-    if torch.cuda.is_available() and "torch_cuda" in state:
+    if device.type == "cuda" and "torch_cuda" in state:
         with contextlib.suppress(RuntimeError, IndexError):
             torch.cuda.set_rng_state_all(state["torch_cuda"])
 
@@ -164,12 +170,24 @@ def start_run(plan: RunPlan, dist: D.DistInfo, rep: Reporter, resume: bool) -> t
     micro = tc.micro_batch_size(dist.world_size)
     configure_runtime(tc, device)
 
-    torch.manual_seed(tc.seed)  # the initial weights (and rank 0's dropout) draw from here
     saved: dict[str, Any] = {}
     if resume:
-        model = load_checkpoint(plan.resume_from, device=device).model.train()
         saved = load_trainer_state(plan.resume_from)
         check_saved(saved, plan.resume_from)
+    # Decided once, before the random state is seeded or restored: a resumed run keeps the
+    # dtype, compile and attention kernel it started with, whatever the machine would pick
+    # now; the whole run's length decides compile. Rank 0 decides (a probe measures once)
+    # and every rank computes alike.
+    speed = None
+    if dist.is_main and saved:
+        speed = resumed_speed(saved.get("speed"), tc, device, cfg.model, micro, tc.max_steps)
+    elif dist.is_main:
+        speed = choose_speed(tc, device, cfg.model, micro, tc.max_steps)
+    speed = D.from_rank0(speed, dist)
+
+    torch.manual_seed(tc.seed)  # the initial weights (and rank 0's dropout) draw from here
+    if resume:
+        model = load_checkpoint(plan.resume_from, device=device).model.train()
     else:
         model = GPT(cfg.model).to(device)
     if dist.rank:
@@ -198,14 +216,12 @@ def start_run(plan: RunPlan, dist: D.DistInfo, rep: Reporter, resume: bool) -> t
         if dist.is_main:  # metrics continue from the save, not from any steps logged after it
             log = MetricsLog(metrics, MetricsLog.read(plan.resume_from / "metrics.jsonl"))
         if dist.rank == 0:
-            _set_rng_state(saved["rng"])
+            _set_rng_state(saved["rng"], device)
     if dist.is_main:
         log.rewrite()
         if tc.tensorboard:
             log.mirror = TensorBoardLog(plan.output / "tensorboard", state.step if saved else None)
 
-    # The whole run's length decides compile, so a resumed run computes as it did before.
-    speed = choose_speed(tc, device, cfg.model, micro, tc.max_steps)
     train_model = wrap_for_training(model, speed, device, dist.distributed)
     run = Run(
         plan=plan,
@@ -248,7 +264,13 @@ def start_run(plan: RunPlan, dist: D.DistInfo, rep: Reporter, resume: bool) -> t
         event = "resume" if saved else "start"
         log.append(
             EventRecord(
-                event=event, step=state.step, tokens=state.tokens_seen, max_steps=tc.max_steps
+                event=event,
+                step=state.step,
+                tokens=state.tokens_seen,
+                max_steps=tc.max_steps,
+                dtype=speed.dtype,
+                compile=speed.compile,
+                math_attention=speed.math_attention,
             )
         )
     state.started = state.log_time = time.perf_counter()
@@ -270,15 +292,17 @@ def save(run: Run, state: RunState, kind: str, *, resumable: bool = True) -> Non
         "max_steps": run.tc.max_steps,
         "train_loss": state.last_loss,
         "world_size": run.dist.world_size,
+        "speed": run.speed.as_record(run.dist.device),  # what `slm-train eval` computes in
     }
     trainer_state = {
         "step": state.step,
         "tokens_seen": state.tokens_seen,
         "optimizer": run.opt.state_dict(),
         "sampler": run.sampler.state_dict(),
-        "rng": _rng_state(),
+        "rng": _rng_state(run.dist.device),
         "best_val_loss": state.best_val_loss if math.isfinite(state.best_val_loss) else None,
         "elapsed": state.elapsed_before + time.perf_counter() - state.started,
+        "speed": run.speed.as_record(run.dist.device),  # a resume keeps it
     }
     out = run.out
     path = save_checkpoint(

@@ -20,8 +20,17 @@ Explicit values win. Otherwise:
   backward in bf16 took ~47% of the compiled demo step (T = 128); the math formulation is
   plain matmuls plus a softmax inductor fuses (11.5k -> 18.5k tokens/s on 2 cores).
 
+A run decides once: the choice is recorded in the run (`as_record()`: trainer_state.pt, the
+start event of metrics.jsonl, meta.json) and `--resume` keeps it (`resumed`) whatever the
+probe or its cache would say now, so a resumed run computes exactly as the uninterrupted one
+(explicit `train.dtype` / `train.compile` values still win; another kind of device decides
+anew). The probe never touches the random state a run draws from (it runs inside its own
+fork of the CPU generator), so a cold and a warm probe cache give the same losses.
+
 `describe()` is the line the run prints first ("why" included); `slm-train eval` and the
-in-run validation use the same dtype (forward only; compile is left to training).
+in-run validation use the same dtype (forward only; compile is left to training): the
+dtype the checkpoint's run recorded, on the same kind of device, and the same matmul
+precision (`set_matmul_precision`).
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ import os
 import shutil
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -40,6 +50,9 @@ from slm_tui.config import ModelConfig, TrainConfig
 from slm_tui.devices import cache_dir, cpu_info
 from slm_tui.fileio import atomic_write_text
 
+DTYPES = ("float32", "bfloat16")
+WHY_LIMIT = 400  # characters of the reason kept in a run's record
+KEPT = "as the run started: "  # a resumed run's reason, before the one it started with
 COMPILE_MIN_STEPS = 300  # optimizer steps left before compiling on CPU pays its warm-up
 PROBE_MARGIN = 1.05  # bf16 must be this much faster in the probe to be chosen
 PROBE_FILE = "speed-probe.json"
@@ -58,6 +71,67 @@ class SpeedChoice:
         if self.math_attention:
             parts.append("math attention")
         return f"{' + '.join(parts)} ({self.why})"
+
+    def as_record(self, device: torch.device) -> dict[str, Any]:
+        """What a run keeps of its choice (trainer_state.pt, meta.json, the start event)."""
+        return {
+            "device": device.type,
+            "dtype": self.dtype,
+            "compile": self.compile,
+            "math_attention": self.math_attention,
+            "why": self.why[:WHY_LIMIT],
+        }
+
+
+def recorded_choice(record: Any) -> SpeedChoice | None:
+    """The SpeedChoice an `as_record()` dict holds; None when it is missing or malformed
+    (a checkpoint saved before runs recorded their choice, or a damaged one)."""
+    if not isinstance(record, dict):
+        return None
+    dtype, compiled, math_attention = (
+        record.get(k) for k in ("dtype", "compile", "math_attention")
+    )
+    why = record.get("why", "")
+    if (
+        dtype not in DTYPES
+        or not isinstance(compiled, bool)
+        or not isinstance(math_attention, bool)
+        or not isinstance(record.get("device"), str)
+        or not isinstance(why, str)
+    ):
+        return None
+    return SpeedChoice(dtype, compiled, math_attention, why[:WHY_LIMIT])
+
+
+def resumed(
+    record: Any,
+    tc: TrainConfig,
+    device: torch.device,
+    model_cfg: ModelConfig,
+    micro: int,
+    steps: int,
+) -> SpeedChoice:
+    """The choice of a resumed run: the one it recorded when it started, so it computes as
+    the uninterrupted run would have, whatever the probe (or its cache) says now. Explicit
+    `train.dtype` / `train.compile` values win; a run recorded on another kind of device (or
+    before runs recorded their choice) decides anew with `choose`."""
+    saved = recorded_choice(record)
+    if saved is None or record.get("device") != device.type:
+        return choose(tc, device, model_cfg, micro, steps)
+    dtype = saved.dtype if tc.dtype == "auto" else tc.dtype
+    compiled = saved.compile if isinstance(tc.compile, str) else tc.compile
+    first = saved.why.removeprefix(KEPT)  # a run resumed before: say it once
+    why = [f"{KEPT}{first}" if first else KEPT.removesuffix(": ")]
+    if dtype != saved.dtype:
+        why.append(f"train.dtype {dtype}")
+    if compiled != saved.compile:
+        why.append(f"train.compile {str(compiled).lower()}")
+    math_attention = (
+        saved.math_attention
+        if dtype == saved.dtype
+        else (device.type == "cpu" and dtype == "bfloat16")
+    )
+    return SpeedChoice(dtype, compiled, math_attention, "; ".join(why))
 
 
 def cpu_bf16_unit(flags: frozenset[str] | None) -> str | None:
@@ -153,9 +227,30 @@ def choose(
     return SpeedChoice(dtype, compiled, math_attention, "; ".join(why))
 
 
-def eval_dtype(tc: TrainConfig, device: torch.device, model_cfg: ModelConfig, micro: int) -> str:
-    """The dtype evaluation runs in: the same choice training makes (compile aside)."""
+def eval_dtype(
+    tc: TrainConfig,
+    device: torch.device,
+    model_cfg: ModelConfig,
+    micro: int,
+    record: Any = None,
+) -> str:
+    """The dtype evaluation runs in: with `train.dtype: auto`, the one the checkpoint's run
+    recorded (`record`, from meta.json) when it trained on this kind of device, so `slm-train
+    eval` computes what the in-run validation did; else the choice training would make now
+    (compile aside)."""
+    saved = recorded_choice(record)
+    if tc.dtype == "auto" and saved is not None and record.get("device") == device.type:
+        return saved.dtype
     return choose(tc, device, model_cfg, micro, 0).dtype
+
+
+def set_matmul_precision(device: torch.device) -> None:
+    """The float32 matmul precision training runs with (TF32 on CUDA), set for evaluation
+    too: in-run validation runs under it, so `slm-train eval` must, to compute the same."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    torch.set_float32_matmul_precision("high")
 
 
 def _probe_key(name: str, flags: frozenset[str] | None, model_cfg: ModelConfig, micro: int) -> str:
@@ -173,7 +268,8 @@ def probe(
     name: str, flags: frozenset[str] | None, model_cfg: ModelConfig, micro: int
 ) -> tuple[float, float, bool]:
     """(float32 s, bf16 s) for one forward+backward micro-step of this shape on the CPU, and
-    whether they came from the cache. Measured once per key; the global RNG is untouched."""
+    whether they came from the cache. Measured once per key; the random state is untouched
+    (see `_measure`)."""
     path = cache_dir() / PROBE_FILE
     key = _probe_key(name, flags, model_cfg, micro)
     cache: dict = {}
@@ -193,24 +289,30 @@ def probe(
 
 
 def _measure(dtype: str, model_cfg: ModelConfig, micro: int, steps: int = 3) -> float:
+    """Seconds of the fastest of `steps` forward+backward passes (after one warm-up), in
+    train mode as training runs them. Everything runs inside a fork of the CPU generator:
+    the model's initial weights and its dropout masks draw from it, and the run's random
+    state (seeded or restored from a checkpoint before this may run) comes back exactly as
+    it was. The probe runs on the CPU only, so no CUDA generator is touched."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     from slm_tui.model import GPT
 
-    generator = torch.Generator().manual_seed(0)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = GPT(model_cfg)
-    T = model_cfg.context_length
-    idx = torch.randint(0, model_cfg.vocab_size, (micro, T + 1), generator=generator)
-    x, y = idx[:, :-1], idx[:, 1:]
-    times = []
-    for i in range(steps + 1):
-        start = time.perf_counter()
-        kernel = sdpa_kernel(SDPBackend.MATH) if dtype == "bfloat16" else contextlib.nullcontext()
-        with kernel, torch.autocast("cpu", torch.bfloat16, enabled=dtype == "bfloat16"):
-            loss = model(x, y)[1]
-        loss.backward()
-        if i:  # the first pass warms up
-            times.append(time.perf_counter() - start)
+        T = model_cfg.context_length
+        idx = torch.randint(0, model_cfg.vocab_size, (micro, T + 1))
+        x, y = idx[:, :-1], idx[:, 1:]
+        times = []
+        for i in range(steps + 1):
+            start = time.perf_counter()
+            kernel = (
+                sdpa_kernel(SDPBackend.MATH) if dtype == "bfloat16" else contextlib.nullcontext()
+            )
+            with kernel, torch.autocast("cpu", torch.bfloat16, enabled=dtype == "bfloat16"):
+                loss = model(x, y)[1]
+            loss.backward()
+            if i:  # the first pass warms up
+                times.append(time.perf_counter() - start)
     return min(times)

@@ -25,7 +25,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from slm_tui.config import TrainConfig
 from slm_tui.trainer.evaluation import autocast_for
 from slm_tui.trainer.optim import Optimizers
-from slm_tui.trainer.speed import SpeedChoice, use_inductor_cache
+from slm_tui.trainer.speed import SpeedChoice, set_matmul_precision, use_inductor_cache
 
 _ALLOCATOR_TUNED = False
 
@@ -58,10 +58,7 @@ def tune_cpu_allocator() -> bool:
 
 
 def configure_runtime(tc: TrainConfig, device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    torch.set_float32_matmul_precision("high")
+    set_matmul_precision(device)  # evaluation sets the same, so both compute alike
     if device.type == "cpu":
         tune_cpu_allocator()
 
