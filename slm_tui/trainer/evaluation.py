@@ -176,7 +176,8 @@ class EvalResult:
 
 
 class _StoryTokens:
-    """A corpus as a stream of token chunks (BOS + ids + EOS per story), counting what it read.
+    """A corpus as a stream of token chunks (BOS + ids + EOS per story, as data.py writes
+    shards), counting what it read.
 
     With `max_tokens`, stops after the story that reaches it (whole stories only, so the
     byte count stays exact)."""
@@ -192,8 +193,12 @@ class _StoryTokens:
 
     def _encode(self, batch: list[str]) -> np.ndarray:
         parts = []
+        bos, eos = self.tok.bos_id, self.tok.eos_id
         for story, ids in zip(batch, self.tok.encode_batch(batch), strict=True):
-            parts.append(np.asarray([self.tok.bos_id, *ids, self.tok.eos_id], dtype=np.int64))
+            # As the shards are written (data.py): a BOS that is the EOS token (GPT-2's
+            # <|endoftext|>) only at the start; the previous story's EOS is it.
+            head = [bos] if bos != eos or self.tokens == 0 else []
+            parts.append(np.asarray([*head, *ids, eos], dtype=np.int64))
             self.stories += 1
             self.bytes += len(story.encode("utf-8"))
             self.tokens += parts[-1].size
