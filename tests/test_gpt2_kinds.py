@@ -240,7 +240,7 @@ def test_bytelevel_learns_merges_deterministically(bytelevel, tmp_path) -> None:
 
 def test_bytelevel_refusals(tmp_path) -> None:
     stories = _synthetic_stories(50)
-    with pytest.raises(TokenizerError, match="too small.*260"):
+    with pytest.raises(TokenizerError, match=r"too small.*260"):
         train_tokenizer("bytelevel-bpe", stories, 100, tmp_path / "small")
     with pytest.raises(TokenizerError, match="too large for this corpus"):
         train_tokenizer("bytelevel-bpe", stories, 60000, tmp_path / "large")
