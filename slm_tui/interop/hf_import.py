@@ -245,6 +245,8 @@ def _attention_layers(types: Any) -> list[str]:
         for pattern, repeat in types:
             if isinstance(repeat, bool) or not isinstance(repeat, int) or not 0 < repeat <= 4096:
                 raise ValueError
+            if not isinstance(pattern, list):
+                raise ValueError
             for kind in list(pattern) * repeat:
                 if kind not in ("global", "local"):
                     raise InteropError(f"attention type {kind!r} is not supported (global, local)")
