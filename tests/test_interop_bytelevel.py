@@ -39,7 +39,9 @@ gguf = pytest.importorskip("gguf")
 pytest.importorskip("transformers")
 
 # OpenAI's GPT-2 encoder.py pattern (tiktoken spells it differently; llama.cpp has its own).
-GPT2_SPLIT = regex.compile(r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""")
+GPT2_SPLIT = regex.compile(
+    r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+)
 PROMPTS = ["Once upon a time", "The little dog saw a big red ball.\nShe", "Lily and Tom"]
 GREEDY = SamplingSettings(temperature=0.0, top_p=1.0, min_p=0.0, repetition_penalty=1.0,
                           max_new_tokens=24)  # fmt: skip
@@ -81,7 +83,9 @@ def test_hf_export_is_read_by_autotokenizer_and_automodel_as_ours(tok, llama_ckp
         assert theirs.decode(ids) == text, text[:40]
     assert theirs(PROMPTS[0])["input_ids"] == [tok.bos_id, *tok.encode(PROMPTS[0])]
     ours, model = load_checkpoint(llama_ckpt), hf_model(hf)
-    for prompt, result in zip(PROMPTS, generate_batch(ours.model, tok, PROMPTS, GREEDY), strict=True):
+    for prompt, result in zip(
+        PROMPTS, generate_batch(ours.model, tok, PROMPTS, GREEDY), strict=True
+    ):
         ids = theirs(prompt)["input_ids"]
         assert max_logit_diff(ours.model, model, ids) < 1e-4
         assert hf_greedy(model, ids, 24, tok.eos_id) == result.token_ids
