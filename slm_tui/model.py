@@ -37,7 +37,7 @@ Notable:
   so the window counts real tokens as GPT-Neo does. The KV cache keeps every slot.
 - Logits are float32 whatever the autocast dtype; the loss ignores targets equal to -1.
 
-One file on purpose (~500 lines, read top to bottom like nanoGPT's): the fused decoder
+One file on purpose (~560 lines, read top to bottom like nanoGPT's): the fused decoder
 mirrors the blocks, so it sits right after them, where a change to one shows the other.
 """
 
