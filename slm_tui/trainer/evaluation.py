@@ -6,7 +6,9 @@ definition of bits per byte, so the two agree on the same text:
 - Windows come from `data.iter_windows`: `context_length` targets each, stride
   `context_length`, the tail shorter than a window included. Every token after the very
   first is a target exactly once, BOS and EOS included (a story's EOS, and the next story's
-  BOS after it, are predictions the model makes; the very first BOS is only context).
+  BOS after it, are predictions the model makes; the very first BOS is only context; where
+  BOS is the EOS token, GPT-2's <|endoftext|>, one stands between two stories, as in the
+  shards).
 - Loss is the mean of nats over those targets. Bits per byte (`Measure.bpb`) is the sum of
   nats / ln 2 / UTF-8 bytes of the story text the targets cover. A partial cover of a shard
   (the first `train.eval_batches` batches, `--max-tokens`) counts the shard's bytes scaled
