@@ -17,7 +17,7 @@ run). Seconds count from the run's start event (tokenizers and shards are built 
     .venv/bin/python bench/seed_recipes.py --minutes 30          # the full comparison
     .venv/bin/python bench/seed_recipes.py --quick               # a smoke run (see --quick)
 
-`--quick`: 1 minute each, 2 calibration steps, and seed-notebook's update shrunk to one
+`--quick`: 1 minute each, 3 calibration steps, and seed-notebook's update shrunk to one
 32-row micro-batch (its 1,024-row update takes minutes on a CPU): checks the pipeline and
 prints what the full run would take; its bits per byte are not a comparison. Writes
 bench/results/seed_recipes.json (seed_recipes-quick.json with --quick).
@@ -49,14 +49,19 @@ def sets(pairs: list[str]) -> list[str]:
     return [x for p in pairs for x in ("--set", p)]
 
 
-def step_seconds(metrics: Path) -> float:
-    """Seconds per optimizer step after the first (which pays for warm-up)."""
+def train_records(metrics: Path) -> list[dict]:
     recs = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-    train_recs = [r for r in recs if r.get("kind") == "train"]
-    if len(train_recs) < 2:
+    return [r for r in recs if r.get("kind") == "train"]
+
+
+def step_seconds(metrics: Path) -> float:
+    """The median seconds of one optimizer step, the first left out (it pays for warm-up)."""
+    recs = train_records(metrics)
+    if len(recs) < 2:
         raise SystemExit(f"{metrics}: fewer than 2 logged steps; raise --calibrate-steps")
-    a, b = train_recs[0], train_recs[-1]
-    return (b["elapsed_s"] - a["elapsed_s"]) / (b["step"] - a["step"])
+    gaps = sorted((b["elapsed_s"] - a["elapsed_s"]) / (b["step"] - a["step"])
+                  for a, b in zip(recs, recs[1:]))  # fmt: skip
+    return gaps[len(gaps) // 2]
 
 
 def evaluate(run: Path, device: str) -> dict:
@@ -79,7 +84,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="a smoke run (see the docstring)")
     args = ap.parse_args()
     minutes = args.minutes or (1.0 if args.quick else 30.0)
-    calibrate = args.calibrate_steps or (2 if args.quick else 4)
+    calibrate = args.calibrate_steps or (3 if args.quick else 5)
     need_text()
     t_all = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="slm-seed-recipes-"))
@@ -135,6 +140,7 @@ def main() -> None:
                 "speed": w.speed, "returncode": w.returncode,
                 "median_tokens_per_s": sorted(w.tokens_per_s)[len(w.tokens_per_s) // 2]
                 if w.tokens_per_s else None,
+                "train_seconds": train_records(run / "metrics.jsonl")[-1]["elapsed_s"],
                 "dev_bpb": result["bpb"], "dev_loss": result["loss"],
                 "quick_overrides": QUICK_SEED if args.quick and name == "seed-notebook" else [],
             }  # fmt: skip
@@ -142,16 +148,17 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     out["seconds_total"] = time.perf_counter() - t_all
     print(f"equal training time ({minutes:g} min each), dev.txt bits/byte; {out['cpu']}")
-    print(f"{'recipe':14} {'tokenizer':18} {'steps':>6} {'s/step':>8} {'tok/s':>8} {'dev bpb':>8}")
+    print(f"{'recipe':14} {'tokenizer':22} {'steps':>6} {'s/step':>7} {'trained s':>9} "
+          f"{'tok/s':>7} {'dev bpb':>8}")  # fmt: skip
     for name, r in out["recipes"].items():
-        print(f"{name:14} {r['tokenizer'] + ' ' + str(r['vocab_size']):18} {r['steps']:>6} "
-              f"{r['seconds_per_step']:>8.2f} {r['median_tokens_per_s'] or 0:>8,.0f} "
-              f"{r['dev_bpb']:>8.3f}")  # fmt: skip
+        print(f"{name:14} {r['tokenizer'] + ' ' + str(r['vocab_size']):22} {r['steps']:>6} "
+              f"{r['seconds_per_step']:>7.2f} {r['train_seconds']:>9.0f} "
+              f"{r['median_tokens_per_s'] or 0:>7,.0f} {r['dev_bpb']:>8.3f}")  # fmt: skip
     full = len(args.recipes) * 30 * 60
-    cal_s = sum(r["seconds_per_step"] * 4 for r in out["recipes"].values())
+    cal_s = sum(r["seconds_per_step"] * 5 for r in out["recipes"].values())
     out["full_run_estimate_s"] = full + cal_s + 120 * len(args.recipes)
     print(f"this run: {out['seconds_total'] / 60:.1f} min; the full run (--minutes 30, "
-          f"4 calibration steps): about {out['full_run_estimate_s'] / 60:.0f} min on this machine"
+          f"5 calibration steps): about {out['full_run_estimate_s'] / 60:.0f} min on this machine"
           + (" (seed-notebook's real 1,024-row steps take longer to calibrate: see s/step x 32)"
              if args.quick else ""))  # fmt: skip
     out["headline"] = [{

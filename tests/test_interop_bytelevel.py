@@ -171,7 +171,8 @@ def test_gguf_holds_llama_cpps_gpt2_tokenizer(tok, llama_ckpt, tmp_path):
 
 def test_llama_cpp_runs_the_gguf_as_we_do(tok, llama_ckpt, tmp_path):
     """llama.cpp itself (llama-cpp-python, when installed: it builds llama.cpp from source):
-    its tokenizer gives our ids; the f32 file's logits are ours within 1e-4 (f32 KV cache)."""
+    its tokenizer gives our ids; the f32 file's logits are ours within 1e-4 (f32 KV cache)
+    and its greedy continuation is ours."""
     llama_cpp = pytest.importorskip("llama_cpp")
     dest = tmp_path / "m.gguf"
     assert invoke("export", "--checkpoint", llama_ckpt, "--output", dest, "--format",
@@ -190,3 +191,13 @@ def test_llama_cpp_runs_the_gguf_as_we_do(tok, llama_ckpt, tmp_path):
     with torch.no_grad():
         mine = ours.model(torch.tensor([ids]))[0][0]
     assert float((mine - theirs).abs().max()) < 1e-4
+    # Greedy through llama.cpp's own decode, one token per eval, against our engine.
+    result = generate_batch(ours.model, tok, [PROMPTS[1]], GREEDY)[0]
+    cont: list[int] = []
+    while len(cont) < GREEDY.max_new_tokens:
+        token = int(llm.scores[llm.n_tokens - 1].argmax())
+        if token == tok.eos_id:
+            break
+        cont.append(token)
+        llm.eval([token])
+    assert cont == result.token_ids
