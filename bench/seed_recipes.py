@@ -26,6 +26,7 @@ bench/results/seed_recipes.json (seed_recipes-quick.json with --quick).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -60,7 +61,7 @@ def step_seconds(metrics: Path) -> float:
     if len(recs) < 2:
         raise SystemExit(f"{metrics}: fewer than 2 logged steps; raise --calibrate-steps")
     gaps = sorted((b["elapsed_s"] - a["elapsed_s"]) / (b["step"] - a["step"])
-                  for a, b in zip(recs, recs[1:]))  # fmt: skip
+                  for a, b in itertools.pairwise(recs))  # fmt: skip
     return gaps[len(gaps) // 2]
 
 
