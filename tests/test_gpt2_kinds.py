@@ -322,21 +322,26 @@ def test_a_bytelevel_vocabulary_past_65536_ids_gets_uint32_shards(tmp_path) -> N
     assert t[0] == 2 and max(t) == 65_795 and tok.decode(t[1 : t.index(3)]) in stories
 
 
-def test_eval_reads_text_as_the_shards_were_written(gpt2, tmp_path) -> None:
-    """The separator rule is the same in shards and in `slm-train eval` on text: the
-    evaluation of a file frames its stories exactly as data.py writes them."""
+def test_eval_reads_text_as_the_shards_were_written(bytelevel, tmp_path) -> None:
+    """The separator rule is the same in shards and in `slm-train eval` on text, for any
+    tokenizer whose BOS is its EOS (GPT-2's convention; here a byte-level BPE set up so)."""
+    from slm_tui.tokenizers.bytelevel import ByteLevelBPE
     from slm_tui.trainer.evaluation import _StoryTokens
 
+    ids = {"pad": 0, "unk": 1, "bos": 3, "eos": 3}
+    tok = ByteLevelBPE(bytelevel.vocab, bytelevel.merges, ids)
+    tok.save(tmp_path / "tok")
     stories = _synthetic_stories(30)
     corpus = tmp_path / "c.txt"
     corpus.write_text("\n<|endoftext|>\n".join(stories) + "\n")
-    streamed = np.concatenate(list(_StoryTokens(iter(stories), gpt2, None)))
+    streamed = np.concatenate(list(_StoryTokens(iter(stories), tok, None)))
     source = corpus_source(None, [str(corpus)])
-    shards = prepare_shards(source, gpt2, tmp_path / "s", val_fraction=0.49)
-    assert streamed[0] == gpt2.bos_id and int((streamed == gpt2.eos_id).sum()) == 31
-    for shard in (shards.train, shards.val):
-        t = np.asarray(shard.tokens)
-        assert int((t == gpt2.eos_id).sum()) == shard.num_stories + 1
+    shards = prepare_shards(source, tok, tmp_path / "s", val_fraction=0.49)
+    assert streamed[0] == 3 and int((streamed == 3).sum()) == 31
+    both = [np.asarray(shards.train.tokens), np.asarray(shards.val.tokens)]
+    assert sorted(np.concatenate(both).tolist()[1:]) == sorted(streamed.tolist()[1:] + [3])
+    for shard, t in zip((shards.train, shards.val), both, strict=True):
+        assert int((t == 3).sum()) == shard.num_stories + 1 and t[0] == t[-1] == 3
 
 
 def test_entry_points_declare_both_kinds() -> None:
