@@ -339,7 +339,7 @@ def test_eval_reads_text_as_the_shards_were_written(bytelevel, tmp_path) -> None
     shards = prepare_shards(source, tok, tmp_path / "s", val_fraction=0.49)
     assert streamed[0] == 3 and int((streamed == 3).sum()) == 31
     both = [np.asarray(shards.train.tokens), np.asarray(shards.val.tokens)]
-    assert sorted(np.concatenate(both).tolist()[1:]) == sorted(streamed.tolist()[1:] + [3])
+    assert sorted(np.concatenate(both).tolist()[1:]) == sorted([*streamed.tolist()[1:], 3])
     for shard, t in zip((shards.train, shards.val), both, strict=True):
         assert int((t == 3).sum()) == shard.num_stories + 1 and t[0] == t[-1] == 3
 
