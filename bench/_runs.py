@@ -28,6 +28,7 @@ class Watched:
     speed: str = ""
     tokens_per_s: list[float] = field(default_factory=list)
     returncode: int | None = None
+    stopped: bool = False  # stopped at the deadline
 
 
 def need_text() -> None:
@@ -36,10 +37,11 @@ def need_text() -> None:
 
 
 def train(name: str, args: list[str], output: Path, target: float | None = None,
-          log: Path | None = None) -> Watched:  # fmt: skip
+          log: Path | None = None, deadline: float | None = None) -> Watched:  # fmt: skip
     """Run `slm-train model ARGS --output OUTPUT`; with `target`, stop it (SIGTERM) at the
-    first evaluation whose bits per byte is at or under it. Seconds count from the run's
-    start event (after tokenizer and shards), so cached shards do not favour a later run."""
+    first evaluation whose bits per byte is at or under it; with `deadline`, once that many
+    seconds have passed since its start. Seconds count from the run's start event (after
+    tokenizer and shards), so cached shards do not favour a later run."""
     watched = Watched(name)
     metrics = output / "metrics.jsonl"
     err = open(log or output.with_suffix(".log"), "w")  # noqa: SIM115
@@ -68,6 +70,10 @@ def train(name: str, args: list[str], output: Path, target: float | None = None,
                         proc.send_signal(signal.SIGTERM)
             if done:
                 break
+            late = deadline is not None and started is not None
+            if late and time.perf_counter() - started > deadline and not watched.stopped:
+                watched.stopped = True
+                proc.send_signal(signal.SIGTERM)
             time.sleep(0.1)
     finally:
         if proc.poll() is None:

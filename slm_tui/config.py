@@ -57,6 +57,7 @@ LIMITS = {
     "train.sample_tokens": 1 << 16,
     "train.threads": 4096,
 }
+MAX_MIN_LR_RATIO = 10.0  # above 1: a schedule that rises (seed-notebook); 10 bounds typos
 MAX_PARAMS = 10_000_000_000  # 40 GB of float32 weights: not a small language model
 
 
@@ -88,7 +89,7 @@ class ModelConfig:
     n_head: int = 4
     n_kv_head: int | None = None  # grouped-query attention; None = n_head (plain MHA)
     d_model: int = 256
-    mlp: str = "swiglu"  # swiglu | gelu
+    mlp: str = "swiglu"  # swiglu | gelu | gelu_tanh (GPT-2's and GPT-Neo's "gelu_new")
     mlp_hidden: int | None = None  # None: 4*d for gelu, 8/3*d rounded up to 32 for swiglu
     norm: str = "rmsnorm"  # rmsnorm | layernorm
     positions: str = "rope"  # rope | learned
@@ -96,11 +97,17 @@ class ModelConfig:
     bias: bool = False
     tie_embeddings: bool = True
     dropout: float = 0.0
+    # Attention scores q.k / sqrt(head_dim); false: q.k unscaled (GPT-Neo's attention).
+    scale_attention: bool = True
+    # Empty: every layer attends to every earlier position. Else one entry per layer: 0 for
+    # that, w > 0 for a local layer whose queries see themselves and the w - 1 positions
+    # before them (GPT-Neo's alternating global/local layers, window 256).
+    attention_windows: list[int] = field(default_factory=list)
 
     def validate(self) -> None:
         _finite(self, "model.")
         _bounded(self, "model.")
-        _choice("model.mlp", self.mlp, ("swiglu", "gelu"))
+        _choice("model.mlp", self.mlp, ("swiglu", "gelu", "gelu_tanh"))
         _choice("model.norm", self.norm, ("rmsnorm", "layernorm"))
         _choice("model.positions", self.positions, ("rope", "learned"))
         for name in ("vocab_size", "context_length", "n_layer", "n_head", "d_model"):
@@ -120,6 +127,16 @@ class ModelConfig:
             raise ConfigError(f"model.rope_theta must be at least 1, got {self.rope_theta}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if self.attention_windows and len(self.attention_windows) != self.n_layer:
+            raise ConfigError(
+                f"model.attention_windows has {len(self.attention_windows)} entries for "
+                f"{self.n_layer} layers; give one per layer (0: global) or none"
+            )
+        if any(not 0 <= w <= LIMITS["model.context_length"] for w in self.attention_windows):
+            raise ConfigError(
+                f"model.attention_windows must be 0 (global) or a window of at most "
+                f"{LIMITS['model.context_length']:,} positions, got {short_repr(self.attention_windows)}"
+            )
         if self.mlp_hidden is not None and self.mlp_hidden < 1:
             raise ConfigError(f"model.mlp_hidden must be at least 1, got {self.mlp_hidden}")
         # Embeddings (input and head) plus per block attention (4 d^2) and the MLP (3 d h).
@@ -142,6 +159,8 @@ class TokenizerConfig:
     vocab_size: int = 4096
     path: str | None = None  # an existing tokenizer directory; else train one into the run
     max_sentences: int = 2_000_000  # sentencepiece samples at most this many sentences
+    # gpt2 (pretrained) only: GPT-2's encoder.json, to build it offline (else tiktoken's)
+    vocab_file: str | None = None
 
     def validate(self) -> None:
         _finite(self, "tokenizer.")
@@ -241,8 +260,12 @@ class TrainConfig:
             raise ConfigError(f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
         if self.lr <= 0:
             raise ConfigError(f"train.lr must be positive, got {self.lr}")
-        if not 0.0 <= self.min_lr_ratio <= 1.0:
-            raise ConfigError(f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        # Above 1 the cosine rises instead of decaying: the seed notebook's min_lr (5e-4) over
+        # its peak (1e-4), which the seed-notebook preset reproduces.
+        if not 0.0 <= self.min_lr_ratio <= MAX_MIN_LR_RATIO:
+            raise ConfigError(
+                f"train.min_lr_ratio must be in [0, {MAX_MIN_LR_RATIO:g}], got {self.min_lr_ratio}"
+            )
         if self.sample_tokens < 0:
             raise ConfigError(f"train.sample_tokens must be >= 0, got {self.sample_tokens}")
         self.sample_settings()
@@ -479,7 +502,7 @@ def load_config(name_or_path: str | None = "tiny", overrides: list[str] | None =
 def copy_config(cfg: Config) -> Config:
     return dataclasses.replace(
         cfg,
-        model=dataclasses.replace(cfg.model),
+        model=dataclasses.replace(cfg.model, attention_windows=list(cfg.model.attention_windows)),
         tokenizer=dataclasses.replace(cfg.tokenizer),
         data=dataclasses.replace(cfg.data, data_files=list(cfg.data.data_files)),
         train=dataclasses.replace(cfg.train, sample_prompts=list(cfg.train.sample_prompts)),

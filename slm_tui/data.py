@@ -2,7 +2,8 @@
 
 A shard is one split: `<split>.bin` (token ids, uint16 when the vocab fits, else uint32) and
 `<split>.json` (dtype, token/byte/story counts, tokenizer and source fingerprints). Each
-story is written as BOS + ids + EOS.
+story is written as BOS + ids + EOS; where BOS and EOS are one token (GPT-2's
+`<|endoftext|>`), one of it stands between two stories: `<eot> a <eot> b <eot>`.
 
 Notable:
 - Written incrementally in batches of stories (encode_batch on all cores), to temporary
@@ -182,7 +183,8 @@ def _cached(out: Path, key: dict[str, str]) -> Shards | None:
 
 
 class _Writer:
-    """Appends (BOS + ids + EOS) per story to a temporary .bin; counts what it wrote."""
+    """Appends (BOS + ids + EOS) per story to a temporary .bin; counts what it wrote. A BOS
+    that is the EOS token is written once, at the start: the previous story's EOS is it."""
 
     def __init__(self, out: Path, split: str, dtype: np.dtype, bos: int, eos: int) -> None:
         self.tmp = out / f".{split}.bin.tmp"
@@ -193,7 +195,8 @@ class _Writer:
     def add(self, ids_list: list[list[int]], nbytes: int) -> None:
         flat: list[int] = []
         for ids in ids_list:
-            flat.append(self.bos)
+            if self.bos != self.eos or (self.tokens == 0 and not flat):
+                flat.append(self.bos)
             flat.extend(ids)
             flat.append(self.eos)
         np.asarray(flat, dtype=self.dtype).tofile(self.f)

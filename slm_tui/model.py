@@ -1,10 +1,15 @@
-"""The transformer, written by hand: a llama-style decoder with a GPT-2 switch, plus a KV cache.
+"""The transformer, written by hand: a llama-style decoder with GPT-2 and GPT-Neo switches, plus a
+KV cache.
 
 Defaults (`ModelConfig()`): rotary position embeddings (no position table), RMSNorm before
 each sub-layer, causal self-attention through `F.scaled_dot_product_attention`, optional
 grouped-query attention (`n_kv_head` < `n_head`), SwiGLU MLP, no biases, output head tied to
-the token embedding. The `seed-gpt` preset flips the switches to the seed notebook's GPT-2
-blocks: learned absolute positions, LayerNorm with bias, GELU MLP (4x), biases, dropout.
+the token embedding. The `seed-gpt` and `seed-notebook` presets flip the switches to the
+seed notebook's GPT-2 blocks: learned absolute positions, LayerNorm with bias, GELU MLP (4x),
+biases, dropout. GPT-Neo (the TinyStories paper's models, `slm-train import`) adds three:
+`mlp: gelu_tanh` (GPT-2's and GPT-Neo's "gelu_new"), `scale_attention: false` (its scores
+are q·k with no 1/sqrt(head_dim)) and `attention_windows` (local layers whose queries see
+only the last w positions, alternating with global ones).
 
 Notable:
 - Fused projections: one matmul for Q, K and V, one for SwiGLU's gate and up halves. Fewer,
@@ -26,9 +31,13 @@ Notable:
   for one token); the generation engine decodes through it. tests/test_model.py checks it
   against `forward` for every `ModelConfig` switch. A `torch.compile`d static-shape step
   was measured instead and is slower at batch 1 and 16 (bench/decode_step.py).
+- Local layers (`attention_windows`): the layer's mask is the usual one (causal, key
+  padding) and'ed with "key slot > query slot - w", built once per forward for each window.
+  Slots and positions differ only by left padding, which comes before a row's real tokens,
+  so the window counts real tokens as GPT-Neo does. The KV cache keeps every slot.
 - Logits are float32 whatever the autocast dtype; the loss ignores targets equal to -1.
 
-One file on purpose (~500 lines, read top to bottom like nanoGPT's): the fused decoder
+One file on purpose (~560 lines, read top to bottom like nanoGPT's): the fused decoder
 mirrors the blocks, so it sits right after them, where a change to one shows the other.
 """
 
@@ -53,7 +62,7 @@ def mlp_hidden_size(cfg: ModelConfig) -> int:
     which has three matrices instead of two, so the same parameter budget)."""
     if cfg.mlp_hidden:
         return cfg.mlp_hidden
-    if cfg.mlp == "gelu":
+    if cfg.mlp in ("gelu", "gelu_tanh"):
         return 4 * cfg.d_model
     return 32 * math.ceil(8 * cfg.d_model / 3 / 32)
 
@@ -136,11 +145,12 @@ def rotary_matrices(cos: Tensor, sin: Tensor) -> Tensor:
 
 def attend(
     q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool = False,
-    dropout: float = 0.0,
+    dropout: float = 0.0, scale: float | None = None,
 ) -> Tensor:  # fmt: skip
     """SDPA of q (B, H, T, hd) over k, v (B, Hkv, S, hd) -> (B, H, T, hd). Grouped-query
-    heads (Hkv < H) are broadcast by SDPA itself where torch can (>= 2.5), else repeated."""
-    extra = {}
+    heads (Hkv < H) are broadcast by SDPA itself where torch can (>= 2.5), else repeated.
+    `scale`: None for 1/sqrt(hd), 1.0 for GPT-Neo's unscaled scores."""
+    extra = {} if scale is None else {"scale": scale}
     if k.size(1) != q.size(1):
         if _SDPA_GQA:
             extra["enable_gqa"] = True
@@ -160,6 +170,7 @@ class Attention(nn.Module):
         self.head_dim = cfg.d_model // cfg.n_head
         self.rope = cfg.positions == "rope"
         self.dropout = cfg.dropout
+        self.scale = None if cfg.scale_attention else 1.0
         qkv_out = (self.n_head + 2 * self.n_kv_head) * self.head_dim
         self.qkv = nn.Linear(cfg.d_model, qkv_out, bias=cfg.bias)
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
@@ -193,7 +204,7 @@ class Attention(nn.Module):
             if k.dtype != q.dtype:  # a float32 cache read under bf16 autocast
                 k, v = k.to(q.dtype), v.to(q.dtype)
         dropout = self.dropout if self.training else 0.0
-        y = attend(q, k, v, mask, is_causal, dropout)  # (B, H, T, hd)
+        y = attend(q, k, v, mask, is_causal, dropout, self.scale)  # (B, H, T, hd)
         y = y.transpose(1, 2).reshape(B, T, C)
         return self.resid_drop(self.proj(y))
 
@@ -203,6 +214,7 @@ class MLP(nn.Module):
         super().__init__()
         hidden = mlp_hidden_size(cfg)
         self.swiglu = cfg.mlp == "swiglu"
+        self.approximate = "tanh" if cfg.mlp == "gelu_tanh" else "none"
         # SwiGLU: gate and up projections fused into one matmul, split afterwards.
         self.fc = nn.Linear(cfg.d_model, (2 if self.swiglu else 1) * hidden, bias=cfg.bias)
         self.proj = nn.Linear(hidden, cfg.d_model, bias=cfg.bias)
@@ -213,7 +225,7 @@ class MLP(nn.Module):
         if self.swiglu:
             gate, up = h.chunk(2, dim=-1)
             return F.silu(gate) * up
-        return F.gelu(h)
+        return F.gelu(h, approximate=self.approximate)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.drop(self.proj(self._activate(self.fc(x))))
@@ -262,6 +274,9 @@ class FusedDecoder:
         self._native: Callable | None | bool = native  # True: not looked up yet
         self.n_head, self.n_kv_head, self.head_dim = cfg.n_head, model.n_kv_head, model.head_dim
         self.swiglu = cfg.mlp == "swiglu"
+        self.approximate = "tanh" if cfg.mlp == "gelu_tanh" else "none"
+        self.scale = None if cfg.scale_attention else 1.0
+        self.windows = list(cfg.attention_windows) or [0] * cfg.n_layer
         weight = model.tok_emb.weight
         self.rot = None if model.rope_cos is None else rotary_matrices(
             model.rope_cos, model.rope_sin).to(weight.dtype)  # fmt: skip  # (context, hd, hd)
@@ -317,13 +332,16 @@ class FusedDecoder:
         else:
             rot = self.rot[pos].unsqueeze(1)  # (B, 1, hd, hd)
         mask, _ = GPT._attn_mask(B, 1, slot, key_mask, idx.device)
+        masks = {w: GPT._window_mask(mask, False, 1, slot, w, idx.device)[0]
+                 for w in set(self.windows)}  # fmt: skip
         for i, (norm1, wqkv, bqkv, wo_t, bo, norm2, wfc, bfc, wp_t, bp) in enumerate(self.layers):
             qkv = F.linear(norm1(x), wqkv, bqkv).view(B, H + 2 * Hkv, 1, hd)
             qk = qkv[:, : H + Hkv] if rot is None else torch.matmul(qkv[:, : H + Hkv], rot)
             ck, cv = cache.k[i], cache.v[i]  # (B, Hkv, max_len, hd)
             ck[:, :, slot : slot + 1] = qk[:, H:]
             cv[:, :, slot : slot + 1] = qkv[:, H + Hkv :]
-            y = attend(qk[:, :H], ck[:, :, : slot + 1], cv[:, :, : slot + 1], mask)  # (B,H,1,hd)
+            y = attend(qk[:, :H], ck[:, :, : slot + 1], cv[:, :, : slot + 1],
+                       masks[self.windows[i]], scale=self.scale)  # fmt: skip  # (B, H, 1, hd)
             x = torch.addmm(x, y.view(B, -1), wo_t)  # x + proj(y)
             if bo is not None:
                 x = x + bo
@@ -332,7 +350,7 @@ class FusedDecoder:
                 gate, up = h.chunk(2, dim=-1)
                 h = F.silu(gate).mul_(up)
             else:
-                h = F.gelu(h)
+                h = F.gelu(h, approximate=self.approximate)
             x = torch.addmm(x, h, wp_t)  # x + mlp(...)
             if bp is not None:
                 x = x + bp
@@ -450,9 +468,12 @@ class GPT(nn.Module):
         x = self.drop(x)
 
         mask, is_causal = self._attn_mask(B, T, start, key_mask, idx.device)
+        windows = self.cfg.attention_windows or [0] * len(self.blocks)
+        masks = {w: self._window_mask(mask, is_causal, T, start, w, idx.device)
+                 for w in set(windows)}  # fmt: skip
         for i, block in enumerate(self.blocks):
             kv = (cache.k[i], cache.v[i]) if cache is not None else None
-            x = block(x, cos, sin, mask, is_causal, kv, start)
+            x = block(x, cos, sin, *masks[windows[i]], kv, start)
         if cache is not None:
             cache.length = end
         x = self.norm_f(x)
@@ -508,6 +529,21 @@ class GPT(nn.Module):
         rows = torch.arange(T, device=device)
         allowed[:, rows, rows + start] = True  # never an all-masked row (padding queries)
         return allowed.unsqueeze(1), False
+
+    @staticmethod
+    def _window_mask(
+        mask: Tensor | None, is_causal: bool, T: int, start: int, window: int,
+        device: torch.device,
+    ) -> tuple[Tensor | None, bool]:  # fmt: skip
+        """`_attn_mask`'s result for a local layer of `window` positions (0: global, the
+        mask unchanged): each query at slot q may also see only keys at slots > q - window."""
+        S = start + T
+        if window == 0 or window >= S:  # the window reaches every key: nothing to cut
+            return mask, is_causal
+        q = torch.arange(start, S, device=device).unsqueeze(1)  # (T, 1)
+        k = torch.arange(S, device=device).unsqueeze(0)  # (1, S)
+        near = ((k > q - window) & (k <= q)).view(1, 1, T, S)  # causal and within the window
+        return (near if mask is None else mask & near), False
 
     # ---------------------------------------------------------------------------------------
     def num_params(self, non_embedding: bool = False) -> int:

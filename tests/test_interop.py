@@ -483,12 +483,14 @@ def _edit_config(folder: Path, **changes) -> None:
     (folder / "config.json").write_text(json.dumps(config))
 
 
-def _byte_level_bpe(folder: Path) -> None:
-    """Replace the tokenizer with a GPT-2-style byte-level BPE (no SentencePiece model)."""
+def _byte_level_bpe(folder: Path, prefix_space: bool = True) -> None:
+    """Replace the tokenizer with a byte-level BPE of three pieces (no SentencePiece model):
+    with a prefix space (GPT-2's pattern as RoBERTa runs it), or without one but also without
+    a piece for every byte."""
     from tokenizers import Tokenizer, models, pre_tokenizers
 
     bpe = Tokenizer(models.BPE(vocab={"a": 0, "b": 1, "ab": 2}, merges=[("a", "b")]))
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel()
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=prefix_space)
     bpe.save(str(folder / "tokenizer.json"))
     (folder / "tokenizer.model").unlink()
 
@@ -518,9 +520,11 @@ IMPORT_REFUSALS = {
     "no config": (lambda f: (f / "config.json").unlink(), ["no config.json"]),
     "corrupt config": (lambda f: (f / "config.json").write_text('{"model_type": "llama",'),
                        ["config.json is corrupt"]),
-    "model_type": (lambda f: _edit_config(f, model_type="gpt_neo"), ["gpt_neo", "not supported"]),
+    "model_type": (lambda f: _edit_config(f, model_type="mamba"), ["mamba", "not supported"]),
     "shard missing": (_split_into_shards, ["model-00002-of-00002.safetensors", "missing"]),
-    "byte-level BPE": (_byte_level_bpe, ["without a SentencePiece model"]),
+    "byte-level BPE with a prefix space": (_byte_level_bpe, ["byte-level", "add_prefix_space"]),
+    "byte-level BPE without every byte": (lambda f: _byte_level_bpe(f, prefix_space=False),
+                                          ["not every byte has a piece"]),
     "pickle only": (_pickle_only, ["pickle"]),
     "no tokenizer": (lambda f: [(f / n).unlink() for n in ("tokenizer.json", "tokenizer.model")],
                      ["has no tokenizer"]),

@@ -47,6 +47,16 @@ VARIANTS = {
         "bias": True,
         "dropout": 0.1,
     },
+    # GPT-Neo (the TinyStories paper's models): GPT-2's blocks with the tanh GELU, unscaled
+    # attention scores, and a local layer (window 3) before a global one
+    "gpt-neo": {
+        "positions": "learned",
+        "norm": "layernorm",
+        "mlp": "gelu_tanh",
+        "bias": True,
+        "scale_attention": False,
+        "attention_windows": [3, 0],
+    },
 }
 
 
@@ -92,6 +102,13 @@ def test_preset_parameter_counts() -> None:
     d, L, T = 384, 6, 128
     block = (3 * d * d + 3 * d) + (d * d + d) + (8 * d * d + 5 * d) + 4 * d
     assert counts["seed-gpt"] == L * block + 4096 * d + T * d + 2 * d
+    # seed-notebook: the same blocks with GPT-2's 50,257-token vocabulary, as the notebook's
+    # "about 30M parameters"; its MLP is the exact GELU, its attention scaled, all global.
+    seed = load_config("seed-notebook").model
+    assert seed.vocab_size is None and load_config("seed-notebook").tokenizer.kind == "gpt2"
+    seed.vocab_size = 50257
+    assert GPT(seed).num_params() == L * block + 50257 * d + T * d + 2 * d  # 30.0M
+    assert (seed.mlp, seed.scale_attention, seed.attention_windows) == ("gelu", True, [])
 
 
 def test_num_params_and_flops() -> None:
@@ -133,7 +150,7 @@ def test_kv_cache_matches_full_forward(variant: str) -> None:
     torch.testing.assert_close(again, full[:, :5], atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("variant", ["rope-gqa", "learned-mha", "gpt2"])
+@pytest.mark.parametrize("variant", ["rope-gqa", "learned-mha", "gpt2", "gpt-neo"])
 def test_left_padded_batch_matches_single_rows(variant: str) -> None:
     model = make(**VARIANTS[variant])
     lengths = [12, 5, 9]
@@ -173,7 +190,7 @@ SWITCHES = {
     "n_head": 2,
     "n_kv_head": 1,
     "d_model": 48,
-    "mlp": "gelu",
+    "mlp": "gelu_tanh",
     "mlp_hidden": 40,
     "norm": "layernorm",
     "positions": "learned",
@@ -181,7 +198,28 @@ SWITCHES = {
     "bias": True,
     "tie_embeddings": False,
     "dropout": 0.1,
+    "scale_attention": False,
+    # make() builds 2 layers: the first local with a window shorter than the test's
+    # sequences (9-12 tokens), the second global
+    "attention_windows": [4, 0],
 }
+
+
+def test_local_layers_see_only_their_window() -> None:
+    """Two local layers of window 3: a position's logits depend on itself and the 4 tokens
+    before it (2 steps back per layer), not on anything earlier; global layers see it all."""
+    model = randomized(make(attention_windows=[3, 3]))
+    ids = torch.randint(0, V, (1, 20))
+    changed = ids.clone()
+    changed[0, 10] = (ids[0, 10] + 1) % V
+    with torch.no_grad():
+        a, b = model(ids)[0][0], model(changed)[0][0]
+    moved = [t for t in range(20) if not torch.allclose(a[t], b[t])]
+    assert moved == [10, 11, 12, 13, 14]
+    wide = randomized(make(attention_windows=[0, 3]))
+    with torch.no_grad():
+        a, b = wide(ids)[0][0], wide(changed)[0][0]
+    assert all(not torch.allclose(a[t], b[t]) for t in range(10, 20))
 
 
 def test_every_model_switch_is_covered() -> None:
@@ -197,12 +235,14 @@ def randomized(model: GPT) -> GPT:
     return model
 
 
-@pytest.mark.parametrize("switch", ["defaults", *SWITCHES, "gpt2"])
+@pytest.mark.parametrize("switch", ["defaults", *SWITCHES, "gpt2", "gpt-neo", "plain-gelu"])
 def test_fused_decoder_matches_forward(switch: str) -> None:
     """The fused one-token step computes what `forward` does for one new token: same logits, same cache
     entries, for one row and for left-padded rows with their own positions."""
-    if switch == "gpt2":
-        changes = VARIANTS["gpt2"]
+    if switch in VARIANTS:
+        changes = VARIANTS[switch]
+    elif switch == "plain-gelu":  # SWITCHES checks the tanh GELU; the exact one too
+        changes = {"mlp": "gelu"}
     else:
         changes = {} if switch == "defaults" else {switch: SWITCHES[switch]}
     model = randomized(make(**changes))

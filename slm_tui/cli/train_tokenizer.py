@@ -70,8 +70,8 @@ def tokenizer(
     kind: Annotated[
         str,
         typer.Option(
-            help="Tokenizer kind: sentencepiece-bpe, sentencepiece-unigram, byte, "
-            "or one a plugin adds."
+            help="Tokenizer kind: sentencepiece-bpe, sentencepiece-unigram, bytelevel-bpe, "
+            "byte, gpt2 (GPT-2's, pretrained), or one a plugin adds."
         ),
     ] = DEFAULT_KIND,
     vocab_size: Annotated[int, typer.Option(help="Vocabulary size, specials included.")] = 4096,
@@ -83,11 +83,24 @@ def tokenizer(
     max_sentences: Annotated[
         int, typer.Option(help="SentencePiece samples at most this many lines (memory bound).")
     ] = 2_000_000,
+    vocab_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="gpt2 only: GPT-2's encoder.json, to build the tokenizer offline "
+            "(default: tiktoken downloads it once).",
+            show_default=False,
+        ),
+    ] = None,
     force: ForceOpt = False,
 ) -> None:
-    """Train a tokenizer on the training stories; report bytes/token on held-out text."""
+    """Train a tokenizer on the training stories; report bytes/token on held-out text.
+
+    A pretrained kind (gpt2) learns nothing: without a corpus it is written at once, with
+    one its bytes/token is measured on the held-out stories."""
     with cli_errors():
         cls = get_tokenizer_class(kind)  # an unknown kind fails before any data is read
+        if vocab_file is not None and not cls.pretrained:
+            fail(f"--vocab-file is for pretrained kinds (gpt2); '{kind}' learns its vocabulary")
         if cls.fixed_vocab_size is not None:
             if vocab_size not in (4096, cls.fixed_vocab_size):
                 warn(f"'{kind}' has a fixed vocab of {cls.fixed_vocab_size}; --vocab-size ignored")
@@ -95,6 +108,22 @@ def tokenizer(
         dest = output or Path("tokenizers") / f"{kind}-{vocab_size}"
         if dest.exists() and not force and (not dest.is_dir() or any(dest.iterdir())):
             fail(f"{dest} already exists; use --force to overwrite it, or choose another --output")
+        options = {} if vocab_file is None else {"vocab_file": vocab_file}
+        if cls.pretrained and dataset is None and not data_files_from(data_files, more_files):
+            t0 = time.perf_counter()
+            tok = train_tokenizer(kind, iter(()), vocab_size, dest, **options)
+            summary(
+                "tokenizer",
+                [
+                    ("kind", f"{tok.kind} (pretrained: nothing to train)"),
+                    ("vocab size", f"{tok.vocab_size:,}"),
+                    ("from", str(vocab_file) if vocab_file else "tiktoken"),
+                    ("time", f"{time.perf_counter() - t0:.1f} s"),
+                    ("output", str(tok.path)),
+                ],
+            )
+            out.print(str(tok.path), highlight=False, soft_wrap=True)
+            return
         source = corpus_source(dataset, data_files_from(data_files, more_files), split)
         plan = plan_split(source, val_fraction=val_fraction)
         t0 = time.perf_counter()
@@ -108,7 +137,9 @@ def tokenizer(
                 yield from stories
                 progress.update(task, description=f"training {kind}")
 
-            tok = train_tokenizer(kind, then_train(), vocab_size, dest, max_sentences=max_sentences)
+            tok = train_tokenizer(
+                kind, then_train(), vocab_size, dest, max_sentences=max_sentences, **options
+            )
             progress.update(task, description="measuring")
             bpt, n_val = _bytes_per_token(tok, plan.iter_val())
             progress.update(task, description="done")

@@ -30,19 +30,37 @@ class InteropError(SlmError):
 
 LLAMA_SWITCHES = {"positions": "rope", "norm": "rmsnorm", "mlp": "swiglu"}
 GPT2_SWITCHES = {"positions": "learned", "norm": "layernorm", "mlp": "gelu"}
+GPT2_MLPS = ("gelu", "gelu_tanh")  # GPT-2 and GPT-Neo: "gelu" and "gelu_new"
+HF_CLASSES = {"llama": "LlamaForCausalLM", "gpt2": "GPT2LMHeadModel",
+              "gpt_neo": "GPTNeoForCausalLM"}  # fmt: skip
 
 
 def architecture(cfg: ModelConfig) -> str:
-    """`llama` (rotary, RMSNorm, SwiGLU) or `gpt2` (learned positions, LayerNorm, GELU)."""
+    """`llama` (rotary, RMSNorm, SwiGLU), `gpt2` (learned positions, LayerNorm, GELU) or
+    `gpt_neo` (GPT-2's blocks with unscaled attention scores and optional local layers)."""
     have = {k: getattr(cfg, k) for k in LLAMA_SWITCHES}
-    if have == LLAMA_SWITCHES:
+    local = any(cfg.attention_windows)
+    if have == LLAMA_SWITCHES and cfg.scale_attention and not local:
         return "llama"
-    if have == GPT2_SWITCHES:
-        return "gpt2"
+    if have["positions"] == "learned" and have["norm"] == "layernorm" and have["mlp"] in GPT2_MLPS:
+        if not cfg.scale_attention:
+            if len({w for w in cfg.attention_windows if w}) > 1:
+                raise InteropError(
+                    f"GPT-Neo has one window size for its local layers; this model has "
+                    f"{sorted({w for w in cfg.attention_windows if w})}"
+                )
+            return "gpt_neo"
+        if not local:
+            return "gpt2"
     switches = ", ".join(f"{k}={v}" for k, v in have.items())
+    if not cfg.scale_attention:
+        switches += ", scale_attention=false"
+    if local:
+        switches += f", attention_windows={cfg.attention_windows}"
     raise InteropError(
-        f"a model with {switches} is neither a Llama (rope, rmsnorm, swiglu) nor a GPT-2 "
-        "(learned, layernorm, gelu); there is no outside architecture that holds it exactly"
+        f"a model with {switches} is neither a Llama (rope, rmsnorm, swiglu), a GPT-2 "
+        "(learned, layernorm, gelu) nor a GPT-Neo (GPT-2's with scale_attention=false, local "
+        "layers allowed); there is no outside architecture that holds it exactly"
     )
 
 

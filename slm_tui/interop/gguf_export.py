@@ -15,7 +15,10 @@ Notable (tests/test_interop.py reads every file back with `gguf.GGUFReader`):
 - q and k rows are permuted from our "rotate half" layout to llama.cpp's adjacent pairs
   (`permute_qk`, the permutation of llama.cpp's convert_hf_to_gguf.py); `unpermute_qk`
   undoes it. A tied head writes no `output.weight` (llama.cpp reuses `token_embd`).
-- Tokenizer `tokenizer.ggml.model = "llama"` (SentencePiece BPE): pieces, scores, token
+- Byte-level tokenizers (`gpt2`, `bytelevel-bpe`): llama.cpp's `gpt2` tokenizer model
+  with pre-tokenizer `gpt-2` (GPT-2's split pattern), the pieces in GPT-2's byte spelling
+  and the merges in order (for `gpt2` derived from the ranks: OpenAI's vocab.bpe).
+- SentencePiece: `tokenizer.ggml.model = "llama"` (SentencePiece BPE): pieces, scores, token
   types (byte pieces `<0xXX>` BYTE, our newline pieces USER_DEFINED, specials CONTROL),
   bos/eos/unk/pad ids, add BOS, and `add_space_prefix` false (llama.cpp's default is true,
   which would put a space in front of every prompt; true only for an imported model whose
@@ -39,6 +42,7 @@ from slm_tui.config import ModelConfig
 from slm_tui.fileio import as_ordinary_file, fsync_dir
 from slm_tui.generation.settings import DEFAULTS
 from slm_tui.interop.common import InteropError, architecture, discard
+from slm_tui.interop.hf_bytelevel import BYTELEVEL_KINDS, bytelevel_parts
 from slm_tui.interop.hf_tokenizer import check_exportable, sentencepiece_model
 from slm_tui.interop.sp_model import UNKNOWN
 from slm_tui.model import mlp_hidden_size
@@ -101,19 +105,22 @@ def check_gguf(loaded: LoadedCheckpoint, dtype: str) -> None:
         )
     if cfg.bias:
         raise InteropError("GGUF export of a Llama model with biases (model.bias) is not supported")
-    if tok.kind not in ("sentencepiece-bpe", "sentencepiece"):
+    if tok.kind in BYTELEVEL_KINDS:
+        pass  # llama.cpp's own `gpt2` tokenizer: GPT-2's pattern and the merges, exactly
+    elif tok.kind not in ("sentencepiece-bpe", "sentencepiece"):
         raise InteropError(
             f"tokenizer kind '{tok.kind}' cannot be written as llama.cpp's SentencePiece "
             "tokenizer exactly (it merges pieces by score, as SentencePiece BPE does); "
-            "GGUF export needs a sentencepiece-bpe tokenizer"
+            "GGUF export needs a sentencepiece-bpe, gpt2 or bytelevel-bpe tokenizer"
         )
-    model, _ = sentencepiece_model(tok)
-    if model.model_type != "bpe":
-        raise InteropError(
-            f"the tokenizer is a SentencePiece {model.model_type} model; llama.cpp's "
-            "SentencePiece tokenizer merges pieces as BPE does, so GGUF needs a BPE model"
-        )
-    check_exportable(model, "GGUF")
+    else:
+        model, _ = sentencepiece_model(tok)
+        if model.model_type != "bpe":
+            raise InteropError(
+                f"the tokenizer is a SentencePiece {model.model_type} model; llama.cpp's "
+                "SentencePiece tokenizer merges pieces as BPE does, so GGUF needs a BPE model"
+            )
+        check_exportable(model, "GGUF")
     if dtype == "q8_0":
         state = {k: v for k, v in loaded.model.state_dict().items()}
         for name, t in gguf_tensors(cfg, state).items():
@@ -134,7 +141,6 @@ def write_gguf(loaded: LoadedCheckpoint, path: Path, dtype: str = "float32") -> 
             "GGUF export needs the gguf package: pip install 'slm-tui[interop]'"
         ) from None
     cfg, tok, info = loaded.model.cfg, loaded.tokenizer, loaded.info
-    sp, _ = sentencepiece_model(tok)
     qtype, ftype = {
         "float32": (gguf.GGMLQuantizationType.F32, gguf.LlamaFileType.ALL_F32),
         "float16": (gguf.GGMLQuantizationType.F16, gguf.LlamaFileType.MOSTLY_F16),
@@ -164,19 +170,10 @@ def write_gguf(loaded: LoadedCheckpoint, path: Path, dtype: str = "float32") -> 
         w.add_sampling_penalty_repeat(DEFAULTS.repetition_penalty)
         w.add_sampling_penalty_last_n(DEFAULTS.repetition_window)
 
-        w.add_tokenizer_model("llama")
-        w.add_token_list([p.text.encode("utf-8") for p in sp.pieces])
-        w.add_token_scores([float(p.score) for p in sp.pieces])
-        # SentencePiece's piece types are GGUF's token types (NORMAL 1 ... BYTE 6).
-        w.add_token_types([int(p.type) for p in sp.pieces])
-        w.add_bos_token_id(tok.bos_id)
-        w.add_eos_token_id(tok.eos_id)
-        w.add_unk_token_id(next(i for i, p in enumerate(sp.pieces) if p.type == UNKNOWN))
-        if sp.pad_id >= 0:  # a model without a pad piece (Llama-2's) gets none
-            w.add_pad_token_id(sp.pad_id)
-        w.add_add_bos_token(True)
-        w.add_add_eos_token(False)
-        w.add_add_space_prefix(sp.add_dummy_prefix)
+        if tok.kind in BYTELEVEL_KINDS:
+            _add_bytelevel_tokenizer(w, tok)
+        else:
+            _add_sentencepiece_tokenizer(w, tok)
 
         state = {
             k: v.detach().to("cpu", torch.float32) for k, v in loaded.model.state_dict().items()
@@ -192,6 +189,45 @@ def write_gguf(loaded: LoadedCheckpoint, path: Path, dtype: str = "float32") -> 
         w.write_tensors_to_file(progress=False)
     finally:
         w.close()
+
+
+def _add_sentencepiece_tokenizer(w, tok) -> None:
+    """llama.cpp's SentencePiece tokenizer ("llama"): pieces, scores, types, ids."""
+    sp, _ = sentencepiece_model(tok)
+    w.add_tokenizer_model("llama")
+    w.add_token_list([p.text.encode("utf-8") for p in sp.pieces])
+    w.add_token_scores([float(p.score) for p in sp.pieces])
+    # SentencePiece's piece types are GGUF's token types (NORMAL 1 ... BYTE 6).
+    w.add_token_types([int(p.type) for p in sp.pieces])
+    w.add_bos_token_id(tok.bos_id)
+    w.add_eos_token_id(tok.eos_id)
+    w.add_unk_token_id(next(i for i, p in enumerate(sp.pieces) if p.type == UNKNOWN))
+    if sp.pad_id >= 0:  # a model without a pad piece (Llama-2's) gets none
+        w.add_pad_token_id(sp.pad_id)
+    w.add_add_bos_token(True)
+    w.add_add_eos_token(False)
+    w.add_add_space_prefix(sp.add_dummy_prefix)
+
+
+def _add_bytelevel_tokenizer(w, tok) -> None:
+    """llama.cpp's byte-level BPE ("gpt2", pre-tokenizer "gpt-2": GPT-2's split pattern):
+    pieces in GPT-2's byte spelling, the merges in order, specials CONTROL (3), the rest
+    NORMAL (1), as llama.cpp's convert_hf_to_gguf.py writes GPT-2's tokenizer."""
+    vocab, merges, specials = bytelevel_parts(tok)
+    tokens = sorted(vocab, key=vocab.__getitem__)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("gpt-2")
+    w.add_token_list(tokens)
+    w.add_token_types([3 if i in specials else 1 for i in range(len(tokens))])
+    w.add_token_merges([f"{a} {b}" for a, b in merges])
+    w.add_bos_token_id(tok.bos_id)
+    w.add_eos_token_id(tok.eos_id)
+    if tok.unk_id >= 0:
+        w.add_unk_token_id(tok.unk_id)
+    if tok.pad_id >= 0:
+        w.add_pad_token_id(tok.pad_id)
+    w.add_add_bos_token(True)
+    w.add_add_eos_token(False)
 
 
 def write_gguf_file(loaded: LoadedCheckpoint, dest: Path, dtype: str) -> None:

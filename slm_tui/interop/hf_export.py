@@ -2,7 +2,8 @@
 
 The folder loads with `AutoModelForCausalLM.from_pretrained` and
 `AutoTokenizer.from_pretrained`, no custom code: `LlamaForCausalLM` for the default blocks,
-`GPT2LMHeadModel` for the GPT-2 switches (`seed-gpt`). It holds `config.json`,
+`GPT2LMHeadModel` for the GPT-2 switches (`seed-gpt`, `seed-notebook`), `GPTNeoForCausalLM`
+for the GPT-Neo ones (an imported TinyStories model). It holds `config.json`,
 `generation_config.json` (our sampling defaults), `model.safetensors`, the tokenizer files
 (hf_tokenizer.py) and a short README.md.
 
@@ -10,8 +11,10 @@ Notable (tests/test_interop.py checks logits within 1e-4 in float32 against tran
 - LlamaConfig's defaults differ from our model and are all written out: `rms_norm_eps`
   1e-5 (not 1e-6), `tie_word_embeddings`, `head_dim`, bos/eos/pad ids from the tokenizer,
   and the RoPE base both as `rope_theta` (transformers 4.x) and `rope_parameters` (5.x).
-- GPT-2: `activation_function` is exact `gelu` (GPT-2's own `gelu_new` is the tanh
-  approximation), `layer_norm_epsilon` 1e-5, `n_inner` our MLP width.
+- GPT-2: `activation_function` is exact `gelu` for `mlp: gelu`, `gelu_new` (the tanh
+  approximation, GPT-2's own) for `mlp: gelu_tanh`; `layer_norm_epsilon` 1e-5, `n_inner` our
+  MLP width. GPT-Neo: `attention_types` one entry per layer, `window_size` the local
+  layers' window.
 - generation_config.json carries our defaults (temperature, top-p, min-p, repetition
   penalty). transformers applies its penalty over the whole context, not our last 64
   tokens, and its temperature before the top-p/min-p cuts (ours and llama.cpp's after), so
@@ -32,7 +35,7 @@ from slm_tui.checkpoints import LoadedCheckpoint
 from slm_tui.config import ModelConfig
 from slm_tui.fileio import as_ordinary_file
 from slm_tui.generation.settings import DEFAULTS
-from slm_tui.interop.common import InteropError, architecture
+from slm_tui.interop.common import HF_CLASSES, InteropError, architecture
 from slm_tui.interop.hf_layout import to_hf
 from slm_tui.interop.hf_tokenizer import hf_tokenizer_files
 from slm_tui.model import mlp_hidden_size
@@ -73,6 +76,9 @@ def hf_config(cfg: ModelConfig, tok: Tokenizer, dtype: str) -> dict[str, Any]:
             "pretraining_tp": 1,
             **common,
         }
+    act = "gelu_new" if cfg.mlp == "gelu_tanh" else "gelu"
+    if arch == "gpt_neo":
+        return gpt_neo_config(cfg, act, common)
     return {
         "architectures": ["GPT2LMHeadModel"],
         "model_type": "gpt2",
@@ -81,7 +87,7 @@ def hf_config(cfg: ModelConfig, tok: Tokenizer, dtype: str) -> dict[str, Any]:
         "n_head": cfg.n_head,
         "n_positions": cfg.context_length,
         "n_inner": mlp_hidden_size(cfg),
-        "activation_function": "gelu",
+        "activation_function": act,
         "layer_norm_epsilon": 1e-5,
         "resid_pdrop": cfg.dropout,
         "embd_pdrop": cfg.dropout,
@@ -89,6 +95,30 @@ def hf_config(cfg: ModelConfig, tok: Tokenizer, dtype: str) -> dict[str, Any]:
         "scale_attn_weights": True,
         "scale_attn_by_inverse_layer_idx": False,
         "reorder_and_upcast_attn": False,
+        **common,
+    }
+
+
+def gpt_neo_config(cfg: ModelConfig, act: str, common: dict[str, Any]) -> dict[str, Any]:
+    """GPTNeoConfig: one `attention_types` entry per layer, local where ours has a window."""
+    windows = cfg.attention_windows or [0] * cfg.n_layer
+    window = max(windows) or cfg.context_length  # unused when every layer is global
+    return {
+        "architectures": ["GPTNeoForCausalLM"],
+        "model_type": "gpt_neo",
+        "hidden_size": cfg.d_model,
+        "num_layers": cfg.n_layer,
+        "num_heads": cfg.n_head,
+        "max_position_embeddings": cfg.context_length,
+        "intermediate_size": mlp_hidden_size(cfg),
+        "attention_types": [[["local" if w else "global"], 1] for w in windows],
+        "window_size": window,
+        "activation_function": act,
+        "layer_norm_epsilon": 1e-5,
+        "resid_dropout": cfg.dropout,
+        "embed_dropout": cfg.dropout,
+        "attention_dropout": cfg.dropout,
+        "classifier_dropout": 0.1,
         **common,
     }
 
@@ -147,7 +177,7 @@ def _dump(obj: Any) -> bytes:
 
 def _readme(loaded: LoadedCheckpoint, dtype: str) -> str:
     info, cfg = loaded.info, loaded.model.cfg
-    arch = "LlamaForCausalLM" if architecture(cfg) == "llama" else "GPT2LMHeadModel"
+    arch = HF_CLASSES[architecture(cfg)]
     bpb = f"{info.val_bpb:.3f}" if info.val_bpb is not None else "not measured"
     return (
         f"# {info.name}\n\n"

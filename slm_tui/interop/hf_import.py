@@ -1,4 +1,5 @@
-"""`slm-train import --from hf DIR`: a Hugging Face Llama or GPT-2 folder as a checkpoint of ours.
+"""`slm-train import --from hf DIR`: a Hugging Face Llama, GPT-2 or GPT-Neo folder as a checkpoint
+of ours.
 
 The output is an ordinary checkpoint (config.yaml, model.safetensors, tokenizer/, meta.json)
 that `load_checkpoint` opens, so `slm-tui` and `slm-generate` use it with no other change.
@@ -7,8 +8,11 @@ one line naming it.
 
 Notable:
 - Config: `LlamaForCausalLM` (model_type llama) maps to the default blocks, `GPT2LMHeadModel`
-  (gpt2) to the GPT-2 switches. Refused: another model_type, an activation other than SiLU
-  (Llama) or exact GELU (GPT-2's usual `gelu_new` is the tanh approximation), a norm epsilon
+  (gpt2) to the GPT-2 switches, `GPTNeoForCausalLM` (gpt_neo: the TinyStories paper's
+  models) to GPT-2's blocks with `scale_attention: false` and its local layers as
+  `attention_windows`. GELU is the exact one (`gelu`) or the tanh approximation (`gelu_new`,
+  `mlp: gelu_tanh`). Refused: another model_type, an activation other than SiLU
+  (Llama) or those two GELUs (GPT-2, GPT-Neo), a norm epsilon
   other than our 1e-5, RoPE scaling or partial rotary, a head size other than width/heads,
   attention biases without MLP biases (or the reverse), GPT-2 attention-scaling variants.
   transformers' own defaults are used for keys the file leaves out (LlamaConfig's
@@ -20,7 +24,8 @@ Notable:
   ignored; a tied head stored anyway must equal the embedding. q/k/v and gate/up are fused
   back (hf_layout.py). Biases that are all zero (what GPT-2 export writes for a bias-free
   model) come back as `bias: false`. The weights keep their stored dtype.
-- Tokenizer: hf_tokenizer_import.py (a SentencePiece model, checked against AutoTokenizer).
+- Tokenizer: hf_tokenizer_import.py (a SentencePiece model or a byte-level BPE, GPT-2's
+  included, checked against AutoTokenizer).
 - Written with `save_checkpoint` (a temporary sibling renamed into place): a refusal or a
   crash leaves nothing behind, and an existing output is replaced only with `force`.
 """
@@ -38,7 +43,13 @@ import torch
 from slm_tui.checkpoints import is_checkpoint, save_checkpoint
 from slm_tui.config import Config, ModelConfig, TokenizerConfig
 from slm_tui.errors import SlmError
-from slm_tui.interop.common import InteropError, check_apart, check_destination, read_json
+from slm_tui.interop.common import (
+    HF_CLASSES,
+    InteropError,
+    check_apart,
+    check_destination,
+    read_json,
+)
 from slm_tui.interop.hf_layout import expected_hf_shapes, from_hf
 from slm_tui.interop.hf_tokenizer_import import import_tokenizer
 from slm_tui.model import GPT, mlp_hidden_size
@@ -46,6 +57,7 @@ from slm_tui.model import GPT, mlp_hidden_size
 CONFIG_LIMIT = 4 << 20
 RMS_EPS = 1e-5  # our RMSNorm's and LayerNorm's epsilon
 BUFFERS = (".attn.bias", ".attn.masked_bias", ".rotary_emb.inv_freq")
+BUFFERS += (".attn.attention.bias", ".attn.attention.masked_bias")  # GPT-Neo's masks
 
 
 @dataclass
@@ -99,9 +111,11 @@ def model_config(c: dict[str, Any]) -> tuple[ModelConfig, str]:
         return _llama(c), "llama"
     if model_type == "gpt2":
         return _gpt2(c), "gpt2"
+    if model_type == "gpt_neo":
+        return gpt_neo_model_config(c), "gpt_neo"
     raise InteropError(
         f"model_type {model_type!r} is not supported; slm-train import reads llama "
-        "(LlamaForCausalLM) and gpt2 (GPT2LMHeadModel) models"
+        "(LlamaForCausalLM), gpt2 (GPT2LMHeadModel) and gpt_neo (GPTNeoForCausalLM) models"
     )
 
 
@@ -154,11 +168,7 @@ def _llama(c: dict[str, Any]) -> ModelConfig:
 
 
 def _gpt2(c: dict[str, Any]) -> ModelConfig:
-    act = c.get("activation_function", "gelu_new")
-    if act != "gelu":
-        raise InteropError(
-            f"activation_function {act!r} is not supported: our GELU is the exact one ('gelu')"
-        )
+    mlp = _gelu(c.get("activation_function", "gelu_new"))
     _eps(c, "layer_norm_epsilon", 1e-5)
     if not c.get("scale_attn_weights", True) or c.get("scale_attn_by_inverse_layer_idx"):
         raise InteropError("GPT-2 attention-scaling variants are not supported")
@@ -172,7 +182,7 @@ def _gpt2(c: dict[str, Any]) -> ModelConfig:
         n_layer=_int(c, "n_layer", 12),
         n_head=_int(c, "n_head", 12),
         d_model=d,
-        mlp="gelu",
+        mlp=mlp,
         norm="layernorm",
         positions="learned",
         bias=True,
@@ -180,6 +190,73 @@ def _gpt2(c: dict[str, Any]) -> ModelConfig:
         dropout=dropout if 0.0 <= dropout < 1.0 else 0.0,
     )
     return _with_mlp(cfg, c["n_inner"] if c.get("n_inner") is not None else 4 * d)
+
+
+def _gelu(act: Any) -> str:
+    """Our MLP for GPT-2's and GPT-Neo's `activation_function`: exact or tanh GELU."""
+    if act == "gelu":
+        return "gelu"
+    if act in ("gelu_new", "gelu_pytorch_tanh"):  # the tanh approximation, two names
+        return "gelu_tanh"
+    raise InteropError(
+        f"activation_function {act!r} is not supported: our GELUs are the exact one ('gelu') "
+        "and the tanh approximation ('gelu_new')"
+    )
+
+
+def gpt_neo_model_config(c: dict[str, Any]) -> ModelConfig:
+    """GPTNeoConfig -> ours: GPT-2's blocks, unscaled attention, local layers as windows."""
+    mlp = _gelu(c.get("activation_function", "gelu_new"))
+    _eps(c, "layer_norm_epsilon", 1e-5)
+    layers = _int(c, "num_layers", 24)
+    kinds = _attention_layers(c.get("attention_types", [[["global", "local"], 12]]))
+    if len(kinds) != layers:
+        raise InteropError(
+            f"config.json: attention_types gives {len(kinds)} layers but num_layers is {layers}"
+        )
+    window = _int(c, "window_size", 256)
+    windows = [window if kind == "local" else 0 for kind in kinds]
+    d = _int(c, "hidden_size", 2048)
+    dropout = _float(c, "resid_dropout", 0.0)
+    cfg = ModelConfig(
+        vocab_size=_int(c, "vocab_size", 50257),
+        context_length=_int(c, "max_position_embeddings", 2048),
+        n_layer=layers,
+        n_head=_int(c, "num_heads", 16),
+        d_model=d,
+        mlp=mlp,
+        norm="layernorm",
+        positions="learned",
+        bias=True,
+        tie_embeddings=bool(c.get("tie_word_embeddings", True)),
+        dropout=dropout if 0.0 <= dropout < 1.0 else 0.0,
+        scale_attention=False,
+        attention_windows=windows if any(windows) else [],
+    )
+    hidden = c.get("intermediate_size")
+    return _with_mlp(cfg, hidden if hidden is not None else 4 * d)
+
+
+def _attention_layers(types: Any) -> list[str]:
+    """GPT-Neo's `attention_types` ([[["global", "local"], 12]]) as one kind per layer."""
+    kinds: list[str] = []
+    try:
+        for pattern, repeat in types:
+            if isinstance(repeat, bool) or not isinstance(repeat, int) or not 0 < repeat <= 4096:
+                raise ValueError
+            if not isinstance(pattern, list):
+                raise ValueError
+            for kind in list(pattern) * repeat:
+                if kind not in ("global", "local"):
+                    raise InteropError(f"attention type {kind!r} is not supported (global, local)")
+                kinds.append(kind)
+                if len(kinds) > 4096:
+                    raise ValueError
+    except (TypeError, ValueError):
+        raise InteropError(
+            "config.json: attention_types must be a list of [[kinds...], count] pairs"
+        ) from None
+    return kinds
 
 
 def _with_mlp(cfg: ModelConfig, hidden: Any) -> ModelConfig:
@@ -233,7 +310,8 @@ def read_tensors(folder: Path, arch: str) -> dict[str, torch.Tensor]:
                     if name.endswith(BUFFERS):
                         continue
                     key = name
-                    if arch == "gpt2" and not name.startswith(("transformer.", "lm_head.")):
+                    prefixed = arch in ("gpt2", "gpt_neo")
+                    if prefixed and not name.startswith(("transformer.", "lm_head.")):
                         key = "transformer." + name
                     tensors[key] = f.get_tensor(name)
         except SlmError:
@@ -317,7 +395,7 @@ def import_hf(source: str | Path, output: str | Path, *, force: bool = False) ->
             "tokens_seen": 0,
             "imported_from": str(src.resolve()),
             "source_format": "hf",
-            "source_architecture": "LlamaForCausalLM" if arch == "llama" else "GPT2LMHeadModel",
+            "source_architecture": HF_CLASSES[arch],
         }
         path = save_checkpoint(dest, model, run_config, tok, meta, weights_dtype=dtype)
     return ImportResult(path, arch, tok.kind, model.num_params(), str(dtype).removeprefix("torch."))

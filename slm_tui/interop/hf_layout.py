@@ -1,4 +1,5 @@
-"""Our weights <-> Hugging Face `LlamaForCausalLM` / `GPT2LMHeadModel` weights, both ways.
+"""Our weights <-> Hugging Face `LlamaForCausalLM` / `GPT2LMHeadModel` / `GPTNeoForCausalLM`
+weights, both ways.
 
 One table per architecture, used by the exporter and the importer alike, so the two stay
 mirror images (tests/test_interop.py checks export -> import gives the same tensors back).
@@ -11,6 +12,9 @@ Notable:
 - GPT-2: transformers' `Conv1D` stores weights as (in, out), so every projection is
   transposed; GPT-2 always has biases and LayerNorm biases, so zeros stand in where ours
   has none (exact), and on import all-zero biases map back to `bias: false`.
+- GPT-Neo: `nn.Linear` layers (no transpose), q/k/v projections apart and without biases
+  (zeros on import; an export refuses a model whose q/k/v biases are not zero), biases on
+  the output projection, the MLP and the norms.
 - A tied head is not written (`tie_word_embeddings` ties it on load); an untied one is
   `lm_head.weight`.
 """
@@ -34,6 +38,8 @@ def _heads(cfg: ModelConfig) -> tuple[int, int, int]:
 # ---- ours -> Hugging Face ------------------------------------------------------------------
 def to_hf(state: dict[str, Tensor], cfg: ModelConfig, arch: str) -> dict[str, Tensor]:
     """Our state dict (`GPT.state_dict()`, tied head included or not) -> HF tensor names."""
+    if arch == "gpt_neo":
+        return _gpt_neo_out(state, cfg)
     return _llama_out(state, cfg) if arch == "llama" else _gpt2_out(state, cfg)
 
 
@@ -96,13 +102,51 @@ def _gpt2_out(state: dict[str, Tensor], cfg: ModelConfig) -> dict[str, Tensor]:
     return out
 
 
+def _gpt_neo_out(state: dict[str, Tensor], cfg: ModelConfig) -> dict[str, Tensor]:
+    """GPT-Neo: nn.Linear layers (no transpose), q/k/v apart and without biases (ours must be
+    zero: checked here on real tensors), biases everywhere else (zeros where ours has none)."""
+    H, Hkv, _hd = _heads(cfg)
+    if Hkv != H:
+        raise InteropError(
+            f"GPT-Neo has no grouped-query attention; this model has n_kv_head={Hkv} for n_head={H}"
+        )
+    d, hidden = cfg.d_model, mlp_hidden_size(cfg)
+    w = state["tok_emb.weight"]
+    out = {"transformer.wte.weight": w, "transformer.wpe.weight": state["pos_emb.weight"]}
+    for i in range(cfg.n_layer):
+        ours, theirs = f"blocks.{i}.", f"transformer.h.{i}."
+        qkv_bias = state.get(ours + "attn.qkv.bias")
+        if qkv_bias is not None and not qkv_bias.is_meta and qkv_bias.any():
+            raise InteropError(
+                "GPT-Neo's q/k/v projections have no biases, and this model's are not zero "
+                f"(blocks.{i}.attn.qkv.bias); export it as another architecture"
+            )
+        att = theirs + "attn.attention."
+        q, k, v = state[ours + "attn.qkv.weight"].split([d, d, d])
+        out.update({att + "q_proj.weight": q, att + "k_proj.weight": k, att + "v_proj.weight": v})
+        out[att + "out_proj.weight"] = state[ours + "attn.proj.weight"]
+        out[att + "out_proj.bias"] = _bias(state, ours + "attn.proj.bias", d, w)
+        for our_norm, their_norm in (("norm1", "ln_1"), ("norm2", "ln_2")):
+            out[theirs + f"{their_norm}.weight"] = state[ours + f"{our_norm}.weight"]
+            out[theirs + f"{their_norm}.bias"] = _bias(state, ours + f"{our_norm}.bias", d, w)
+        for our_lin, their_lin, n_out in (("mlp.fc", "mlp.c_fc", hidden),
+                                          ("mlp.proj", "mlp.c_proj", d)):  # fmt: skip
+            out[theirs + f"{their_lin}.weight"] = state[ours + f"{our_lin}.weight"]
+            out[theirs + f"{their_lin}.bias"] = _bias(state, ours + f"{our_lin}.bias", n_out, w)
+    out["transformer.ln_f.weight"] = state["norm_f.weight"]
+    out["transformer.ln_f.bias"] = _bias(state, "norm_f.bias", d, w)
+    if not cfg.tie_embeddings:
+        out["lm_head.weight"] = state["lm_head.weight"]
+    return out
+
+
 # ---- Hugging Face -> ours ------------------------------------------------------------------
 def expected_hf_shapes(cfg: ModelConfig, arch: str) -> dict[str, tuple[int, ...]]:
     """Every tensor name (and shape) an HF checkpoint of this shape holds, tied head left out.
     GPT-2 always has biases, so its table is built as if `bias` were on."""
     from slm_tui.model import GPT
 
-    if arch == "gpt2":
+    if arch in ("gpt2", "gpt_neo"):
         cfg = dataclasses.replace(cfg, bias=True)
     with torch.device("meta"):
         state = GPT(cfg).state_dict()
@@ -112,6 +156,8 @@ def expected_hf_shapes(cfg: ModelConfig, arch: str) -> dict[str, tuple[int, ...]
 def from_hf(tensors: dict[str, Tensor], cfg: ModelConfig, arch: str) -> dict[str, Tensor]:
     """HF tensors (names already checked against `expected_hf_shapes`) -> our state dict
     (without a tied `lm_head.weight`)."""
+    if arch == "gpt_neo":
+        return _gpt_neo_in(tensors, cfg)
     return _llama_in(tensors, cfg) if arch == "llama" else _gpt2_in(tensors, cfg)
 
 
@@ -152,6 +198,35 @@ def _gpt2_in(t: dict[str, Tensor], cfg: ModelConfig) -> dict[str, Tensor]:
         for our, their, conv1d in pairs:
             weight = t[theirs + f"{their}.weight"]
             out[ours + f"{our}.weight"] = weight.t().contiguous() if conv1d else weight
+            if cfg.bias:
+                out[ours + f"{our}.bias"] = t[theirs + f"{their}.bias"]
+    out["norm_f.weight"] = t["transformer.ln_f.weight"]
+    if cfg.bias:
+        out["norm_f.bias"] = t["transformer.ln_f.bias"]
+    if not cfg.tie_embeddings:
+        out["lm_head.weight"] = t["lm_head.weight"]
+    return out
+
+
+def _gpt_neo_in(t: dict[str, Tensor], cfg: ModelConfig) -> dict[str, Tensor]:
+    """GPT-Neo -> ours: q/k/v fused, their missing biases as zeros (exact) when ours has them."""
+    out = {
+        "tok_emb.weight": t["transformer.wte.weight"],
+        "pos_emb.weight": t["transformer.wpe.weight"],
+    }
+    for i in range(cfg.n_layer):
+        ours, theirs = f"blocks.{i}.", f"transformer.h.{i}."
+        att = theirs + "attn.attention."
+        q = t[att + "q_proj.weight"]
+        out[ours + "attn.qkv.weight"] = torch.cat(
+            [q, t[att + "k_proj.weight"], t[att + "v_proj.weight"]]
+        )
+        if cfg.bias:
+            out[ours + "attn.qkv.bias"] = torch.zeros(3 * cfg.d_model, dtype=q.dtype)
+        pairs = [("norm1", "ln_1"), ("norm2", "ln_2"), ("attn.proj", "attn.attention.out_proj"),
+                 ("mlp.fc", "mlp.c_fc"), ("mlp.proj", "mlp.c_proj")]  # fmt: skip
+        for our, their in pairs:
+            out[ours + f"{our}.weight"] = t[theirs + f"{their}.weight"]
             if cfg.bias:
                 out[ours + f"{our}.bias"] = t[theirs + f"{their}.bias"]
     out["norm_f.weight"] = t["transformer.ln_f.weight"]

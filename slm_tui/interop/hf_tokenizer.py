@@ -25,6 +25,8 @@ Notable (each checked by tests/test_interop.py against `AutoTokenizer` on advers
 - `tok(text)` adds BOS (a post-processor), as our prompts are BOS + text;
   `add_special_tokens=False` gives the bare ids. `clean_up_tokenization_spaces` is off.
 - The `byte` kind becomes a BPE with no merges and byte fallback for every character.
+- The byte-level kinds (`gpt2`, `bytelevel-bpe`) become GPT-2-style byte-level BPE files:
+  hf_bytelevel.py.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import json
 from typing import Any
 
 from slm_tui.interop.common import InteropError
+from slm_tui.interop.hf_bytelevel import BYTELEVEL_KINDS, bytelevel_files
 from slm_tui.interop.sp_model import (
     BYTE,
     CONTROL,
@@ -224,10 +227,13 @@ def hf_tokenizer_files(tok: Tokenizer, context_length: int) -> dict[str, bytes]:
     elif tok.kind == "byte":
         tokenizer_json = byte_tokenizer_json(tok)
         names = {"pad": "<pad>", "unk": "<unk>", "bos": "<bos>", "eos": "<eos>"}
+    elif tok.kind in BYTELEVEL_KINDS:
+        tokenizer_json, names, extra = bytelevel_files(tok)
+        files.update(extra)
     else:
         raise InteropError(
             f"tokenizer kind '{tok.kind}' has no Hugging Face form; exportable kinds: "
-            f"{', '.join((*SP_KINDS, 'byte'))}"
+            f"{', '.join((*SP_KINDS, 'byte', *BYTELEVEL_KINDS))}"
         )
     special_map = {f"{k}_token": v for k, v in names.items()}
     config = {

@@ -17,8 +17,10 @@ Notable:
   the import follows SentencePiece (the model's own tokenizer): literal special-token names
   (transformers reads "<s>" in text as BOS, SentencePiece and we as text) and, with a dummy
   prefix, text that starts with a space (transformers' Metaspace then adds no "▁").
-- A `tokenizer.json` with no SentencePiece model (GPT-2's byte-level BPE, tiktoken-style
-  tokenizers) is refused, except the exact form our `byte` kind exports to.
+- A byte-level BPE `tokenizer.json` (GPT-2's, GPT-Neo's, ours) becomes the `gpt2` or the
+  `bytelevel-bpe` kind (hf_bytelevel.py), checked against `AutoTokenizer` on probe text.
+  Another `tokenizer.json` with no SentencePiece model is refused, except the exact form
+  our `byte` kind exports to.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any
 
 from slm_tui.errors import SlmError
 from slm_tui.interop.common import InteropError, check_size, read_json, read_limited
+from slm_tui.interop.hf_bytelevel import import_bytelevel, is_bytelevel, read_spec
 from slm_tui.interop.hf_tokenizer import byte_tokenizer_json
 from slm_tui.interop.sp_model import UNUSED, SentencePieceModel, parse_model
 from slm_tui.tokenizers import Tokenizer, get_tokenizer_class
@@ -60,6 +63,15 @@ PROBES = [
     "a literal ▁ and ▁▁ here▁",
     "digits 1234567890 and 3.14159 and Zyxwvq-quokkafied",
     "\n\n\nx\n",
+]
+# Byte-level tokenizers are also probed with what GPT-2's pattern splits in odd ways: long
+# runs of spaces and newlines, a lone "\r", NUL, contractions, and its own byte spellings.
+BYTELEVEL_PROBES = [
+    *PROBES,
+    " " * 40 + "x" + "\n" * 9 + "\t \t",
+    "lone\rreturn and NUL\x00 and \x1b[0m escapes",
+    "they'll we've I'm it's O'Neil's 'quoted'",
+    "GPT-2 spellings: Ġ Ċ âĢĻ ĠĠ",
 ]
 
 
@@ -181,11 +193,26 @@ def import_tokenizer(folder: Path, work: Path) -> Tokenizer:
             f"{first_bad[:40]!r}); its tokenization cannot be held exactly"
         )
     if tokenizer_json.is_file():
+        spec = read_spec(tokenizer_json)
+        if is_bytelevel(spec):  # GPT-2's tokenizer and other byte-level BPEs (hf_bytelevel.py)
+            config = _ids_of_config(folder)
+            return import_bytelevel(spec, _reference(folder), config, work, BYTELEVEL_PROBES)
         return _byte_or_refuse(tokenizer_json, work)
     raise InteropError(
         f"{folder} has no tokenizer (tokenizer.model or tokenizer.json); "
         "a checkpoint needs its tokenizer"
     )
+
+
+def _ids_of_config(folder: Path) -> dict[str, Any]:
+    """config.json's special ids (bos/eos/pad/unk_token_id), or {} when it has none."""
+    try:
+        config = read_json(folder / "config.json", 4 << 20)
+    except SlmError:
+        return {}
+    if not isinstance(config, dict):
+        return {}
+    return {k: v for k, v in config.items() if k.endswith("_token_id")}
 
 
 def _byte_or_refuse(path: Path, work: Path) -> Tokenizer:

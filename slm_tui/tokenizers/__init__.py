@@ -2,9 +2,12 @@
 
 Public API: `train_tokenizer(kind, stories, vocab_size, output_dir, **options)`,
 `load_tokenizer(path)`, `available_kinds()`, `register_tokenizer(kind, cls)`, `Tokenizer`.
-Built in: `sentencepiece-bpe` (default), `sentencepiece-unigram`, `byte`, and `sentencepiece`
-(any SentencePiece model as found, for imported checkpoints; nothing to train); other
-packages add kinds through the entry-point group `slm_tui.tokenizers`. Code outside this
+Built in: `sentencepiece-bpe` (default), `sentencepiece-unigram`, `byte`, `bytelevel-bpe`
+(GPT-2-style byte-level BPE trained with Hugging Face `tokenizers`), `gpt2` (GPT-2's BPE
+through tiktoken, pretrained: the seed notebook's tokenizer) and `sentencepiece` (any
+SentencePiece model as found, for imported checkpoints; nothing to train); other packages add
+kinds through the entry-point group `slm_tui.tokenizers` (pyproject.toml declares the
+built-ins there too). Code outside this
 package never hard-codes special ids: it reads `bos_id`, `eos_id`, `pad_id`, `unk_id`.
 """
 

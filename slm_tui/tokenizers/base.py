@@ -64,6 +64,9 @@ class Tokenizer(ABC):
     kind: ClassVar[str] = ""
     files: ClassVar[tuple[str, ...]] = ()  # the kind's own files inside the directory
     fixed_vocab_size: ClassVar[int | None] = None  # set by kinds that need no vocab size
+    # Kinds that learn nothing from a corpus (`gpt2`): `train` ignores the stories, so
+    # `slm-train tokenizer` reads a corpus only to report bytes per token.
+    pretrained: ClassVar[bool] = False
 
     path: Path | None
     vocab_size: int

@@ -27,6 +27,8 @@ _BUILTIN = {
     "sentencepiece-unigram": "slm_tui.tokenizers.spm:SentencePieceUnigram",
     "byte": "slm_tui.tokenizers.byte:ByteTokenizer",
     "sentencepiece": "slm_tui.tokenizers.spm_model:SentencePieceModel",
+    "gpt2": "slm_tui.tokenizers.gpt2:GPT2Tokenizer",
+    "bytelevel-bpe": "slm_tui.tokenizers.bytelevel:ByteLevelBPE",
 }
 _registered: dict[str, type[Tokenizer]] = {}
 

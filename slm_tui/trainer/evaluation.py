@@ -6,7 +6,9 @@ definition of bits per byte, so the two agree on the same text:
 - Windows come from `data.iter_windows`: `context_length` targets each, stride
   `context_length`, the tail shorter than a window included. Every token after the very
   first is a target exactly once, BOS and EOS included (a story's EOS, and the next story's
-  BOS after it, are predictions the model makes; the very first BOS is only context).
+  BOS after it, are predictions the model makes; the very first BOS is only context; where
+  BOS is the EOS token, GPT-2's <|endoftext|>, one stands between two stories, as in the
+  shards).
 - Loss is the mean of nats over those targets. Bits per byte (`Measure.bpb`) is the sum of
   nats / ln 2 / UTF-8 bytes of the story text the targets cover. A partial cover of a shard
   (the first `train.eval_batches` batches, `--max-tokens`) counts the shard's bytes scaled
@@ -180,7 +182,8 @@ class EvalResult:
 
 
 class _StoryTokens:
-    """A corpus as a stream of token chunks (BOS + ids + EOS per story), counting what it read.
+    """A corpus as a stream of token chunks (BOS + ids + EOS per story, as data.py writes
+    shards), counting what it read.
 
     With `max_tokens`, stops after the story that reaches it (whole stories only, so the
     byte count stays exact)."""
@@ -196,8 +199,12 @@ class _StoryTokens:
 
     def _encode(self, batch: list[str]) -> np.ndarray:
         parts = []
+        bos, eos = self.tok.bos_id, self.tok.eos_id
         for story, ids in zip(batch, self.tok.encode_batch(batch), strict=True):
-            parts.append(np.asarray([self.tok.bos_id, *ids, self.tok.eos_id], dtype=np.int64))
+            # As the shards are written (data.py): a BOS that is the EOS token (GPT-2's
+            # <|endoftext|>) only at the start; the previous story's EOS is it.
+            head = [bos] if bos != eos or self.tokens == 0 else []
+            parts.append(np.asarray([*head, *ids, eos], dtype=np.int64))
             self.stories += 1
             self.bytes += len(story.encode("utf-8"))
             self.tokens += parts[-1].size

@@ -17,6 +17,7 @@ import dataclasses
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from slm_tui.checkpoint_files import is_checkpoint, read_info
 from slm_tui.config import Config, ModelConfig, load_config
@@ -24,7 +25,7 @@ from slm_tui.corpus import CorpusSource
 from slm_tui.data import Shards, corpus_source, iter_stories, prepare_shards
 from slm_tui.errors import ConfigError, DataError, SlmError, TrainingError
 from slm_tui.fileio import temp_dir
-from slm_tui.tokenizers import Tokenizer, load_tokenizer, train_tokenizer
+from slm_tui.tokenizers import Tokenizer, get_tokenizer_class, load_tokenizer, train_tokenizer
 from slm_tui.trainer.report import LOG_FILE, Reporter, require_tensorboard
 
 RUN_ENTRIES = ("latest", "best", "metrics.jsonl", "loss.png", "evals", "tensorboard")
@@ -233,21 +234,28 @@ def plan_run(
         tok = load_tokenizer(output / "tokenizer")
     elif tok is None:
         vocab = cfg.model.vocab_size
-        spm = cfg.tokenizer.kind != "byte"
-        if vocab is not None and spm and vocab != cfg.tokenizer.vocab_size:
+        fixed = get_tokenizer_class(cfg.tokenizer.kind).fixed_vocab_size is not None
+        if vocab is not None and not fixed and vocab != cfg.tokenizer.vocab_size:
             raise ConfigError(
                 f"model.vocab_size is {vocab} but tokenizer.vocab_size is "
                 f"{cfg.tokenizer.vocab_size}; drop model.vocab_size or make them equal"
             )
         output.parent.mkdir(parents=True, exist_ok=True)
         tmp = temp_dir(output.parent, prefix=f".{output.name}.tokenizer-", suffix="")
-        size = "" if cfg.tokenizer.kind == "byte" else f" (vocab {cfg.tokenizer.vocab_size})"
+        size = "" if fixed else f" (vocab {cfg.tokenizer.vocab_size})"
         reporter.on_message(
             f"training a {cfg.tokenizer.kind} tokenizer{size} for {output / 'tokenizer'}"
         )
-        options: dict[str, int] = {}
+        options: dict[str, Any] = {}
         if cfg.tokenizer.kind.startswith("sentencepiece"):
             options["max_sentences"] = cfg.tokenizer.max_sentences
+        if cfg.tokenizer.vocab_file:
+            if not get_tokenizer_class(cfg.tokenizer.kind).pretrained:
+                raise ConfigError(
+                    f"tokenizer.vocab_file is for pretrained kinds (gpt2); "
+                    f"'{cfg.tokenizer.kind}' learns its vocabulary from the corpus"
+                )
+            options["vocab_file"] = cfg.tokenizer.vocab_file
         try:
             tok = train_tokenizer(
                 cfg.tokenizer.kind,
