@@ -31,10 +31,12 @@ def bf16_valued(model: GPT) -> GPT:
 
 
 @pytest.mark.parametrize("weights", ["float32", "bf16"])
-@pytest.mark.parametrize("switch", ["defaults", *SWITCHES, "gpt2"])
+@pytest.mark.parametrize("switch", ["defaults", *SWITCHES, "gpt2", "gpt-neo", "plain-gelu"])
 def test_native_step_matches_forward(switch: str, weights: str) -> None:
-    if switch == "gpt2":
-        changes = VARIANTS["gpt2"]
+    if switch in VARIANTS:
+        changes = VARIANTS[switch]
+    elif switch == "plain-gelu":  # SWITCHES checks the tanh GELU; the exact one too
+        changes = {"mlp": "gelu"}
     else:
         changes = {} if switch == "defaults" else {switch: SWITCHES[switch]}
     model = randomized(make(**changes)).eval()
