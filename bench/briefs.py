@@ -145,7 +145,7 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from slm_tui.checkpoints import load_checkpoint
+    from slm_tui.checkpoint.io import load_checkpoint
     from slm_tui.generation import SamplingSettings, generate_batch
 
     torch.set_num_threads(args.threads)

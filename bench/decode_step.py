@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 
 from _machine import cpu_name  # noqa: E402
 
-from slm_tui.checkpoints import load_checkpoint  # noqa: E402
+from slm_tui.checkpoint.io import load_checkpoint  # noqa: E402
 from slm_tui.model import GPT, apply_rotary, attend  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "decode_step.json"

@@ -72,7 +72,7 @@ from _machine import cpu_name
 from rich.console import Console
 from rich.table import Table
 
-from slm_tui.checkpoints import load_checkpoint
+from slm_tui.checkpoint.io import load_checkpoint
 from slm_tui.generation import SamplingSettings, generate
 from slm_tui.generation.engine import prepare_prompt
 

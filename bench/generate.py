@@ -95,7 +95,7 @@ class SyntheticTokenizer:
 
 def load_model(args) -> tuple[GPT, object, str]:
     if args.checkpoint:
-        from slm_tui.checkpoints import load_checkpoint
+        from slm_tui.checkpoint.io import load_checkpoint
 
         loaded = load_checkpoint(args.checkpoint, "cpu")
         return loaded.model, loaded.tokenizer, f"checkpoint {loaded.path}"

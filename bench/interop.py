@@ -41,7 +41,7 @@ sys.path.insert(0, str(REPO))
 
 from _machine import cpu_name  # noqa: E402
 
-from slm_tui.checkpoints import load_checkpoint  # noqa: E402
+from slm_tui.checkpoint.io import load_checkpoint  # noqa: E402
 from slm_tui.generation import SamplingSettings, generate_batch  # noqa: E402
 from slm_tui.interop.export import export_checkpoint  # noqa: E402
 

@@ -51,7 +51,7 @@ from rich.table import Table
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from slm_tui.checkpoints import load_checkpoint  # noqa: E402
+from slm_tui.checkpoint.io import load_checkpoint  # noqa: E402
 from slm_tui.generation.batch import generate_batch  # noqa: E402
 from slm_tui.generation.settings import DEFAULTS  # noqa: E402
 

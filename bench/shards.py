@@ -40,7 +40,7 @@ def _cpu() -> float:
 
 def child(case: str, corpus: str, tok_dir: str, work: str) -> dict:
     from slm_tui.corpus import corpus_source, iter_stories
-    from slm_tui.data import prepare_shards
+    from slm_tui.shards import prepare_shards
     from slm_tui.tokenizers import load_tokenizer
 
     tok = load_tokenizer(tok_dir)

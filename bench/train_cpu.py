@@ -124,7 +124,7 @@ def worker(variant: str, shape: str, shard_path: Path, steps: int, warmup: int) 
             opt.zero_grad(set_to_none=True)
             loss.item()  # the notebook reads the loss every step
     else:
-        from slm_tui.data import BatchSampler, load_shard
+        from slm_tui.shards import BatchSampler, load_shard
         from slm_tui.trainer.optim import build_optimizers
         from slm_tui.trainer.speed import choose
         from slm_tui.trainer.step import TrainStep, configure_runtime, wrap_for_training

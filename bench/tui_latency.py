@@ -50,7 +50,7 @@ from _machine import cpu_name  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from slm_tui.checkpoints import save_checkpoint  # noqa: E402
+from slm_tui.checkpoint.io import save_checkpoint  # noqa: E402
 from slm_tui.config import Config, ModelConfig  # noqa: E402
 from slm_tui.generation import generate  # noqa: E402
 from slm_tui.model import GPT  # noqa: E402

@@ -271,7 +271,7 @@ class FusedDecoder:
         cfg = model.cfg
         self.model = model
         # One row: the whole step in C where it can run (slm_tui/native), built on first use.
-        self._native: Callable | None | bool = native  # True: not looked up yet
+        self._native: Callable | bool | None = native  # True: not looked up yet
         self.n_head, self.n_kv_head, self.head_dim = cfg.n_head, model.n_kv_head, model.head_dim
         self.swiglu = cfg.mlp == "swiglu"
         self.approximate = "tanh" if cfg.mlp == "gelu_tanh" else "none"

@@ -70,7 +70,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     Its parent folder is a checkpoints root holding only this one. Do not modify it."""
     import torch
 
-    from slm_tui.checkpoints import save_checkpoint
+    from slm_tui.checkpoint.io import save_checkpoint
     from slm_tui.config import Config, ModelConfig
     from slm_tui.model import GPT
     from slm_tui.tokenizers import train_tokenizer

@@ -21,7 +21,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from slm_tui.checkpoints import load_checkpoint, save_checkpoint
+from slm_tui.checkpoint.io import load_checkpoint, save_checkpoint
 from slm_tui.cli.train import app
 from slm_tui.config import Config, ModelConfig
 from slm_tui.generation import SamplingSettings, generate_batch

@@ -1,4 +1,4 @@
-"""Loads, `eval --record` and saves of one checkpoint folder take turns (`checkpoint_lock`):
+"""Loads, `eval --record` and saves of one checkpoint folder take turns (`checkpoint.lock`):
 
 - two `slm-train eval --record` processes on one checkpoint keep both entries (real
   processes, made to meet between their read and their write of meta.json);
@@ -25,12 +25,12 @@ import pytest
 import torch
 from conftest import _synthetic_stories
 
-import slm_tui.checkpoint_files as files
-import slm_tui.checkpoints as checkpoints
-from slm_tui.checkpoint_files import read_checkpoint_meta, record_evaluation
-from slm_tui.checkpoints import load_checkpoint, save_checkpoint
+import slm_tui.checkpoint.format as files
+import slm_tui.checkpoint.io as checkpoints
+from slm_tui.checkpoint.format import read_checkpoint_meta, record_evaluation
+from slm_tui.checkpoint.io import load_checkpoint, save_checkpoint
+from slm_tui.checkpoint.records import RecordedEval, recorded_evals
 from slm_tui.errors import CheckpointError
-from slm_tui.recorded import RecordedEval, recorded_evals
 from slm_tui.trainer.evaluation import evaluate, record
 
 BIN = Path(sys.executable).parent
@@ -62,7 +62,7 @@ import sys, time
 from pathlib import Path
 me, other = sys.argv[1], sys.argv[2]
 marks = Path(sys.argv[3])
-import slm_tui.checkpoint_files as files
+import slm_tui.checkpoint.format as files
 import slm_tui.trainer.evaluation as evaluation
 
 original_record, original_write = evaluation.record_evaluation, files.atomic_write_text
@@ -167,7 +167,7 @@ def test_a_record_of_weights_a_save_has_replaced_is_refused(ckpt, tmp_path):
 def test_without_flock_a_load_that_meets_a_swap_reads_again_and_loads_one_save(ckpt, monkeypatch):
     loaded = load_checkpoint(ckpt)
     newer = nudged(loaded.model, 1e-3)
-    monkeypatch.setattr("slm_tui.checkpoint_lock._flock", lambda *a: None)  # no flock here
+    monkeypatch.setattr("slm_tui.checkpoint.lock._flock", lambda *a: None)  # no flock here
     original = checkpoints._read_weights
     swapped: list[int] = []
 

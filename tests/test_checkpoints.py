@@ -17,7 +17,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from slm_tui.checkpoints import (
+from slm_tui.checkpoint.io import (
     CheckpointInfo,
     bundled_demo_path,
     is_checkpoint,

@@ -12,7 +12,7 @@ from test_tokenizers import make_stories
 from typer.testing import CliRunner
 
 from slm_tui.cli import train_data, train_tokenizer
-from slm_tui.data import load_shard
+from slm_tui.shards import load_shard
 from slm_tui.tokenizers import load_tokenizer
 
 # The two commands on their own app, as cli/train.py registers them, so these tests do not

@@ -139,7 +139,7 @@ def test_eval_dtype_is_reported_and_can_be_chosen(env):
 
 
 def test_eval_record_keeps_held_out_figures_in_meta_and_the_weights_untouched(env, tmp_path):
-    from slm_tui.checkpoint_files import read_info
+    from slm_tui.checkpoint.format import read_info
 
     ckpt = tmp_path / "ckpt"
     shutil.copytree(env["run"] / "latest", ckpt)
@@ -205,7 +205,7 @@ def test_help_does_not_import_torch(command):
 
 
 def test_export_writes_a_slim_loadable_checkpoint(env, tmp_path):
-    from slm_tui.checkpoints import load_checkpoint, read_checkpoint_meta
+    from slm_tui.checkpoint.io import load_checkpoint, read_checkpoint_meta
 
     dest = tmp_path / "slim"
     res = invoke("export", "--checkpoint", str(env["run"] / "latest"), "--output", str(dest))
@@ -407,7 +407,7 @@ def test_tokenizer_vocab_differing_from_the_model_is_refused(env, tmp_path):
 
 
 def test_shards_made_with_another_tokenizer_are_refused(env, tmp_path):
-    from slm_tui.data import corpus_source, prepare_shards
+    from slm_tui.shards import corpus_source, prepare_shards
     from slm_tui.tokenizers import train_tokenizer
 
     other = train_tokenizer("sentencepiece-bpe", _synthetic_stories(200), 300,
@@ -525,7 +525,7 @@ def test_a_second_ctrl_c_during_the_interrupt_save_keeps_latest(env, tmp_path):
                           capture_output=True, text=True, timeout=240)  # fmt: skip
     assert proc.returncode == 130, proc.stderr[-2000:]
     assert "interrupted" in proc.stderr and "Traceback" not in proc.stderr
-    from slm_tui.checkpoints import load_checkpoint
+    from slm_tui.checkpoint.io import load_checkpoint
 
     step = load_checkpoint(run / "latest").info.step
     assert step >= 2 and step % 2 == 0  # the last periodic save, whole

@@ -472,7 +472,7 @@ def test_the_penalty_history_stays_bounded_and_grows_for_a_larger_window(model, 
 def test_events_carry_the_display_piece_and_a_model_in_training_mode_is_refused(
     tiny_checkpoint,
 ):
-    from slm_tui.checkpoints import load_checkpoint
+    from slm_tui.checkpoint.io import load_checkpoint
     from slm_tui.generation import Event
 
     loaded = load_checkpoint(tiny_checkpoint)

@@ -24,8 +24,8 @@ from conftest import REPO, _synthetic_stories
 from typer.testing import CliRunner
 
 from slm_tui.cli.train import app
-from slm_tui.data import corpus_source, load_shard, prepare_shards
 from slm_tui.errors import TokenizerError
+from slm_tui.shards import corpus_source, load_shard, prepare_shards
 from slm_tui.tokenizers import ENTRY_POINT_GROUP, load_tokenizer, train_tokenizer
 from slm_tui.tokenizers.bytemap import derive_merges, merges_text, readable
 from slm_tui.tokenizers.gpt2 import ENCODER_SHA256, GPT2Tokenizer

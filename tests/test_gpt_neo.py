@@ -22,7 +22,7 @@ from conftest import _synthetic_stories
 from test_gpt2_kinds import HOSTILE, encoder_path
 from typer.testing import CliRunner
 
-from slm_tui.checkpoints import load_checkpoint
+from slm_tui.checkpoint.io import load_checkpoint
 from slm_tui.cli.train import app
 from slm_tui.generation import SamplingSettings, generate_batch
 from slm_tui.tokenizers import train_tokenizer

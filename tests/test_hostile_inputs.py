@@ -38,7 +38,7 @@ import pytest
 from typer.testing import CliRunner
 
 from slm_tui import fileio
-from slm_tui.checkpoint_files import list_checkpoints, read_info
+from slm_tui.checkpoint.format import list_checkpoints, read_info
 from slm_tui.cli.generate import app as generate_app
 from slm_tui.cli.train import app as train_app
 from slm_tui.config import load_config
@@ -89,7 +89,7 @@ from pathlib import Path
 import torch
 torch.set_num_threads(1)
 from slm_tui import fileio
-from slm_tui.checkpoints import load_checkpoint, save_checkpoint
+from slm_tui.checkpoint.io import load_checkpoint, save_checkpoint
 from slm_tui.config import Config, ModelConfig
 from slm_tui.model import GPT
 from slm_tui.tokenizers import train_tokenizer
@@ -358,7 +358,7 @@ def damaged(tiny_checkpoint, tmp_path, request) -> tuple[Path, str, str]:
 
 @pytest.mark.parametrize("damaged", list(DAMAGES), indirect=True)
 def test_a_damaged_checkpoint_is_one_line_everywhere(damaged):
-    from slm_tui.checkpoints import load_checkpoint
+    from slm_tui.checkpoint.io import load_checkpoint
 
     root, needle, name = damaged
     with pytest.raises(SlmError) as exc:
@@ -375,7 +375,7 @@ def test_a_damaged_checkpoint_is_one_line_everywhere(damaged):
 
 
 def test_a_checkpoint_saved_without_a_checksum_still_loads(tiny_checkpoint, tmp_path):
-    from slm_tui.checkpoints import load_checkpoint
+    from slm_tui.checkpoint.io import load_checkpoint
 
     ck = tmp_path / "old"
     shutil.copytree(tiny_checkpoint, ck)
@@ -507,7 +507,7 @@ def test_over_long_jsonl_json_and_parquet_stories(tmp_path):
 def shard_dir(tmp_path):
     from conftest import _synthetic_stories
 
-    from slm_tui.data import prepare_shards
+    from slm_tui.shards import prepare_shards
     from slm_tui.tokenizers import train_tokenizer
 
     corpus = tmp_path / "c.txt"
@@ -529,7 +529,7 @@ def shard_dir(tmp_path):
     ids=["tokens text", "dtype", "no bytes", "negative stories"],
 )
 def test_a_damaged_shard_sidecar_is_one_line(shard_dir, edit, needle):
-    from slm_tui.data import load_shard
+    from slm_tui.shards import load_shard
 
     out, _, _ = shard_dir
     meta = json.loads((out / "train.json").read_text())

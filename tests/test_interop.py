@@ -29,8 +29,8 @@ import torch
 from conftest import _synthetic_stories
 from typer.testing import CliRunner
 
-from slm_tui.checkpoint_files import bundled_demo_path, list_checkpoints
-from slm_tui.checkpoints import load_checkpoint, save_checkpoint
+from slm_tui.checkpoint.format import bundled_demo_path, list_checkpoints
+from slm_tui.checkpoint.io import load_checkpoint, save_checkpoint
 from slm_tui.cli.train import app
 from slm_tui.config import Config, ModelConfig
 from slm_tui.generation import SamplingSettings, generate_batch

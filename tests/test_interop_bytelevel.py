@@ -30,7 +30,7 @@ from test_interop import (
     scaled_checkpoint,
 )
 
-from slm_tui.checkpoints import load_checkpoint
+from slm_tui.checkpoint.io import load_checkpoint
 from slm_tui.generation import SamplingSettings, generate_batch
 from slm_tui.tokenizers import train_tokenizer
 from slm_tui.tokenizers.bytemap import BYTE_TO_CHAR

@@ -79,7 +79,7 @@ def _greedy(model, tok, prompt: str, settings: SamplingSettings = GREEDY) -> lis
 
 
 def test_greedy_stories_of_the_demo_are_the_same_as_the_torch_path(monkeypatch):
-    from slm_tui.checkpoints import load_checkpoint
+    from slm_tui.checkpoint.io import load_checkpoint
 
     loaded = load_checkpoint(DEMO, "cpu")
     model, tok = loaded.model.eval(), loaded.tokenizer
@@ -93,7 +93,7 @@ def test_greedy_stories_of_the_demo_are_the_same_as_the_torch_path(monkeypatch):
 
 
 def test_the_decoder_uses_it_for_one_row_and_batches_agree(tiny_checkpoint):
-    from slm_tui.checkpoints import load_checkpoint
+    from slm_tui.checkpoint.io import load_checkpoint
 
     loaded = load_checkpoint(tiny_checkpoint, "cpu")
     model, tok = loaded.model.eval(), loaded.tokenizer
@@ -113,7 +113,7 @@ def test_the_decoder_uses_it_for_one_row_and_batches_agree(tiny_checkpoint):
 
 
 def test_without_a_compiler_the_torch_path_writes_the_same_story(tiny_checkpoint, monkeypatch):
-    from slm_tui.checkpoints import load_checkpoint
+    from slm_tui.checkpoint.io import load_checkpoint
 
     loaded = load_checkpoint(tiny_checkpoint, "cpu")
     model, tok = loaded.model.eval(), loaded.tokenizer

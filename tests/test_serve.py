@@ -25,7 +25,7 @@ import pytest
 import uvicorn
 from openai import OpenAI
 
-from slm_tui.checkpoints import load_checkpoint
+from slm_tui.checkpoint.io import load_checkpoint
 from slm_tui.serve.app import Server, create_app
 
 MODEL = "tiny"

@@ -25,7 +25,7 @@ import httpx
 import pytest
 import uvicorn
 
-from slm_tui.checkpoints import load_checkpoint
+from slm_tui.checkpoint.io import load_checkpoint
 from slm_tui.serve.app import Server, create_app
 from slm_tui.serve.connections import Limits, uvicorn_config
 
@@ -368,7 +368,7 @@ def test_slm_serve_at_a_low_open_file_limit_keeps_answering_health(tiny_checkpoi
 # asyncio would log a traceback for every failed accept.
 _OVERCOMMITTED = """
 import sys, uvicorn
-from slm_tui.checkpoints import load_checkpoint
+from slm_tui.checkpoint.io import load_checkpoint
 from slm_tui.serve.app import Server, create_app
 from slm_tui.serve.connections import Limits, uvicorn_config
 server = Server(load_checkpoint(sys.argv[1], "cpu"), model_name="tiny")

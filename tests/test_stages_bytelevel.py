@@ -16,7 +16,7 @@ from conftest import _synthetic_stories
 from test_gpt2_kinds import encoder_path
 from typer.testing import CliRunner
 
-from slm_tui.checkpoints import load_checkpoint
+from slm_tui.checkpoint.io import load_checkpoint
 from slm_tui.cli.generate import app as generate_app
 from slm_tui.cli.train import app
 

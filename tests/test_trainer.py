@@ -20,9 +20,9 @@ import torch
 from conftest import _synthetic_stories
 
 from slm_tui.config import load_config
-from slm_tui.data import corpus_source, plan_split
 from slm_tui.errors import ConfigError, TrainingError
 from slm_tui.generation import SamplingSettings, generate_batch
+from slm_tui.shards import corpus_source, plan_split
 from slm_tui.trainer import Reporter, evaluate, lr_multiplier, train
 
 
@@ -257,7 +257,7 @@ def test_hooks_get_the_records_metrics_jsonl_holds(corpus, tmp_path):
 
 
 def test_samples_are_the_engines_stories_with_the_configured_settings(corpus, tmp_path):
-    from slm_tui.checkpoints import load_checkpoint
+    from slm_tui.checkpoint.io import load_checkpoint
 
     run = tmp_path / "run"
     over = ("train.max_steps=3", "train.sample_tokens=12", "train.sample_top_k=5")

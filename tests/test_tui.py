@@ -118,8 +118,8 @@ async def test_the_card_shows_recorded_held_out_figures_before_the_in_run_one(
 ):
     import shutil
 
-    from slm_tui.checkpoint_files import record_evaluation
-    from slm_tui.recorded import RecordedEval
+    from slm_tui.checkpoint.format import record_evaluation
+    from slm_tui.checkpoint.records import RecordedEval
 
     root = tmp_path / "ckpts"
     shutil.copytree(tui_checkpoints / "alpha", root / "alpha")

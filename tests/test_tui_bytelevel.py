@@ -11,7 +11,7 @@ import torch
 from conftest import _synthetic_stories
 from test_tui import SIZE, make_app, ready, until
 
-from slm_tui.checkpoints import save_checkpoint
+from slm_tui.checkpoint.io import save_checkpoint
 from slm_tui.config import Config, ModelConfig
 from slm_tui.model import GPT
 from slm_tui.tokenizers import train_tokenizer

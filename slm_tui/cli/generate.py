@@ -334,7 +334,7 @@ def _about(info) -> dict:
 
 
 def _load(checkpoint: Path | None, device: str):
-    from slm_tui.checkpoints import bundled_demo_path, load_checkpoint
+    from slm_tui.checkpoint.io import bundled_demo_path, load_checkpoint
 
     if checkpoint is None:
         checkpoint = bundled_demo_path()

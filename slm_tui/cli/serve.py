@@ -163,7 +163,7 @@ def serve(
         except ImportError as exc:
             fail(f"slm-serve needs the server extra ({exc.name} is missing): "
                  "pip install 'slm-tui[serve]'")  # fmt: skip
-        from slm_tui.checkpoints import bundled_demo_path, load_checkpoint
+        from slm_tui.checkpoint.io import bundled_demo_path, load_checkpoint
 
         path = checkpoint if checkpoint is not None else bundled_demo_path()
         if path is None:

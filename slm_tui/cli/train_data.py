@@ -1,6 +1,6 @@
 """`slm-train data`: the second stage of the pipeline, text to token shards.
 
-Thin: parse flags, call `slm_tui.data.prepare_shards` (cached by source and tokenizer), show
+Thin: parse flags, call `slm_tui.shards.prepare_shards` (cached by source and tokenizer), show
 progress (stories/s, MB/s, ETA) and a summary on stderr; the shard folder's path is the one
 line on stdout. `--data-files` takes several files after one flag (`--data-files a.txt
 b.txt`, so shell globs work) or repeated flags; quoted globs are expanded by the corpus reader.
@@ -27,7 +27,7 @@ from slm_tui.cli.common import (
 )
 from slm_tui.cli.progress import rates, stage_progress, summary
 from slm_tui.corpus import corpus_source
-from slm_tui.data import ShardProgress, prepare_shards
+from slm_tui.shards import ShardProgress, prepare_shards
 from slm_tui.tokenizers import load_tokenizer
 
 

@@ -18,7 +18,7 @@ import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from slm_tui.checkpoint_files import is_checkpoint, read_checkpoint_meta, resolve_checkpoint
+from slm_tui.checkpoint.format import is_checkpoint, read_checkpoint_meta, resolve_checkpoint
 from slm_tui.errors import CheckpointError
 from slm_tui.interop.common import (
     InteropError,
@@ -105,7 +105,7 @@ def export_checkpoint(
 
     import torch  # the heavy part starts here: --help and refusals above stay quick
 
-    from slm_tui.checkpoints import load_checkpoint, save_checkpoint
+    from slm_tui.checkpoint.io import load_checkpoint, save_checkpoint
 
     loaded = load_checkpoint(checkpoint, device="cpu")
     if fmt == "slm":

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from slm_tui.checkpoints import LoadedCheckpoint
+from slm_tui.checkpoint.io import LoadedCheckpoint
 from slm_tui.config import ModelConfig
 from slm_tui.fileio import as_ordinary_file, fsync_dir
 from slm_tui.generation.settings import DEFAULTS

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from slm_tui.checkpoints import LoadedCheckpoint
+from slm_tui.checkpoint.io import LoadedCheckpoint
 from slm_tui.config import ModelConfig
 from slm_tui.fileio import as_ordinary_file
 from slm_tui.generation.settings import DEFAULTS

@@ -40,7 +40,7 @@ from typing import Any
 
 import torch
 
-from slm_tui.checkpoints import is_checkpoint, save_checkpoint
+from slm_tui.checkpoint.io import is_checkpoint, save_checkpoint
 from slm_tui.config import Config, ModelConfig, TokenizerConfig
 from slm_tui.errors import SlmError
 from slm_tui.interop.common import (

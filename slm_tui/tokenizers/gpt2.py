@@ -15,7 +15,7 @@ vocabulary that is not GPT-2's is refused (use `bytelevel-bpe` for other byte-le
 Ids: `<|endoftext|>` = 50256 is BOS, EOS, pad and unk at once, as in GPT-2 and Hugging
 Face's GPT-2 tokenizer: it separates stories and ends one. A shard is written
 `<|endoftext|> story <|endoftext|> story <|endoftext|> ...` (one separator between two
-stories, not two: data.py). Text is encoded with `encode_ordinary`: the literal text
+stories, not two: shards.py). Text is encoded with `encode_ordinary`: the literal text
 "<|endoftext|>" in a story is ordinary text, never the special id, so encoding is lossless
 on any UTF-8 text. `token_text` shows pieces readably ("▁upon", "\\n", "<0xF0><0x9F>"),
 not in GPT-2's byte spelling ("Ġupon", "Ċ", "ðŁ").

@@ -36,15 +36,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from slm_tui.checkpoint_files import record_evaluation
-from slm_tui.checkpoints import load_checkpoint, resolve_checkpoint
+from slm_tui.checkpoint.format import record_evaluation
+from slm_tui.checkpoint.io import load_checkpoint, resolve_checkpoint
+from slm_tui.checkpoint.records import RecordedEval
 from slm_tui.config import Config, TrainConfig
 from slm_tui.corpus import CorpusSource, source_fingerprint
-from slm_tui.data import TokenShard, corpus_source, iter_stories, iter_windows
 from slm_tui.devices import resolve_device
 from slm_tui.errors import ConfigError, DataError
 from slm_tui.generation import generate_batch
-from slm_tui.recorded import RecordedEval
+from slm_tui.shards import TokenShard, corpus_source, iter_stories, iter_windows
 from slm_tui.tokenizers import Tokenizer
 from slm_tui.trainer.prepare import corpus_sources, shards_for
 from slm_tui.trainer.report import Sample
@@ -182,7 +182,7 @@ class EvalResult:
 
 
 class _StoryTokens:
-    """A corpus as a stream of token chunks (BOS + ids + EOS per story, as data.py writes
+    """A corpus as a stream of token chunks (BOS + ids + EOS per story, as shards.py writes
     shards), counting what it read.
 
     With `max_tokens`, stops after the story that reaches it (whole stories only, so the
@@ -201,7 +201,7 @@ class _StoryTokens:
         parts = []
         bos, eos = self.tok.bos_id, self.tok.eos_id
         for story, ids in zip(batch, self.tok.encode_batch(batch), strict=True):
-            # As the shards are written (data.py): a BOS that is the EOS token (GPT-2's
+            # As the shards are written (shards.py): a BOS that is the EOS token (GPT-2's
             # <|endoftext|>) only at the start; the previous story's EOS is it.
             head = [bos] if bos != eos or self.tokens == 0 else []
             parts.append(np.asarray([*head, *ids, eos], dtype=np.int64))

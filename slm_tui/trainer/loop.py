@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 
-from slm_tui.checkpoint_files import read_info
+from slm_tui.checkpoint.format import read_info
 from slm_tui.config import Config
 from slm_tui.errors import SlmError, TrainingError
 from slm_tui.fileio import disk_full_reason, is_disk_full, recover_leftovers

@@ -34,7 +34,7 @@ LOG_FILE = "train.log"
 
 if TYPE_CHECKING:
     from slm_tui.config import Config
-    from slm_tui.data import ShardProgress
+    from slm_tui.shards import ShardProgress
 
 
 @dataclass

@@ -24,11 +24,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from slm_tui.checkpoints import load_checkpoint, load_trainer_state, save_checkpoint
+from slm_tui.checkpoint.io import load_checkpoint, load_trainer_state, save_checkpoint
 from slm_tui.config import Config, TrainConfig
-from slm_tui.data import BatchSampler
 from slm_tui.errors import CheckpointError
 from slm_tui.model import GPT
+from slm_tui.shards import BatchSampler
 from slm_tui.trainer import distributed as D
 from slm_tui.trainer.optim import Optimizers, build_optimizers
 from slm_tui.trainer.prepare import RunPlan

@@ -48,7 +48,7 @@ from textual.screen import Screen
 from textual.signal import Signal
 from textual.widgets import Footer, TextArea
 
-from slm_tui.checkpoint_files import CheckpointInfo, bundled_demo_path
+from slm_tui.checkpoint.format import CheckpointInfo, bundled_demo_path
 from slm_tui.errors import GenerationError
 from slm_tui.generation import DEFAULTS as SAMPLING_DEFAULTS
 from slm_tui.generation import PRESETS, Event
@@ -76,7 +76,7 @@ from slm_tui.tui.widgets.story_view import StoryView
 from slm_tui.tui.widgets.token_view import TokenView
 
 if TYPE_CHECKING:
-    from slm_tui.checkpoints import LoadedCheckpoint
+    from slm_tui.checkpoint.io import LoadedCheckpoint
 
 RESCAN_SECONDS = 2.0
 # A token is at most this many characters (SentencePiece pieces: 16), so the last

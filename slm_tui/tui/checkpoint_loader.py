@@ -2,10 +2,10 @@
 the models of an OpenAI-compatible server (`slm-tui --server URL`).
 
 `scan_checkpoints` lists every checkpoint under the checkpoints folder plus the bundled
-demo (and an explicitly opened one) with the torch-free `slm_tui.checkpoint_files`, so
+demo (and an explicitly opened one) with the torch-free `slm_tui.checkpoint.format`, so
 listing never imports torch; the app runs it every two seconds in a thread worker, so a
 checkpoint a training run saves shows up without a restart. `load` runs in another thread
-worker and is the only place the TUI imports torch (through `slm_tui.checkpoints`).
+worker and is the only place the TUI imports torch (through `slm_tui.checkpoint.io`).
 `start_scan` and `start_load` run them in a thread worker of the node that asks (the app,
 or the compare screen for its side B), and the outcome comes back to that node as a
 message (`CheckpointsScanned`, `CheckpointLoaded` / `CheckpointFailed`); a failed load
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from textual.dom import DOMNode
 from textual.message import Message
 
-from slm_tui.checkpoint_files import (
+from slm_tui.checkpoint.format import (
     CheckpointInfo,
     bundled_demo_path,
     list_checkpoints,
@@ -44,7 +44,7 @@ from slm_tui.generation import Event, LiveSettings, SamplingSettings
 from slm_tui.generation.remote import Remote
 
 if TYPE_CHECKING:
-    from slm_tui.checkpoints import LoadedCheckpoint
+    from slm_tui.checkpoint.io import LoadedCheckpoint
 
 
 def scan_checkpoints(
@@ -74,7 +74,7 @@ def scan_signature(infos: list[CheckpointInfo]) -> tuple:
 def load(path: Path, device: str) -> LoadedCheckpoint:
     """Load a checkpoint on `device` (the user's --device: auto, cpu, cuda, cuda:N, mps) and
     return its `LoadedCheckpoint`; raises SlmError with a one-line reason."""
-    from slm_tui.checkpoints import load_checkpoint  # torch: only a load needs it
+    from slm_tui.checkpoint.io import load_checkpoint  # torch: only a load needs it
 
     try:
         return load_checkpoint(path, device)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from slm_tui.checkpoint_files import CheckpointInfo, list_checkpoints, read_checkpoint_meta
+from slm_tui.checkpoint.format import CheckpointInfo, list_checkpoints, read_checkpoint_meta
 from slm_tui.trainer.lock import lock_holder
 
 METRICS_FILE = "metrics.jsonl"

@@ -22,7 +22,7 @@ from textual.screen import ModalScreen
 from textual.signal import Signal
 from textual.widgets import DataTable, Label, Static
 
-from slm_tui.checkpoint_files import CheckpointInfo
+from slm_tui.checkpoint.format import CheckpointInfo
 from slm_tui.tui.checkpoint_loader import CheckpointList
 from slm_tui.tui.widgets.checkpoint_card import human, info_lines
 

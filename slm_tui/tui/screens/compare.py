@@ -24,7 +24,7 @@ from textual.content import Content
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Label, Select
 
-from slm_tui.checkpoint_files import CheckpointInfo
+from slm_tui.checkpoint.format import CheckpointInfo
 from slm_tui.errors import GenerationError
 from slm_tui.generation import PRESETS, Event, SamplingSettings
 from slm_tui.tui import checkpoint_loader as ckpt
@@ -34,7 +34,7 @@ from slm_tui.tui.widgets.status_bar import StatusBar
 from slm_tui.tui.widgets.story_view import StoryView
 
 if TYPE_CHECKING:
-    from slm_tui.checkpoints import LoadedCheckpoint
+    from slm_tui.checkpoint.io import LoadedCheckpoint
 
 
 class CompareScreen(Screen[None]):

@@ -15,7 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 from test_tokenizers import make_stories
 
-from slm_tui.data import (
+from slm_tui.errors import DataError
+from slm_tui.shards import (
     BatchSampler,
     ShardProgress,
     corpus_source,
@@ -26,7 +27,6 @@ from slm_tui.data import (
     plan_split,
     prepare_shards,
 )
-from slm_tui.errors import DataError
 from slm_tui.tokenizers import train_tokenizer
 from slm_tui.tokenizers.byte import ByteTokenizer
 

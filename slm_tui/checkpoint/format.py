@@ -2,7 +2,7 @@
 
 Torch-free on purpose: listing checkpoints (the TUI's picker, `slm-train eval` resolving a
 run dir) reads only YAML, JSON and the safetensors header, so it is fast and never imports
-torch. Saving and loading weights live in `slm_tui.checkpoints`, which re-exports all of this.
+torch. Saving and loading weights live in `slm_tui.checkpoint.io`, which re-exports all of this.
 
 Layout of a checkpoint directory (any directory with `model.safetensors` + `config.yaml`):
 
@@ -38,11 +38,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from slm_tui.checkpoint_lock import RECORD_WAIT, folder_lock
+from slm_tui.checkpoint.lock import RECORD_WAIT, folder_lock
+from slm_tui.checkpoint.records import RecordedEval, quality_line, recorded_evals, with_recorded
 from slm_tui.config import Config, config_from_dict
 from slm_tui.errors import CheckpointError, SlmError
 from slm_tui.fileio import atomic_write_text, json_safe
-from slm_tui.recorded import RecordedEval, quality_line, recorded_evals, with_recorded
 from slm_tui.untrusted import (
     JSON_LIMIT,
     YAML_LIMIT,
@@ -88,7 +88,7 @@ META_FIELDS = {
     "tokenizer_fingerprint": "str",
     "weights_dtype": "str",
     "weights_sha256": "sha256",
-    "evaluations": "list",  # recorded held-out figures (slm_tui.recorded)
+    "evaluations": "list",  # recorded held-out figures (slm_tui.checkpoint.records)
     "speed": "dict",  # how the run computed (trainer.speed.SpeedChoice.as_record)
 }
 
@@ -319,7 +319,7 @@ def record_evaluation(path: Path, entry: RecordedEval, weights_sha256: str | Non
     atomic replace; the weights are not touched, and a meta.json that does not pass its
     checks is refused and left as it is. Returns the file written.
 
-    The read-modify-write holds the folder's lock (`checkpoint_lock`): concurrent records
+    The read-modify-write holds the folder's lock (`checkpoint.lock`): concurrent records
     each keep their entry, and a save cannot swap the folder away in between. With
     `weights_sha256` (the weights the figure was measured on), a folder that a save has
     replaced since is refused: the figure belongs to the weights that are gone."""

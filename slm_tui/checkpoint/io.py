@@ -1,8 +1,8 @@
 """Checkpoints: save a model atomically as a self-contained directory; load it validated.
 
 The directory format and discovery (`CheckpointInfo`, `is_checkpoint`, `resolve_checkpoint`,
-`read_info`, `list_checkpoints`, `bundled_demo_path`) live in `slm_tui.checkpoint_files`
-(torch-free) and are re-exported here, so `slm_tui.checkpoints` is the one public module.
+`read_info`, `list_checkpoints`, `bundled_demo_path`) live in `slm_tui.checkpoint.format`
+(torch-free); the ones a caller of save/load also needs are re-exported here.
 
 Notable:
 - Saving writes a hidden sibling `.tmp-<name>-<pid>`, fsyncs every file, then swaps it in
@@ -15,7 +15,7 @@ Notable:
   a model that writes noise. A checkpoint saved before the checksum existed loads without
   the check. The weights are read once, hashed and loaded from the same bytes.
 - A load reads the folder's files under its shared lock and a save swaps a folder in under
-  the old one's exclusive lock (`slm_tui.checkpoint_lock`), so `latest/` of a run in
+  the old one's exclusive lock (`slm_tui.checkpoint.lock`), so `latest/` of a run in
   progress loads whole (never meta.json of one save with the weights of the next); where
   the lock is not had in time, a load that failed while the folder was replaced is read
   again.
@@ -48,7 +48,7 @@ from typing import Any
 import safetensors.torch
 import torch
 
-from slm_tui.checkpoint_files import (
+from slm_tui.checkpoint.format import (
     CONFIG_FILE,
     FORMAT,
     META_FILE,
@@ -67,7 +67,7 @@ from slm_tui.checkpoint_files import (
     resolve_checkpoint,
     safetensors_header,
 )
-from slm_tui.checkpoint_lock import READ_WAIT, SAVE_WAIT, folder_lock
+from slm_tui.checkpoint.lock import READ_WAIT, SAVE_WAIT, folder_lock
 from slm_tui.config import Config, copy_config
 from slm_tui.devices import resolve_device
 from slm_tui.errors import CheckpointError, SlmError
@@ -245,7 +245,7 @@ def save_checkpoint(
 
 def _swap_in(tmp: Path, out: Path) -> None:
     """`replace_dir(tmp, out)`, holding the old folder's lock exclusive (a bounded wait) so
-    the swap never lands inside a load or an `eval --record` of it (`checkpoint_lock`)."""
+    the swap never lands inside a load or an `eval --record` of it (`checkpoint.lock`)."""
     with folder_lock(out, exclusive=True, wait=SAVE_WAIT, save=True):  # none: a first save
         replace_dir(tmp, out)
 
@@ -318,7 +318,7 @@ def load_checkpoint(
 
     A running trainer replaces latest/ whole while it may be read here (one atomic swap,
     see `fileio.replace_dir`). The files are read under the folder's shared lock
-    (`checkpoint_lock`), which the swap waits for, so they all come from one save; should a
+    (`checkpoint.lock`), which the swap waits for, so they all come from one save; should a
     swap come anyway (a lock not held in time, a filesystem without flock), the weights'
     checksum refuses a mix and a read that failed while the folder was replaced is read
     again."""

@@ -3,7 +3,7 @@ folder itself.
 
 - Loading (`checkpoints.load_checkpoint`) holds it shared while it reads the folder's files
   (config, meta, tokenizer, the weights' bytes; building the model comes after).
-- `slm-train eval --record` (`checkpoint_files.record_evaluation`) holds it exclusive for its
+- `slm-train eval --record` (`checkpoint.format.record_evaluation`) holds it exclusive for its
   read-modify-write of meta.json, so two records never lose one another's entry.
 - A save (`checkpoints.save_checkpoint`) holds the old folder's lock exclusive while it swaps
   the new one in, so a swap never lands in the middle of a load or a record. Loads and
