@@ -18,7 +18,7 @@ import pytest
 from slm_tui.generation import Event
 from slm_tui.tui.app import SlmApp
 from slm_tui.tui.checkpoint_loader import MODELS_SHOWN
-from slm_tui.tui.run_watch import LINE_LIMIT, SAMPLE_CHARS
+from slm_tui.tui.run_watch import LINE_LIMIT, SAMPLE_CHARS, MetricsTail
 from slm_tui.tui.screens.checkpoint_picker import CheckpointPicker
 from slm_tui.tui.screens.compare import CompareScreen
 from slm_tui.tui.screens.export import ExportScreen
@@ -501,6 +501,18 @@ async def test_a_fifo_in_place_of_metrics_jsonl_is_never_opened(tmp_path, tui_en
     finally:
         stop.set()
         thread.join()
+
+
+def test_a_folder_or_a_device_in_place_of_metrics_jsonl_is_not_read(tmp_path):
+    tail = MetricsTail(tmp_path / "metrics.jsonl")
+    (tmp_path / "metrics.jsonl").mkdir()
+    assert tail.poll() == ([], False) and "not a regular file" in (tail.problem or "")
+    (tmp_path / "metrics.jsonl").rmdir()
+    (tmp_path / "metrics.jsonl").symlink_to("/dev/zero")
+    assert tail.poll() == ([], False) and "not a regular file" in (tail.problem or "")
+    (tmp_path / "metrics.jsonl").unlink()
+    (tmp_path / "metrics.jsonl").write_bytes(lines(GOOD))
+    assert len(tail.poll()[0]) == 4 and tail.problem is None
 
 
 async def test_a_line_of_megabytes_is_skipped_and_samples_are_cut(tmp_path, tui_env):

@@ -73,8 +73,8 @@ class MetricsTail:
         except OSError as exc:
             self.problem = None if isinstance(exc, FileNotFoundError) else exc.strerror
             return [], self._forget()
-        with open(fd, "rb", closefd=True) as f:
-            st = os.fstat(f.fileno())
+        try:
+            st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 self.problem = f"{self.path.name} is not a regular file: not read"
                 return [], self._forget()
@@ -86,8 +86,11 @@ class MetricsTail:
             if st.st_size == self.offset:
                 self.behind = False
                 return [], reset
-            f.seek(self.offset)
-            data = f.read(min(st.st_size - self.offset, READ_LIMIT))
+            with open(fd, "rb", closefd=False) as f:
+                f.seek(self.offset)
+                data = f.read(min(st.st_size - self.offset, READ_LIMIT))
+        finally:
+            os.close(fd)
         self.offset += len(data)
         self.behind = self.offset < st.st_size
         return parse_lines(self._lines(data)), reset
