@@ -36,7 +36,7 @@ from slm_tui.checkpoint_files import CheckpointInfo, list_checkpoints, read_chec
 from slm_tui.trainer.lock import lock_holder
 
 METRICS_FILE = "metrics.jsonl"
-READ_LIMIT = 8 << 20  # bytes read per poll: a huge file arrives over several polls
+READ_LIMIT = 2 << 20  # bytes read per poll: a huge file arrives over several polls
 LINE_LIMIT = 1 << 20  # a line longer than this is not one the trainer wrote: skipped unread
 CURVE_POINTS = 400  # the chart's target resolution (a curve keeps 400-800 points)
 NUMBER_LIMIT = 1e15  # a figure beyond this (or non-finite) is not shown (plotext overflows)
