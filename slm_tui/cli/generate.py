@@ -415,13 +415,15 @@ def _print_stream(prompt: str, events: Iterator[Event]) -> None:
     sys.stdout.write(shown(prompt))
     sys.stdout.flush()
     last = None
-    for event in events:
-        if event.text:
-            sys.stdout.write(shown(event.text))
-            sys.stdout.flush()
-        last = event
-    sys.stdout.write("\n")
-    sys.stdout.flush()
+    try:
+        for event in events:
+            if event.text:
+                sys.stdout.write(shown(event.text))
+                sys.stdout.flush()
+            last = event
+    finally:  # the story's line ends before an error is said on stderr
+        sys.stdout.write("\n")
+        sys.stdout.flush()
     if last is not None:
         err.print(
             f"{last.index} tokens, {last.tokens_per_s:.1f} tokens/s, "
