@@ -146,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--quick", action="store_true", help="levels 1,4,16, 2 requests each, a short soak"
     )
+    ap.add_argument("--max-batch", type=int, default=16, help="the server's --max-batch")
     ap.add_argument("--output", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     if args.quick:
@@ -153,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     port = free_port()
     url = f"http://127.0.0.1:{port}/v1/completions"
     command = [sys.executable, "-m", "slm_tui.cli.serve", "--checkpoint", args.checkpoint,
-               "--port", str(port), "--model-name", "bench", "--max-batch", "16",
+               "--port", str(port), "--model-name", "bench", "--max-batch", str(args.max_batch),
                "--max-queue", "64", "--device", "cpu"]  # fmt: skip
     if args.threads:
         command += ["--threads", str(args.threads)]

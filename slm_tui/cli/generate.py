@@ -31,8 +31,9 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -53,7 +54,7 @@ from slm_tui.generation import (
     prepare_prompt,
 )
 from slm_tui.generation.engine import row_seeds
-from slm_tui.generation.remote import Remote
+from slm_tui.generation.remote import Cancelled, Remote
 from slm_tui.untrusted import read_bounded
 
 SEPARATOR = "<|endoftext|>"
@@ -370,10 +371,13 @@ def _run_remote(
     batch: int,
     seeds: list[int],
 ) -> list[GenerationResult]:
-    """One request per story, `batch` at a time (the server batches them)."""
+    """One request per story, `batch` at a time (the server batches them). The first
+    failure (or Ctrl-C) cancels the requests still out: their sockets are closed, so the
+    command ends at once instead of waiting on every request to time out."""
+    cancel = threading.Event()
 
     def one(j: int) -> GenerationResult:
-        done = remote.complete(model, jobs[j], settings.replace(seed=seeds[j]))
+        done = remote.complete(model, jobs[j], settings.replace(seed=seeds[j]), cancel=cancel)
         return GenerationResult(
             prompt=jobs[j],
             text=done.text,
@@ -389,11 +393,20 @@ def _run_remote(
         Progress(*columns, console=err, transient=True, disable=len(jobs) == 1) as bar,
     ):
         task = bar.add_task("generate", total=len(jobs))
-        results: list[GenerationResult] = []
-        for result in pool.map(one, range(len(jobs))):  # in order; the first error stops
-            results.append(result)
-            bar.update(task, completed=len(results))
-    return results
+        futures = [pool.submit(one, j) for j in range(len(jobs))]
+        try:
+            for n, future in enumerate(as_completed(futures), 1):
+                bar.update(task, completed=n)
+                if future.exception() is not None:
+                    break
+        finally:
+            cancel.set()  # a no-op when every story is written
+            pool.shutdown(wait=True, cancel_futures=True)
+        failed = [f for f in futures if f.done() and not f.cancelled() and f.exception()]
+        first = next((f for f in failed if not isinstance(f.exception(), Cancelled)), None)
+        if first is not None or failed:
+            raise (first or failed[0]).exception()  # type: ignore[misc]
+        return [f.result() for f in futures]
 
 
 def _first_model(remote: Remote) -> str:
@@ -409,13 +422,15 @@ def _print_stream(prompt: str, events: Iterator[Event]) -> None:
     sys.stdout.write(shown(prompt))
     sys.stdout.flush()
     last = None
-    for event in events:
-        if event.text:
-            sys.stdout.write(shown(event.text))
-            sys.stdout.flush()
-        last = event
-    sys.stdout.write("\n")
-    sys.stdout.flush()
+    try:
+        for event in events:
+            if event.text:
+                sys.stdout.write(shown(event.text))
+                sys.stdout.flush()
+            last = event
+    finally:  # the story's line ends before an error is said on stderr
+        sys.stdout.write("\n")
+        sys.stdout.flush()
     if last is not None:
         err.print(
             f"{last.index} tokens, {last.tokens_per_s:.1f} tokens/s, "

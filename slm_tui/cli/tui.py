@@ -66,7 +66,7 @@ def tui(
 
             if checkpoint is not None:
                 fail("give --checkpoint or --server, not both")
-            Remote(server)  # a malformed URL is refused here, before the screen takes over
+            Remote(server, api_key)  # a malformed URL or key is refused before the screen
         if checkpoint is not None and not checkpoint.exists():
             fail(f"{checkpoint}: no such checkpoint directory")
         if checkpoints_dir.exists() and not checkpoints_dir.is_dir():

@@ -13,31 +13,42 @@ work unchanged on top of it. Torch-free; HTTP through the standard library.
 - A settings change in a `LiveSettings` while a story streams applies from the next token:
   the stream is closed and the story continued by a new request whose prompt is the prompt
   plus the text so far, with the new settings and the tokens left.
+- A stream stops at `max_new_tokens` itself, whatever the server goes on sending.
+- Every answer is read with bounds and a deadline, cancellation closes the socket, and a
+  redirect is not followed (`remote_http`). Every field read from an answer is checked for
+  its shape: a wrong one is a `RemoteError` naming it, except `logprobs`, which only
+  decorate the token view: ones that do not fit (not a log-probability, a list where an
+  object belongs) are left out, and the story goes on.
 - Every failure is a `RemoteError` (a one-line `GenerationError`): a server that cannot be
   reached, an HTTP error (its OpenAI error message quoted), a response that is not what
-  the API promises.
+  the API promises, a URL or key that cannot be sent.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import math
 import threading
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from slm_tui.errors import GenerationError
 from slm_tui.generation.events import Event, TokenAlt
+from slm_tui.generation.remote_http import (
+    Cancelled,
+    Exchange,
+    RemoteError,
+    auth_header,
+    check_url,
+)
 from slm_tui.generation.settings import LiveSettings, SamplingSettings
 
+__all__ = ["Cancelled", "Completion", "Remote", "RemoteError", "finish_reason", "request_body"]
 
-class RemoteError(GenerationError):
-    """The server could not be reached, refused the request, or answered off the API."""
+TOP_ALTERNATIVES = 20  # alternatives kept per token (a server may send any number)
 
 
 @dataclass
@@ -81,63 +92,69 @@ def request_body(prompt: str, settings: SamplingSettings, model: str) -> dict[st
 
 
 class Remote:
-    """An OpenAI-compatible server."""
+    """An OpenAI-compatible server. `timeout`: seconds for connecting and the answer's
+    headers, then for the whole body of an answer, or for each line of a stream."""
 
     def __init__(self, url: str, api_key: str | None = None, timeout: float = 60.0) -> None:
-        url = url.strip().rstrip("/")
-        if not url.startswith(("http://", "https://")):
-            raise RemoteError(f"--server {url!r} must start with http:// or https://")
+        url = check_url(url)
         self.base = url if url.endswith("/v1") else f"{url}/v1"
         self.api_key, self.timeout = api_key, timeout
+        self._auth = auth_header(api_key)
 
     # --- HTTP ------------------------------------------------------------------------------
-    def _open(self, path: str, body: dict[str, Any] | None = None):
+    @contextmanager
+    def _request(
+        self,
+        path: str,
+        body: dict[str, Any] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[tuple[Exchange, Any]]:
         headers = {"Accept": "application/json"}
         data = None
         if body is not None:
             headers["Content-Type"] = "application/json"
             data = json.dumps(body).encode("utf-8")
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
+        if self._auth:
+            headers["Authorization"] = self._auth
         request = urllib.request.Request(self.base + path, data=data, headers=headers)
-        try:
-            return urllib.request.urlopen(request, timeout=self.timeout)
-        except urllib.error.HTTPError as exc:
-            raise RemoteError(f"{self.base}{path}: {exc.code} {_error_message(exc)}") from None
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise RemoteError(f"cannot reach {self.base} ({reason})") from None
+        with (
+            Exchange(self.base + path, self.timeout, cancel) as exchange,
+            exchange.open(request) as response,
+        ):
+            yield exchange, response
 
-    def _json(self, path: str, body: dict[str, Any] | None = None) -> Any:
-        with self._open(path, body) as response:
-            try:
-                return json.loads(response.read().decode("utf-8"))
-            except (ValueError, OSError) as exc:
-                raise RemoteError(f"{self.base}{path}: the answer is not JSON ({exc})") from None
+    def _json(
+        self, path: str, body: dict[str, Any] | None = None, cancel: threading.Event | None = None
+    ) -> Any:
+        with self._request(path, body, cancel) as (exchange, response):
+            return exchange.read_json(response)
 
     # --- the API -----------------------------------------------------------------------------
     def models(self) -> list[str]:
-        """The server's model ids."""
+        """The server's model ids, in its order."""
+        where = f"{self.base}/models"
         data = self._json("/models")
-        try:
-            return [str(m["id"]) for m in data["data"]]
-        except (KeyError, TypeError):
-            raise RemoteError(f"{self.base}/models: not a model list") from None
+        items = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(items, list):
+            raise RemoteError(f'{where}: not a model list (no "data" list)')
+        ids = []
+        for n, item in enumerate(items):
+            if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+                raise RemoteError(f'{where}: model {n} has no "id" string')
+            ids.append(item["id"])
+        return ids
 
-    def complete(self, model: str, prompt: str, settings: SamplingSettings) -> Completion:
+    def complete(
+        self,
+        model: str,
+        prompt: str,
+        settings: SamplingSettings,
+        *,
+        cancel: threading.Event | None = None,
+    ) -> Completion:
         """One story, in one answer."""
-        data = self._json("/completions", request_body(prompt, settings, model))
-        try:
-            choice = data["choices"][0]
-            usage = data.get("usage") or {}
-            return Completion(
-                text=str(choice["text"]),
-                finish_reason=finish_reason(choice.get("finish_reason"), settings),
-                tokens=usage.get("completion_tokens"),
-                seed=settings.seed,
-            )
-        except (KeyError, IndexError, TypeError):
-            raise RemoteError(f"{self.base}/completions: not a completion") from None
+        data = self._json("/completions", request_body(prompt, settings, model), cancel)
+        return _completion(data, settings, f"{self.base}/completions")
 
     def stream(
         self,
@@ -148,50 +165,65 @@ class Remote:
         cancel: threading.Event | None = None,
         top_n: int = 5,
     ) -> Iterator[Event]:
-        """Stream one story as `Event`s (a "token" event per text chunk, then "done")."""
+        """Stream one story as `Event`s (a "token" event per text chunk, then "done"); it
+        ends at `max_new_tokens` chunks whatever the server sends after them."""
         live = settings if isinstance(settings, LiveSettings) else None
         current, version = settings.snapshot() if live else (settings, 0)
         start, ttft, index, text = time.perf_counter(), None, 0, ""
         reason = "length"
-        while True:
-            left = current.max_new_tokens - index
-            if left <= 0:
+        while index < current.max_new_tokens:
+            if cancel is not None and cancel.is_set():
+                reason = "cancelled"
                 break
+            left = current.max_new_tokens - index
             body = request_body(prompt + text, current.replace(max_new_tokens=left), model)
             body.update(stream=True, stream_options={"include_usage": True})
             if top_n:
                 body["logprobs"] = top_n
             restarted = False
-            with self._open("/completions", body) as response:
-                for piece, prob, alts, finish in _sse_choices(response, self.base):
-                    if cancel is not None and cancel.is_set():
-                        reason = "cancelled"
-                        break
-                    if piece is not None:
-                        index += 1
-                        text += piece
-                        now = time.perf_counter() - start
-                        ttft = now if ttft is None else ttft
-                        yield Event(
-                            kind="token",
-                            index=index,
-                            seed=current.seed,
-                            text=piece,
-                            piece=piece,
-                            prob=prob,
-                            top=alts,
-                            ttft=ttft,
-                            tokens_per_s=index / now,
-                            elapsed=now,
-                            settings_version=version,
+            try:
+                with self._request("/completions", body, cancel) as (exchange, response):
+                    for piece, prob, alts, finish in _sse_choices(exchange, response):
+                        if cancel is not None and cancel.is_set():
+                            raise Cancelled("cancelled")
+                        if piece is not None:
+                            index += 1
+                            text += piece
+                            now = time.perf_counter() - start
+                            ttft = now if ttft is None else ttft
+                            yield Event(
+                                kind="token",
+                                index=index,
+                                seed=current.seed,
+                                text=piece,
+                                piece=piece,
+                                prob=prob,
+                                top=alts,
+                                ttft=ttft,
+                                tokens_per_s=index / now,
+                                elapsed=now,
+                                settings_version=version,
+                            )
+                        if finish is not None:
+                            reason = finish_reason(finish, current)
+                            break
+                        if live is not None and live.version != version:
+                            current, version = live.snapshot()
+                            restarted = True  # continue the story with the new settings
+                            break
+                        if index >= current.max_new_tokens:
+                            reason = "length"  # the server would go on: not read further
+                            break
+                    else:  # [DONE] with no finish reason: the server's own end
+                        reason = (
+                            "length"
+                            if index >= current.max_new_tokens
+                            else finish_reason(None, current)
                         )
-                    if finish is not None:
-                        reason = finish_reason(finish, current)
-                    elif live is not None and live.version != version:
-                        current, version = live.snapshot()
-                        restarted = True  # continue the story with the new settings
-                        break
-            if reason == "cancelled" or not restarted:
+            except Cancelled:
+                reason = "cancelled"
+                break
+            if not restarted:
                 break
         now = time.perf_counter() - start
         yield Event(
@@ -206,12 +238,48 @@ class Remote:
         )
 
 
+def _completion(data: Any, settings: SamplingSettings, where: str) -> Completion:
+    """A non-streamed answer, its shape checked field by field."""
+    if not isinstance(data, dict):
+        raise RemoteError(f"{where}: the answer is not a JSON object")
+    if "error" in data:
+        raise RemoteError(f"{where}: {_error_text(data['error'])}")
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise RemoteError(f'{where}: the answer has no "choices" list of objects')
+    choice = choices[0]
+    text, finish = choice.get("text"), choice.get("finish_reason")
+    if not isinstance(text, str):
+        raise RemoteError(f'{where}: the choice\'s "text" is not a string')
+    if finish is not None and not isinstance(finish, str):
+        raise RemoteError(f'{where}: the choice\'s "finish_reason" is not a string')
+    usage = data.get("usage")
+    usage = {} if usage is None else usage
+    if not isinstance(usage, dict):
+        raise RemoteError(f'{where}: "usage" is not an object')
+    tokens = usage.get("completion_tokens")
+    if tokens is not None and (
+        not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 0
+    ):
+        raise RemoteError(f'{where}: "usage.completion_tokens" is not a whole number')
+    return Completion(
+        text=text,
+        finish_reason=finish_reason(finish, settings),
+        tokens=tokens,
+        seed=settings.seed,
+    )
+
+
 def _sse_choices(
-    response, where: str
-) -> Iterator[tuple[str | None, float | None, tuple, str | None]]:
+    exchange: Exchange, response: Any
+) -> Iterator[tuple[str | None, float | None, tuple[TokenAlt, ...], str | None]]:
     """(text or None when the chunk holds no token, probability, alternatives, finish
-    reason) per streamed chunk of choice 0."""
-    for raw in _lines(response, where):
+    reason) per streamed chunk of choice 0, each line read within the exchange's bounds."""
+    where = exchange.where
+    while True:
+        raw = exchange.read_line(response)
+        if not raw:
+            raise RemoteError(f"{where}: the server closed the stream before it ended")
         line = raw.decode("utf-8", errors="replace").strip()
         if not line.startswith("data:"):
             continue
@@ -220,49 +288,70 @@ def _sse_choices(
             return
         try:
             chunk = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise RemoteError(f"{where}: a streamed chunk is not JSON") from None
-        if "error" in chunk:
-            message = (chunk["error"] or {}).get("message", "error")
-            raise RemoteError(f"{where}: {message}")
-        for choice in chunk.get("choices") or ():
-            piece = choice.get("text") or ""
-            lp = choice.get("logprobs")
-            prob, alts = _logprobs(lp)
-            # A token: text, or logprobs for one (a byte of a character still incomplete
-            # comes with logprobs and no text yet).
-            is_token = bool(piece) or bool(isinstance(lp, dict) and lp.get("tokens"))
-            yield (piece if is_token else None), prob, alts, choice.get("finish_reason")
-    raise RemoteError(f"{where}: the server closed the stream before it ended")
+        yield from _chunk_choices(chunk, where)
 
 
-def _lines(response, where: str) -> Iterator[bytes]:
-    """The response's lines; a connection that breaks is a RemoteError."""
+def _chunk_choices(
+    chunk: Any, where: str
+) -> Iterator[tuple[str | None, float | None, tuple[TokenAlt, ...], str | None]]:
+    if not isinstance(chunk, dict):
+        raise RemoteError(f"{where}: a streamed chunk is not a JSON object")
+    if "error" in chunk:
+        raise RemoteError(f"{where}: {_error_text(chunk['error'])}")
+    choices = chunk.get("choices")
+    if choices is None:
+        return
+    if not isinstance(choices, list):
+        raise RemoteError(f'{where}: a streamed chunk\'s "choices" is not a list')
+    for choice in choices:
+        if not isinstance(choice, dict):
+            raise RemoteError(f"{where}: a streamed choice is not an object")
+        piece, finish = choice.get("text"), choice.get("finish_reason")
+        piece = "" if piece is None else piece
+        if not isinstance(piece, str):
+            raise RemoteError(f'{where}: a streamed choice\'s "text" is not a string')
+        if finish is not None and not isinstance(finish, str):
+            raise RemoteError(f'{where}: a streamed choice\'s "finish_reason" is not a string')
+        prob, alts, holds_token = _logprobs(choice.get("logprobs"))
+        # A token: text, or logprobs for one (a byte of a character still incomplete
+        # comes with logprobs and no text yet).
+        yield (piece if piece or holds_token else None), prob, alts, finish
+
+
+def _error_text(error: Any) -> str:
+    """An error object's message, on one short line."""
+    message = error.get("message") if isinstance(error, dict) else error
+    line = " ".join(str(message if message is not None else "error").split())
+    return line if len(line) <= 300 else line[:297] + "..."
+
+
+def _prob(value: Any) -> float | None:
+    """A log-probability as a probability; None for anything that is not one."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
     try:
-        yield from response
-    except (OSError, http.client.HTTPException) as exc:
-        raise RemoteError(f"{where}: the connection broke ({type(exc).__name__})") from None
+        value = float(value)
+    except OverflowError:
+        return None
+    if not math.isfinite(value) or value > 1e-6:  # above 0 only by rounding
+        return None
+    return math.exp(min(value, 0.0))
 
 
-def _logprobs(lp: Any) -> tuple[float | None, tuple[TokenAlt, ...]]:
-    """The chosen token's probability and the alternatives, from a completions chunk."""
-    if not isinstance(lp, dict) or not lp.get("token_logprobs"):
-        return None, ()
-    value = lp["token_logprobs"][0]
-    prob = math.exp(value) if isinstance(value, (int, float)) else None
-    tops = (lp.get("top_logprobs") or [None])[0] or {}
-    alts = tuple(
-        TokenAlt(token_id=-1, text=str(t), prob=math.exp(v))
-        for t, v in sorted(tops.items(), key=lambda kv: -kv[1])
-        if isinstance(v, (int, float))
-    )
-    return prob, alts
-
-
-def _error_message(exc: urllib.error.HTTPError) -> str:
-    """The OpenAI error message of an HTTP error, else its reason."""
-    try:
-        body = json.loads(exc.read().decode("utf-8"))
-        return str(body["error"]["message"])
-    except Exception:  # not an OpenAI-shaped error: say what HTTP says
-        return str(exc.reason)
+def _logprobs(lp: Any) -> tuple[float | None, tuple[TokenAlt, ...], bool]:
+    """(the chosen token's probability, the alternatives, whether they describe a token)
+    from a completions chunk's `logprobs`; parts that do not fit the API are left out."""
+    if not isinstance(lp, dict):
+        return None, (), False
+    tokens, values, tops = lp.get("tokens"), lp.get("token_logprobs"), lp.get("top_logprobs")
+    holds_token = isinstance(tokens, list) and bool(tokens)
+    prob = _prob(values[0]) if isinstance(values, list) and values else None
+    first = tops[0] if isinstance(tops, list) and tops else None
+    pairs = []
+    if isinstance(first, dict):
+        pairs = [(str(t), p) for t, v in first.items() if (p := _prob(v)) is not None]
+        pairs.sort(key=lambda kv: -kv[1])
+    alts = tuple(TokenAlt(token_id=-1, text=t, prob=p) for t, p in pairs[:TOP_ALTERNATIVES])
+    return prob, alts, holds_token

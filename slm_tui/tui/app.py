@@ -9,7 +9,14 @@ history; a status line. Notable:
   token with the settings version it used, and the status line says from which token a
   change applied (`applied_log` keeps the same facts for tests).
 - Checkpoints are rescanned every 2 s and loaded in a worker (`checkpoint_loader`); a
-  failed load keeps the model. Each new list is published on `checkpoints_changed`.
+  failed load keeps the model. Each new list is published on `checkpoints_changed`. A
+  server's list is asked for every 2 s only while it cannot be reached; once it answered,
+  every `SERVER_RESCAN_SECONDS` (F2 and `r` ask at once), and never while a scan is still
+  out. What is loaded is named by a target (`checkpoint_loader.Target`): a folder, or a
+  server model's whole id.
+- The status line's note about a sampling change belongs to the story it was made in: a
+  new story, a preset chosen between stories and a story picked from history clear it.
+  Continuing a story with other settings records the change from the next token.
 - Dialogs and the compare screen are given what they need in their constructors; none of
   them reaches back into the app.
 - The prompt is inspected (tokenized) once per burst of edits, not once per key: a 50 KB
@@ -35,6 +42,7 @@ rescanning, notifying and pushing screens.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -79,6 +87,7 @@ if TYPE_CHECKING:
     from slm_tui.checkpoint.io import LoadedCheckpoint
 
 RESCAN_SECONDS = 2.0
+SERVER_RESCAN_SECONDS = 30.0  # a server that answered: its list is asked for this often
 # A token is at most this many characters (SentencePiece pieces: 16), so the last
 # context x 32 characters of a prompt hold every token the model can read.
 PROMPT_CHARS_PER_TOKEN = 32
@@ -123,7 +132,7 @@ class SlmApp(App[None]):
         self._compare_after_load: list[CheckpointInfo] | None = None
         self.rescan_enabled = rescan
         self.loaded: LoadedCheckpoint | None = None
-        self.loading: Path | None = None
+        self.loading: ckpt.Target | None = None
         self.checkpoints: list[CheckpointInfo] = []  # the latest scan
         # Published with each new scan and each load: the picker follows it while open.
         self.checkpoints_changed: Signal[ckpt.CheckpointList] = Signal(self, "checkpoints")
@@ -137,7 +146,11 @@ class SlmApp(App[None]):
         # (story id, settings version, first token index using it, the changes): for tests.
         self.applied_log: list[tuple[str, int, int, dict[str, Any]]] = []
         self._scan_signature: tuple = ()
-        self._failed: set[Path] = set()  # never auto-load these again this session
+        self._failed: set[ckpt.Target] = set()  # never auto-load these again this session
+        self._scanning = False  # a scan is out (a server that drips: never two at once)
+        self._scan_again = False  # a rescan was asked for while one was out
+        self._scanned_at = -1e9  # time.monotonic() of the last scan that answered
+        self._scan_note: str | None = None
         self._inspect_pending = False  # an inspection is queued; edits until then join it
 
     # -- layout ------------------------------------------------------------------------
@@ -186,20 +199,37 @@ class SlmApp(App[None]):
         self.query_one("#prompt").focus()
         self.action_rescan()
         if self.rescan_enabled:
-            self.set_interval(RESCAN_SECONDS, self.action_rescan, name="rescan")
+            self.set_interval(RESCAN_SECONDS, self._auto_rescan, name="rescan")
         self.set_interval(RESCAN_SECONDS, self.check_training, name="training")
         if self.watch_dir is not None:
             self.action_train()
 
     # -- checkpoints -------------------------------------------------------------------
     def action_rescan(self) -> None:
+        if self._scanning:  # one scan at a time; this one starts when it answers
+            self._scan_again = True
+            return
+        self._scanning, self._scan_again = True, False
         ckpt.start_scan(self, self.source)
 
+    def _auto_rescan(self) -> None:
+        """The timer's rescan: a server that answered is asked again only now and then."""
+        recent = time.monotonic() - self._scanned_at < SERVER_RESCAN_SECONDS
+        if self.server is None or not recent:
+            self.action_rescan()
+
     def on_checkpoints_scanned(self, message: ckpt.CheckpointsScanned) -> None:
+        self._scanning = False
         if self._torn_down:
             return  # a worker finished while the app was closing
+        if self._scan_again:
+            self.call_later(self.action_rescan)
         first = not self.scanned
         self.scanned = True
+        self._scanned_at = time.monotonic() if message.error is None else -1e9
+        if message.note is not None and message.note != self._scan_note:
+            self.notify(message.note, severity="warning", timeout=8, markup=False)
+        self._scan_note = message.note
         if message.error is not None:  # a server that is down: say so, the rescan retries
             self.query_one(StatusBar).set_note(
                 f"{message.error} · retrying every {RESCAN_SECONDS:g} s", "$text-error"
@@ -207,7 +237,7 @@ class SlmApp(App[None]):
             self.query_one(EmptyState).set_problem(message.error)
         elif self.server is not None and self.query_one(StatusBar).note.startswith("cannot"):
             self.query_one(StatusBar).set_note(f"connected to {self.server}", "$text-success")
-        signature = ckpt.scan_signature(message.infos)
+        signature = message.signature
         if signature != self._scan_signature or first:
             self._scan_signature = signature
             self.checkpoints = message.infos
@@ -219,23 +249,27 @@ class SlmApp(App[None]):
             else:
                 self._show_empty()
 
-    def _startup_target(self, first: bool) -> Path | None:
+    def _startup_target(self, first: bool) -> ckpt.Target | None:
         """What to open while nothing is loaded: --checkpoint, else the demo, else the newest."""
         if first and self.initial_checkpoint is not None:
             return self.initial_checkpoint
         demo = bundled_demo_path() if self.demo and self.server is None else None
         if first and demo is not None:
             return demo
-        usable = [Path(i.path) for i in self.checkpoints if not i.error]
-        usable = [p for p in usable if p not in self._failed]
-        return usable[0] if usable else None
+        for info in self.checkpoints:
+            target = ckpt.target_of(info)
+            if not info.error and target not in self._failed:
+                return target
+        return None
 
-    def load_checkpoint(self, path: Path) -> None:
-        """Load `path` in a worker; the current model stays until the new one is ready."""
-        self.loading = Path(path)
+    def load_checkpoint(self, target: ckpt.Target) -> None:
+        """Load `target` (a checkpoint folder, or a server model's id) in a worker; the
+        current model stays until the new one is ready."""
+        target = target if isinstance(target, str) else Path(target)
+        self.loading = target
         self.query_one(CheckpointCard).loading = True
-        self.query_one(StatusBar).set_note(f"loading {Path(path).name}…", "$text-accent")
-        ckpt.start_load(self, self.source, Path(path))
+        self.query_one(StatusBar).set_note(f"loading {ckpt.target_name(target)}…", "$text-accent")
+        ckpt.start_load(self, self.source, target)
 
     def on_checkpoint_loaded(self, message: ckpt.CheckpointLoaded) -> None:
         if self._torn_down:
@@ -263,10 +297,11 @@ class SlmApp(App[None]):
         if self._torn_down:
             return  # a worker finished while the app was closing
         self.loading = None
-        self._failed.add(message.path)
+        self._failed.add(message.target)
         self.query_one(CheckpointCard).loading = False
         keep = f"; still using {self.loaded.info.name}" if self.loaded else ""
-        self.query_one(StatusBar).set_note(f"load failed: {message.path.name}", "$text-error")
+        name = ckpt.target_name(message.target)
+        self.query_one(StatusBar).set_note(f"load failed: {name}", "$text-error")
         self.notify(
             f"{message.reason}{keep}",
             title="Cannot load checkpoint",
@@ -283,11 +318,13 @@ class SlmApp(App[None]):
 
     @property
     def loaded_path(self) -> Path | None:
-        return None if self.loaded is None else Path(self.loaded.path).resolve()
+        """The loaded checkpoint's folder (None for a server's model)."""
+        loaded = ckpt.loaded_identity(self.loaded)
+        return loaded if isinstance(loaded, Path) else None
 
     @property
     def checkpoint_list(self) -> ckpt.CheckpointList:
-        return ckpt.CheckpointList(list(self.checkpoints), self.loaded_path)
+        return ckpt.CheckpointList(list(self.checkpoints), ckpt.loaded_identity(self.loaded))
 
     def _show_empty(self) -> None:
         if self.loaded is not None:
@@ -334,6 +371,9 @@ class SlmApp(App[None]):
         else:
             story.finish_reason = story.error = None
             text = story.prompt + story.text
+            before, now = story.settings_at_end(), settings.to_dict()
+            changed = {k: v for k, v in now.items() if k != "seed" and before.get(k) != v}
+            story.record_change(story.num_tokens + 1, changed)  # the continuation's settings
         self.current = story
         self.query_one(StoryView).follow()
         self.query_one(StatusBar).set_note("")
@@ -384,6 +424,7 @@ class SlmApp(App[None]):
     def _picked(self, event: HistoryList.Picked) -> None:
         story = next((s for s in self.history.stories if s.id == event.story_id), None)
         if story is not None:
+            self.query_one(StatusBar).set_note("")  # a note on another story's settings
             self.current = story
             self._draw(story)
             self.query_one(StoryView).follow()
@@ -473,6 +514,8 @@ class SlmApp(App[None]):
         self.notify(f"Seed pinned to {seed}: stories repeat until you change it.")
 
     def action_preset(self, name: str) -> None:
+        if not self.streamer.running:
+            self.query_one(StatusBar).set_note("")  # a note on the last story's settings
         self.query_one(SamplingPanel).apply_preset(name)
         self.notify(f"Preset: {name}", timeout=2)
 
@@ -542,9 +585,9 @@ class SlmApp(App[None]):
         self.push_screen(HelpScreen(list(KEYS), self.keymap, str(keymap_path())))
 
     def action_checkpoints(self) -> None:
-        def chosen(path: Path | None) -> None:
-            if path is not None and path.resolve() != self.loaded_path:
-                self.load_checkpoint(path)
+        def chosen(target: ckpt.Target | None) -> None:
+            if target is not None and ckpt.identity(target) != ckpt.loaded_identity(self.loaded):
+                self.load_checkpoint(target)
 
         picker = CheckpointPicker(
             self.checkpoint_list, self.checkpoints_changed, self.action_rescan
@@ -612,10 +655,10 @@ class SlmApp(App[None]):
         )
         for info in self.checkpoints:
             if not info.error:
-                load = partial(self.load_checkpoint, Path(info.path))
-                yield SystemCommand(
-                    f"Load checkpoint {info.name}", str(info.path), load, discover=False
-                )
+                target = ckpt.target_of(info)
+                load = partial(self.load_checkpoint, target)
+                where = f"on {self.server}" if isinstance(target, str) else str(target)
+                yield SystemCommand(f"Load checkpoint {info.name}", where, load, discover=False)
         for name, values in PRESETS.items():
             preset = partial(self.action_preset, name)
             yield SystemCommand(f"Preset {name}", str(values), preset, discover=False)

@@ -19,6 +19,12 @@ Where the models come from is a `Source`: `LocalCheckpoints` (the folder, the bu
 "loading" one makes a `RemoteModel`, which streams stories from the server as the engine's
 `Event`s). A server that cannot be reached is a scan with an `error`, retried at the next
 rescan, never a crash.
+
+What is loaded is named by a `Target`: a checkpoint's folder (a Path), or a server model's
+id (a str, whole: vLLM's `org/model` included, never read as a path). `target_of(info)`
+gives a listed entry's target and `identity(...)` what two targets are compared by. A
+server's list is taken as it comes (any id: a NUL, markup, a duplicate, which is listed
+once), at most `MODELS_SHOWN` of them, parsed in the scan's thread.
 """
 
 from __future__ import annotations
@@ -68,7 +74,31 @@ def scan_checkpoints(
 
 def scan_signature(infos: list[CheckpointInfo]) -> tuple:
     """What must differ for the list to be redrawn (a rescan usually finds nothing new)."""
-    return tuple((str(i.path), i.step, i.created, i.error) for i in infos)
+    return tuple((str(target_of(i)), i.step, i.created, i.error) for i in infos)
+
+
+Target = Path | str  # a checkpoint folder, or a server model's id
+
+
+def target_of(info: CheckpointInfo) -> Target:
+    """What loading a listed entry asks for: a server model's id, else the folder."""
+    return info.model_id if isinstance(info, ServerModelInfo) else Path(info.path)
+
+
+def identity(target: Target | None) -> Path | str | None:
+    """What two targets are compared by: the id, or the resolved folder (as given when it
+    cannot be resolved)."""
+    if target is None or isinstance(target, str):
+        return target
+    try:
+        return Path(target).resolve()
+    except (OSError, ValueError, RuntimeError):  # a NUL in the name, a symlink loop
+        return Path(target)
+
+
+def target_name(target: Target) -> str:
+    """A target in one short line: the model id, or the folder's name."""
+    return target if isinstance(target, str) else Path(target).name
 
 
 def load(path: Path, device: str) -> LoadedCheckpoint:
@@ -90,7 +120,7 @@ class Source(Protocol):
 
     def scan(self) -> list[CheckpointInfo]: ...
 
-    def load(self, path: Path) -> Any: ...
+    def load(self, target: Any) -> Any: ...
 
 
 @dataclass
@@ -110,6 +140,14 @@ class LocalCheckpoints:
 
 
 SERVER_KIND = "server"  # CheckpointInfo.tokenizer_kind of a server's model
+MODELS_SHOWN = 1000  # a server's models listed (the first ones, in its order)
+
+
+@dataclass
+class ServerModelInfo(CheckpointInfo):
+    """A server's model in the picker: its id is all a server says of it."""
+
+    model_id: str = ""
 
 
 @dataclass
@@ -119,12 +157,8 @@ class RemoteModel:
     and `stream()` instead of a local model."""
 
     remote: Remote
-    info: CheckpointInfo
+    info: ServerModelInfo
     tokenizer: None = None
-
-    @property
-    def path(self) -> Path:
-        return Path(self.info.path)
 
     @property
     def device(self) -> str:
@@ -133,13 +167,13 @@ class RemoteModel:
     def stream(
         self, prompt: str, settings: SamplingSettings | LiveSettings, cancel: threading.Event
     ) -> Iterator[Event]:
-        return self.remote.stream(self.info.name, prompt, settings, cancel=cancel)
+        return self.remote.stream(self.info.model_id, prompt, settings, cancel=cancel)
 
 
-def server_info(model: str) -> CheckpointInfo:
+def server_info(model: str) -> ServerModelInfo:
     """A server model's entry in the picker (what a server says of a model is its id)."""
-    return CheckpointInfo(
-        path=Path("server") / model,  # an identity for the picker, not a folder
+    return ServerModelInfo(
+        path=Path(),  # not a folder: the identity is `model_id`
         name=model,
         step=0,
         tokens_seen=0,
@@ -152,7 +186,17 @@ def server_info(model: str) -> CheckpointInfo:
         n_layer=0,
         d_model=0,
         created="",
+        model_id=model,
     )
+
+
+def loaded_identity(loaded: Any) -> Path | str | None:
+    """The identity of what is loaded: a server model's id, or the checkpoint's folder."""
+    if loaded is None:
+        return None
+    if isinstance(loaded, RemoteModel):
+        return loaded.info.model_id
+    return identity(Path(loaded.path))
 
 
 @dataclass
@@ -162,15 +206,26 @@ class ServerModels:
     url: str
     api_key: str | None = None
     remote: Remote = field(init=False)
+    listed: int = 0  # distinct ids the server listed at the last scan (MODELS_SHOWN shown)
 
     def __post_init__(self) -> None:
         self.remote = Remote(self.url, self.api_key, timeout=30)
 
     def scan(self) -> list[CheckpointInfo]:
-        return [server_info(name) for name in self.remote.models()]
+        ids = list(dict.fromkeys(self.remote.models()))  # a duplicate id is one model
+        self.listed = len(ids)
+        return [server_info(name) for name in ids[:MODELS_SHOWN]]
 
-    def load(self, path: Path) -> RemoteModel:
-        return RemoteModel(self.remote, server_info(Path(path).name))
+    def note(self) -> str | None:
+        """What the last scan left out, when it did."""
+        if self.listed <= MODELS_SHOWN:
+            return None
+        return (
+            f"the server lists {self.listed:,} models; the picker shows the first {MODELS_SHOWN:,}"
+        )
+
+    def load(self, target: Target) -> RemoteModel:
+        return RemoteModel(self.remote, server_info(str(target)))
 
 
 def stream_events(
@@ -194,20 +249,21 @@ def start_scan(host: DOMNode, source: Source) -> None:
             infos = source.scan()
         except Exception as exc:  # whatever went wrong, the app must hear back
             infos, error = [], str(exc) if isinstance(exc, SlmError) else type(exc).__name__
-        host.post_message(CheckpointsScanned(infos, error))
+        note = getattr(source, "note", lambda: None)() if error is None else None
+        host.post_message(CheckpointsScanned(infos, error, scan_signature(infos), note))
 
     host.run_worker(job, thread=True, exclusive=True, group="scan", exit_on_error=False)
 
 
-def start_load(host: DOMNode, source: Source, path: Path, group: str = "load") -> None:
+def start_load(host: DOMNode, source: Source, target: Target, group: str = "load") -> None:
     """Load in a thread worker of `host`, which receives `CheckpointLoaded` or
     `CheckpointFailed` (a newer load in the same group replaces a running one)."""
 
     def job() -> None:
         try:
-            loaded = source.load(path)
+            loaded = source.load(target)
         except SlmError as exc:
-            host.post_message(CheckpointFailed(path, str(exc)))
+            host.post_message(CheckpointFailed(target, str(exc)))
         else:
             host.post_message(CheckpointLoaded(loaded))
 
@@ -218,6 +274,8 @@ def start_load(host: DOMNode, source: Source, path: Path, group: str = "load") -
 class CheckpointsScanned(Message):
     infos: list[CheckpointInfo]
     error: str | None = None  # why the source could not be read (the list is then empty)
+    signature: tuple = ()  # scan_signature(infos), computed in the worker
+    note: str | None = None  # what the list left out (a server's thousands of models)
 
 
 @dataclass
@@ -227,14 +285,14 @@ class CheckpointLoaded(Message):
 
 @dataclass
 class CheckpointFailed(Message):
-    path: Path
+    target: Target
     reason: str
 
 
 @dataclass(frozen=True)
 class CheckpointList:
     """What the app publishes on its `checkpoints_changed` signal: the scanned checkpoints
-    and the resolved path of the loaded one (the picker marks it)."""
+    and the identity of the loaded one (the picker marks it)."""
 
     infos: list[CheckpointInfo]
-    loaded: Path | None
+    loaded: Path | str | None

@@ -6,12 +6,18 @@ the Train screen shows. Torch-free.
   or folder that does not exist yet is no records, not an error; a file that was replaced
   (a resumed run rewrites metrics.jsonl from its checkpoint's copy: a new inode) or that
   shrank is read again from the start. A 100k-line file is parsed in one `json.loads` call
-  (bench/train_watch.py), a line at a time only when that fails.
+  (bench/train_watch.py), a line at a time only when that fails. The UI thread polls, so
+  each poll is bounded: at most `READ_LIMIT` bytes (a big file arrives over several polls,
+  `behind` says more is waiting), no line longer than `LINE_LIMIT` is parsed (the trainer
+  writes lines of a few KB: a longer one is skipped whole), and anything but a regular
+  file (a FIFO, a device) is never read: it is opened without blocking and let go.
 - `RunHistory` folds the records: the train and validation curves (kept downsampled as
   they arrive, `Curve`: the chart never sees more than ~2x its target points, so a long run
   redraws as fast as a short one), the latest train record, the best validation figure,
   the samples of every evaluation, `max_steps` (from the start/resume events), and how the
-  run ended (finished, interrupted, diverged).
+  run ended (finished, interrupted, diverged). Each record is cleaned first (`clean`): a
+  field the screen reads keeps only a value of its type within sane bounds (no NaN, no
+  Infinity, no string where a number belongs, no 1e308), samples are cut to what is shown.
 - `RunWatch` is one run folder: the tail, the history, the process holding the folder's
   lock (`trainer.lock.lock_holder`: a run started from another terminal), its checkpoints.
 """
@@ -21,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,9 +36,14 @@ from slm_tui.checkpoint.format import CheckpointInfo, list_checkpoints, read_che
 from slm_tui.trainer.lock import lock_holder
 
 METRICS_FILE = "metrics.jsonl"
-READ_LIMIT = 64 << 20  # bytes read per poll: a huge file arrives over a few polls
-PARTIAL_LIMIT = 1 << 20  # a "line" longer than this without a newline is not ours: dropped
+READ_LIMIT = 2 << 20  # bytes read per poll: a huge file arrives over several polls
+LINE_LIMIT = 1 << 20  # a line longer than this is not one the trainer wrote: skipped unread
 CURVE_POINTS = 400  # the chart's target resolution (a curve keeps 400-800 points)
+NUMBER_LIMIT = 1e15  # a figure beyond this (or non-finite) is not shown (plotext overflows)
+TOKENS_LIMIT = 1e18  # tokens seen
+STEP_LIMIT = 10**15
+SAMPLES_SHOWN = 16  # samples kept per evaluation record
+SAMPLE_CHARS = 2000  # characters kept of one sample's text (and 200 of its prompt)
 
 
 class MetricsTail:
@@ -41,33 +53,59 @@ class MetricsTail:
         self.path = Path(path)
         self.offset = 0
         self.partial = b""
+        self.skipping = False  # inside a line longer than LINE_LIMIT: dropped to its newline
         self.ident: tuple[int, int] | None = None
+        self.behind = False  # the last poll left bytes to read (the next one reads them)
+        self.problem: str | None = None  # why the path cannot be read (not a regular file)
+
+    def _forget(self) -> bool:
+        """Nothing read holds any more; whether something had been read."""
+        reset = self.ident is not None
+        self.ident, self.offset, self.partial, self.skipping = None, 0, b"", False
+        self.behind = False
+        return reset
 
     def poll(self) -> tuple[list[dict[str, Any]], bool]:
         """(new records, reset): `reset` when the file was replaced, truncated or removed
         since the last poll, so what was read before no longer holds."""
+        try:  # O_NONBLOCK: opening a FIFO for reading would wait for a writer forever
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        except OSError as exc:
+            self.problem = None if isinstance(exc, FileNotFoundError) else exc.strerror
+            return [], self._forget()
         try:
-            f = open(self.path, "rb")  # noqa: SIM115 (closed below; a missing file is normal)
-        except OSError:
-            reset = self.ident is not None
-            self.ident, self.offset, self.partial = None, 0, b""
-            return [], reset
-        with f:
-            st = os.fstat(f.fileno())
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                self.problem = f"{self.path.name} is not a regular file: not read"
+                return [], self._forget()
+            self.problem = None
             reset = False
             if (st.st_dev, st.st_ino) != self.ident or st.st_size < self.offset:
-                reset = self.ident is not None
-                self.ident, self.offset, self.partial = (st.st_dev, st.st_ino), 0, b""
+                reset = self._forget()
+                self.ident = (st.st_dev, st.st_ino)
             if st.st_size == self.offset:
+                self.behind = False
                 return [], reset
-            f.seek(self.offset)
-            data = f.read(min(st.st_size - self.offset, READ_LIMIT))
+            with open(fd, "rb", closefd=False) as f:
+                f.seek(self.offset)
+                data = f.read(min(st.st_size - self.offset, READ_LIMIT))
+        finally:
+            os.close(fd)
         self.offset += len(data)
-        lines = (self.partial + data).split(b"\n")
-        self.partial = lines.pop()  # b"" when the data ended with a newline
-        if len(self.partial) > PARTIAL_LIMIT:
-            self.partial = b""
-        return parse_lines(lines), reset
+        self.behind = self.offset < st.st_size
+        return parse_lines(self._lines(data)), reset
+
+    def _lines(self, data: bytes) -> list[bytes]:
+        """The whole lines `data` completes, none longer than LINE_LIMIT."""
+        *lines, last = data.split(b"\n")
+        if lines:  # the first one ends the line in progress (dropped if it was too long)
+            lines[0] = b"" if self.skipping else self.partial + lines[0]
+            self.partial, self.skipping = b"", False
+        if not self.skipping:
+            self.partial += last
+        if len(self.partial) > LINE_LIMIT:  # a line too long to be ours: skip to its end
+            self.partial, self.skipping = b"", True
+        return [line for line in lines if len(line) <= LINE_LIMIT]
 
 
 def parse_lines(lines: list[bytes]) -> list[dict[str, Any]]:
@@ -119,10 +157,57 @@ class Curve:
         return xs, ys
 
 
-def _num(value: Any) -> float | None:
+def _num(value: Any, limit: float = NUMBER_LIMIT) -> float | None:
+    """A finite number within ±`limit` as a float; None for anything else."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return float(value) if math.isfinite(value) else None
+    try:
+        value = float(value)
+    except OverflowError:  # an integer of a thousand digits
+        return None
+    return value if math.isfinite(value) and abs(value) <= limit else None
+
+
+_FLOATS = ("loss", "lr", "tokens_per_s", "eta_s", "elapsed_s", "mfu", "val_loss", "val_bpb")
+
+
+def clean(record: dict[str, Any]) -> dict[str, Any]:
+    """The record with each field the screen reads checked: a number where one belongs
+    (finite, within bounds; else the field is dropped), whole steps, text for text, samples
+    cut to what is shown. Fields the screen does not read are kept as they are."""
+    r = dict(record)
+    for key in ("step", "max_steps"):
+        if key in r and not (
+            isinstance(r[key], int) and not isinstance(r[key], bool) and 0 <= r[key] <= STEP_LIMIT
+        ):
+            del r[key]
+    if "tokens" in r:
+        tokens = _num(r["tokens"], TOKENS_LIMIT)
+        if tokens is None or tokens < 0:
+            del r["tokens"]
+        else:
+            r["tokens"] = tokens
+    for key in _FLOATS:
+        if key in r:
+            value = _num(r[key])
+            if value is None:
+                del r[key]
+            else:
+                r[key] = value
+    for key in ("kind", "event"):
+        if key in r and not isinstance(r[key], str):
+            del r[key]
+    if "samples" in r:
+        samples = r["samples"] if isinstance(r["samples"], list) else []
+        r["samples"] = [
+            {
+                "prompt": str(s.get("prompt", ""))[:200],
+                "text": str(s.get("text", ""))[:SAMPLE_CHARS],
+            }
+            for s in samples[:SAMPLES_SHOWN]
+            if isinstance(s, dict)
+        ]
+    return r
 
 
 @dataclass
@@ -141,7 +226,7 @@ class RunHistory:
     def add(self, records: list[dict[str, Any]]) -> set[str]:
         """Fold `records` in; the kinds that changed ("train", "eval", "samples", "event")."""
         changed: set[str] = set()
-        for r in records:
+        for r in map(clean, records):
             kind = r.get("kind")
             self.records += 1
             if kind == "train":
@@ -150,16 +235,16 @@ class RunHistory:
                     self.train.add(tokens, loss)
                 self.last_train = r
             elif kind == "eval":
-                if _num(r.get("val_loss")) is None or _num(r.get("tokens")) is None:
+                if "val_loss" not in r or "tokens" not in r or "step" not in r:
                     continue
                 self.evals.append(r)
                 if self.best is None or r["val_loss"] < self.best["val_loss"]:
                     self.best = r
-            elif kind == "samples" and isinstance(r.get("samples"), list):
+            elif kind == "samples" and r.get("samples"):
                 self.samples.append(r)
             elif kind == "event":
                 self.last_event = r
-                if isinstance(r.get("max_steps"), int):
+                if "max_steps" in r:
                     self.max_steps = r["max_steps"]
             else:
                 continue
@@ -201,8 +286,9 @@ class RunWatch:
 
     def poll(self) -> set[str]:
         """Read what was appended; the kinds that changed ("reset" when all of it did)."""
+        problem = self.tail.problem
         records, reset = self.tail.poll()
-        changed = set()
+        changed = {"problem"} if self.tail.problem != problem else set()
         if reset:
             self.history = RunHistory()
             changed.add("reset")

@@ -6,7 +6,10 @@ Locations follow the platform convention (platformdirs): history and preferences
 
 History is append-only JSONL: a story is appended when it finishes (again after a
 "continue"; the last line for an id wins), so a crash can tear at most the last line,
-which loading skips. Clearing and preference writes are atomic (temp sibling + fsync +
+which loading skips. A story keeps at most `STORED_TEXT_LIMIT` characters of text there
+(marked `truncated`): a server that floods one story cannot write a line of hundreds of MB.
+Exports say which sampling settings wrote which tokens: the start's, then each change with
+the token it applied from. Clearing and preference writes are atomic (temp sibling + fsync +
 os.replace). Nothing here raises for a damaged file: the app starts with what it can read
 and reports the rest (undecodable bytes, lines that are not story objects, a key map with
 YAML aliases or over 1 MiB).
@@ -31,6 +34,7 @@ APP_NAME = "slm-tui"
 HISTORY_LIMIT = (
     500  # stories kept in memory and in the list; the file keeps its lines until cleared
 )
+STORED_TEXT_LIMIT = 1 << 20  # characters of a story's text (and its tokens') history keeps
 
 
 def data_dir() -> Path:
@@ -86,7 +90,7 @@ class History:
         """Append the story's current state (call when it finishes)."""
         self.add(story)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = json.dumps(story.to_dict(), ensure_ascii=False)
+        line = json.dumps(story.to_dict(limit=STORED_TEXT_LIMIT), ensure_ascii=False)
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(line + "\n")
             f.flush()
@@ -160,9 +164,24 @@ def load_keymap(
 
 
 # -- export ----------------------------------------------------------------------------
-def _settings_line(settings: dict[str, Any]) -> str:
-    order = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "max_new_tokens")
-    return " · ".join(f"{k} {settings[k]}" for k in order if k in settings)
+SETTINGS_ORDER = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "max_new_tokens")
+
+
+def _settings_line(settings: dict[str, Any], every: bool = False) -> str:
+    """The sampling fields that matter to a reader, in a fixed order (`every`: the others
+    that are there too, after them)."""
+    keys = [k for k in SETTINGS_ORDER if k in settings]
+    if every:
+        keys += sorted(k for k in settings if k not in SETTINGS_ORDER)
+    return " · ".join(f"{k} {settings[k]}" for k in keys)
+
+
+def _changes_lines(story: Story) -> list[str]:
+    """One Markdown quote line per sampling change: from which token, what changed."""
+    return [
+        f"> from token {c['from_token']}: {_settings_line(c['settings'], every=True)}"
+        for c in story.changes
+    ]
 
 
 def stories_to_markdown(stories: list[Story]) -> str:
@@ -177,8 +196,12 @@ def stories_to_markdown(stories: list[Story]) -> str:
             "",
             f"> {_settings_line(s.settings)} · {s.num_tokens} tokens · "
             f"finished: {s.finish_reason or 'streaming'}",
-            "",
         ]
+        if s.changes:
+            parts += [">", *_changes_lines(s)]
+        if s.truncated:
+            parts += [">", "> (the text was cut to what history keeps)"]
+        parts.append("")
     return "\n".join(parts)
 
 

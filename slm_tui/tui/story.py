@@ -4,6 +4,12 @@ Plain data, no Textual and no torch, so history, export and tests can use it dir
 `Story.apply(event)` folds one engine `Event` (from the torch-free
 `slm_tui.generation.events`) into the story: a "token" event adds a `TokenRecord`, the
 "done" event sets the finish reason (and the error, when the engine failed).
+
+`settings` are the sampling settings the story started with; `changes` records every
+change made after that, each with the first token it applied to (`record_change`), so an
+export says which settings wrote which tokens. What is stored is bounded: `to_dict(limit=)`
+keeps at most `limit` characters of text (and the tokens that wrote them) and says so
+(`truncated`), so one story a server flooded cannot write a line of hundreds of MB.
 """
 
 from __future__ import annotations
@@ -53,6 +59,9 @@ class Story:
     tokens_per_s: float = 0.0
     ttft: float | None = None
     error: str | None = None  # why the engine stopped, when it failed (not persisted)
+    # Sampling changes after the start: {"from_token": first token using it, "settings": {...}}
+    changes: list[dict[str, Any]] = field(default_factory=list)
+    truncated: bool = False  # the text was cut to what history stores
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     created: str = field(
         default_factory=lambda: (
@@ -98,26 +107,53 @@ class Story:
         self.tokens_per_s = event.tokens_per_s or self.tokens_per_s
         self.seed = event.seed
 
+    def record_change(self, from_token: int, changes: dict[str, Any]) -> None:
+        """Sampling settings changed; `from_token` (1-based) is the first token using them."""
+        if changes:
+            self.changes.append({"from_token": int(from_token), "settings": dict(changes)})
+
+    def settings_at_end(self) -> dict[str, Any]:
+        """The settings the last token was written with (the start's, then each change)."""
+        settings = dict(self.settings)
+        for change in self.changes:
+            settings.update(change["settings"])
+        return settings
+
     # -- persistence -------------------------------------------------------------------
-    def to_dict(self, *, tokens: bool = True) -> dict[str, Any]:
+    def to_dict(self, *, tokens: bool = True, limit: int | None = None) -> dict[str, Any]:
+        """The story as JSON data; `limit`: at most that many characters of text (and of
+        token text), cut at a token's end, with `truncated` set."""
+        text, kept = self.text, self.tokens
+        truncated = self.truncated
+        if limit is not None and (len(text) > limit or len(self.prompt) > limit):
+            truncated, used, n = True, 0, 0
+            for t in self.tokens:
+                used += len(t.text) + len(t.piece)
+                if used > limit:
+                    break
+                n += 1
+            text, kept = text[:limit], self.tokens[:n]
         d = {
             "id": self.id,
             "created": self.created,
             "checkpoint": self.checkpoint,
-            "prompt": self.prompt,
-            "text": self.text,
+            "prompt": self.prompt if limit is None else self.prompt[:limit],
+            "text": text,
             "seed": self.seed,
             "settings": self.settings,
+            "settings_changes": self.changes,
             "finish_reason": self.finish_reason,
             "num_tokens": self.num_tokens,
             "tokens_per_s": round(self.tokens_per_s, 2),
             "ttft": None if self.ttft is None else round(self.ttft, 4),
         }
+        if truncated:
+            d["truncated"] = True
         if tokens:
             # [id, text, prob, piece]: enough to redraw the token view after a restart.
             d["tokens"] = [
                 [t.token_id, t.text, None if t.prob is None else round(t.prob, 5), t.piece]
-                for t in self.tokens
+                for t in kept
             ]
         return d
 
@@ -137,7 +173,22 @@ class Story:
             finish_reason=d.get("finish_reason") or "cancelled",
             tokens_per_s=float(d.get("tokens_per_s") or 0.0),
             ttft=d.get("ttft"),
+            changes=_changes(d.get("settings_changes")),
+            truncated=d.get("truncated") is True,
         )
         story.id = str(d.get("id") or story.id)
         story.created = str(d.get("created") or story.created)
         return story
+
+
+def _changes(value: Any) -> list[dict[str, Any]]:
+    """The recorded sampling changes of a stored story (entries of another shape dropped)."""
+    if not isinstance(value, list):
+        return []
+    return [
+        {"from_token": c["from_token"], "settings": dict(c["settings"])}
+        for c in value
+        if isinstance(c, dict)
+        and isinstance(c.get("from_token"), int)
+        and isinstance(c.get("settings"), dict)
+    ]

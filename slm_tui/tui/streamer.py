@@ -2,22 +2,29 @@
 
 The engine runs in a thread worker: it iterates the story's events (`generation.generate`,
 or a server's stream: `checkpoint_loader.stream_events`) and appends each `Event` to a
-deque (append is atomic and never waits), so the engine runs at full speed whatever the UI
-is doing. A timer on the UI thread drains the deque ~30 times a second,
-folds the events into their `Story` and hands each story its batch, so the UI redraws at
-most 30 times a second whatever the token rate. Cancellation is a `threading.Event` the
-engine checks every step: Esc stops the story within one token. An engine failure becomes
-the story's `Event.failed(...)` "done" event: shown in place, never a crash.
+deque (append is atomic), so the engine runs at full speed whatever the UI is doing. A
+timer on the UI thread drains the deque ~30 times a second, folds the events into their
+`Story` and hands each story its batch, so the UI redraws at most 30 times a second
+whatever the token rate. Both sides are bounded: a flush takes at most `FLUSH_EVENTS`
+events or `FLUSH_SECONDS` of the UI thread (the rest waits for the next frame), and a
+worker whose queue holds `QUEUE_LIMIT` events waits for room, so a source faster than the
+UI (a server streaming without end) can neither freeze the UI nor grow memory.
+Cancellation is a `threading.Event` the engine checks every step, and a server request
+watches (closing its socket): Esc stops the story within one token, or within a moment on
+a server that has stopped sending. An engine failure becomes the story's
+`Event.failed(...)` "done" event: shown in place, never a crash.
 
 Sampling changes go through `LiveSettings.update`; the engine stamps each event with the
 settings version it was sampled with, and the streamer reports the first token of each
-new version with the changes it carried (`on_applied`), which is how the status line can
-say "temperature 0.9 from token N".
+new version with the changes it carried: it records them in the story
+(`Story.record_change`, so the export says from which token each change applied) and tells
+`on_applied`, which is how the status line can say "temperature 0.9 from token N".
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -30,6 +37,9 @@ from slm_tui.tui.checkpoint_loader import stream_events
 from slm_tui.tui.story import Story
 
 FLUSH_INTERVAL = 1 / 30  # seconds between UI updates while streaming
+FLUSH_EVENTS = 4096  # events one flush folds at most (the rest wait for the next frame)
+FLUSH_SECONDS = 0.012  # UI-thread time one flush takes at most
+QUEUE_LIMIT = 16384  # events a worker may queue before it waits for the UI to catch up
 
 
 class Streamer:
@@ -50,6 +60,7 @@ class Streamer:
         self.story: Story | None = None
         self.live: LiveSettings | None = None
         self.applied: list[tuple[int, int]] = []  # (settings_version, first token index using it)
+        self.offset = 0  # tokens the story held before this stream (continue)
         self.pending: dict[int, dict[str, Any]] = {}  # settings version -> changes not yet seen
         self._queue: deque[tuple[Story, Event]] = deque()
         self._cancel: threading.Event | None = None
@@ -66,7 +77,8 @@ class Streamer:
         cancel = threading.Event()
         live = LiveSettings(settings)
         self._cancel, self.live, self.story = cancel, live, story
-        self.applied = [(live.version, 1)]
+        self.offset = story.num_tokens  # a continued story: its events count from 1 again
+        self.applied = [(live.version, self.offset + 1)]
         self.pending.clear()
         queue = self._queue
 
@@ -75,6 +87,8 @@ class Streamer:
             try:
                 for event in stream_events(loaded, prompt, live, cancel):
                     seed, index = event.seed, event.index
+                    while len(queue) >= QUEUE_LIMIT and not cancel.is_set():
+                        time.sleep(FLUSH_INTERVAL / 4)  # the UI is behind: wait for room
                     queue.append((story, event))
             except Exception as exc:  # shown in the story and the status line; the app goes on
                 first = (str(exc).splitlines() or [type(exc).__name__])[0]
@@ -111,13 +125,17 @@ class Streamer:
         return version
 
     def flush(self) -> None:
-        """Drain the queue on the UI thread and hand each story its batch."""
+        """Fold what the queue holds (at most `FLUSH_EVENTS` events or `FLUSH_SECONDS`) on
+        the UI thread and hand each story its batch."""
         if not self._queue:
             if not self.running and self._timer is not None:
                 self._timer.pause()
             return
         batches: dict[str, tuple[Story, list[Event]]] = {}
-        while self._queue:
+        end = time.perf_counter() + FLUSH_SECONDS
+        for n in range(FLUSH_EVENTS):
+            if not self._queue or (n % 64 == 63 and time.perf_counter() > end):
+                break
             story, event = self._queue.popleft()
             story.apply(event)
             if event.kind == "token":
@@ -129,11 +147,12 @@ class Streamer:
     def _note_version(self, story: Story, event: Event) -> None:
         if story is not self.story or event.settings_version <= self.applied[-1][0]:
             return
-        version, index = event.settings_version, event.index
+        version, index = event.settings_version, self.offset + event.index
         self.applied.append((version, index))
         changes: dict[str, Any] = {}
         for v in sorted(self.pending):
             if v <= version:
                 changes.update(self.pending.pop(v))
+        story.record_change(index, changes)
         if self.on_applied is not None:
             self.on_applied(story, version, index, changes)

@@ -2,9 +2,11 @@
 
 The screen is given the list it opens with, the signal on which the app publishes each
 new scan (a `CheckpointList`), and the rescan action (`r`), so a checkpoint a training run
-saves while the picker is open appears in it. Enter returns the highlighted checkpoint's
-path (the app loads it in a worker); a folder that cannot be read is listed with the
-reason instead of being hidden.
+saves while the picker is open appears in it. Enter returns the highlighted entry's target
+(a checkpoint's folder, or a server model's whole id; the app loads it in a worker); a
+folder that cannot be read is listed with the reason instead of being hidden. Rows are
+keyed by position, not by name: a server may list two models under one id, or ids that
+are no valid path (a NUL), and neither may break the table.
 """
 
 from __future__ import annotations
@@ -23,16 +25,22 @@ from textual.signal import Signal
 from textual.widgets import DataTable, Label, Static
 
 from slm_tui.checkpoint.format import CheckpointInfo
-from slm_tui.tui.checkpoint_loader import CheckpointList
+from slm_tui.tui.checkpoint_loader import (
+    CheckpointList,
+    ServerModelInfo,
+    Target,
+    identity,
+    target_of,
+)
 from slm_tui.tui.widgets.checkpoint_card import human, info_lines
 
 COLUMNS = ("", "checkpoint", "params", "steps", "tokens", "bits/byte", "tokenizer", "date")
 
 
-def row_for(info: CheckpointInfo, current: Path | None) -> tuple:
+def row_for(info: CheckpointInfo, current: Path | str | None) -> tuple:
     """The table row; text from the checkpoint (its folder name, its meta.json) is Content,
     never markup: a folder named "[/]" is shown as it is."""
-    mark = "●" if current is not None and Path(info.path).resolve() == current else " "
+    mark = "●" if current is not None and identity(target_of(info)) == current else " "
     name = Content(info.name)
     if info.error:
         return (mark, name, Content.styled("unreadable", "$text-error"), "", "", "", "", "")
@@ -57,6 +65,10 @@ def row_for(info: CheckpointInfo, current: Path | None) -> tuple:
 def detail_for(info: CheckpointInfo | None) -> Content:
     if info is None:
         return Content.styled("No checkpoints found.", "$text-muted")
+    if isinstance(info, ServerModelInfo):
+        return Content.assemble(
+            (info.model_id, "bold"), (" · a model on the server", "$text-muted")
+        )
     if info.error:
         return Content.assemble((f"{info.path}\n", "$text-muted"), (info.error, "$text-error"))
     parts: list = [(f"{info.path}\n", "$text-muted")]
@@ -65,8 +77,8 @@ def detail_for(info: CheckpointInfo | None) -> Content:
     return Content.assemble(*parts)
 
 
-class CheckpointPicker(ModalScreen[Path | None]):
-    """Returns the chosen checkpoint path, or None."""
+class CheckpointPicker(ModalScreen[Target | None]):
+    """Returns the chosen entry's target (a folder, or a server model's id), or None."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,f2", "dismiss_none", "close", show=False),
@@ -103,19 +115,19 @@ class CheckpointPicker(ModalScreen[Path | None]):
         table = self.query_one(DataTable)
         keep = None
         if self.infos and 0 <= table.cursor_row < len(self.infos):
-            keep = str(self.infos[table.cursor_row].path)
+            keep = target_of(self.infos[table.cursor_row])
         current = checkpoints.loaded
         self.infos = list(checkpoints.infos)
         table.clear()
-        for info in self.infos:
-            table.add_row(*row_for(info, current), key=str(info.path))
-        paths = [str(i.path) for i in self.infos]
-        if keep in paths:
-            table.move_cursor(row=paths.index(keep))
+        for n, info in enumerate(self.infos):
+            table.add_row(*row_for(info, current), key=str(n))
+        targets = [target_of(i) for i in self.infos]
+        if keep in targets:
+            table.move_cursor(row=targets.index(keep))
         elif current is not None:
-            resolved = [str(Path(p).resolve()) for p in paths]
-            if str(current) in resolved:
-                table.move_cursor(row=resolved.index(str(current)))
+            same = [n for n, t in enumerate(targets) if identity(t) == current]
+            if same:
+                table.move_cursor(row=same[0])
         self._show_detail()
 
     def _show_detail(self) -> None:
@@ -129,7 +141,9 @@ class CheckpointPicker(ModalScreen[Path | None]):
 
     @on(DataTable.RowSelected)
     def _selected(self, event: DataTable.RowSelected) -> None:
-        self.dismiss(Path(str(event.row_key.value)))
+        row = int(str(event.row_key.value))
+        if 0 <= row < len(self.infos):
+            self.dismiss(target_of(self.infos[row]))
 
     def action_rescan(self) -> None:
         self.request_rescan()

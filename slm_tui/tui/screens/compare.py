@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import on
@@ -64,13 +63,18 @@ class CompareScreen(Screen[None]):
         }
         self.b_loaded: LoadedCheckpoint | None = None  # side B's, when it is another one
         self.stories: dict[str, Story] = {}
+        # Side B's other models by position ("ckpt:N"): a server's ids are no paths.
+        current = ckpt.loaded_identity(loaded)
+        self.others = [
+            info
+            for info in checkpoints
+            if not info.error and ckpt.identity(ckpt.target_of(info)) != current
+        ]
 
     def compose(self) -> ComposeResult:
-        current = Path(self.loaded.path).resolve()
         others = [  # Content: a checkpoint's name is text, never markup
-            (Content(f"{info.name} · same settings"), f"ckpt:{info.path}")
-            for info in self.checkpoints
-            if not info.error and Path(info.path).resolve() != current
+            (Content(f"{info.name} · same settings"), f"ckpt:{n}")
+            for n, info in enumerate(self.others)
         ]
         choices = [(f"same model · {name}", f"preset:{name}") for name in PRESETS] + others
         # Another checkpoint when there is one (the usual question), else the wildest preset.
@@ -101,9 +105,9 @@ class CompareScreen(Screen[None]):
     def _choose_b(self, value: Any) -> None:
         self.b_loaded = None
         if isinstance(value, str) and value.startswith("ckpt:"):
-            path = Path(value.removeprefix("ckpt:"))
+            target = ckpt.target_of(self.others[int(value.removeprefix("ckpt:"))])
             self.query_one("#pane-b").loading = True
-            ckpt.start_load(self, self.source, path, group="compare-load")
+            ckpt.start_load(self, self.source, target, group="compare-load")
         self._titles()
 
     def on_checkpoint_loaded(self, message: ckpt.CheckpointLoaded) -> None:
@@ -164,7 +168,8 @@ class CompareScreen(Screen[None]):
             seed = random.randrange(2**31)  # one fresh seed shared by both sides
         for side, (loaded, settings) in setups.items():  # type: ignore[misc]
             try:
-                settings = settings.replace(seed=seed).validate(loaded.tokenizer.vocab_size)
+                vocab = loaded.tokenizer.vocab_size if loaded.tokenizer is not None else None
+                settings = settings.replace(seed=seed).validate(vocab)  # a server checks its own
             except GenerationError as exc:
                 self.notify(str(exc), severity="error", markup=False)
                 return

@@ -9,6 +9,9 @@ every evaluation, newest first. `n` opens the start form, `x` stops the run (SIG
 saves and exits), `r` resumes it, `w` loads its newest checkpoint into the story screen,
 `c` compares two of its checkpoints. The screen is given a `Training` (the run folder and
 process) and the two callbacks that reach the story side; it never reaches into the app.
+A poll reads a bounded slice (`run_watch.READ_LIMIT`); when more waits, the next poll comes
+at once, so a huge history arrives in slices with frames between them. A metrics.jsonl
+that is not a regular file (a FIFO) is never opened for reading: the title says so.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from slm_tui.tui.widgets.train_samples import TrainSamples
 from slm_tui.tui.widgets.train_stats import TrainStats
 
 POLL_SECONDS = 0.5
+CATCH_UP_SECONDS = 0.02  # the next poll, when the last one left bytes to read
 
 
 class Line(Widget):
@@ -80,6 +84,7 @@ class TrainScreen(Screen[None]):
         self.message = ""  # the latest news (a refusal, "stopping…"), for tests too
         self.pid: int | None = None
         self.polls = 0
+        self._catching_up = False
 
     def compose(self) -> ComposeResult:
         yield Line(id="train-title")
@@ -116,6 +121,14 @@ class TrainScreen(Screen[None]):
         elif outcome is not None:
             ending = watch.history.ending() if watch is not None else None
             self.say(ending or outcome, "$text-success")
+        behind = watch is not None and watch.tail.behind
+        if behind and self.poll_enabled and not self._catching_up:
+            self._catching_up = True
+            self.set_timer(CATCH_UP_SECONDS, self._catch_up)
+
+    def _catch_up(self) -> None:
+        self._catching_up = False
+        self.poll()
 
     def refresh_all(self, full: bool = False, changed: set[str] | None = None) -> None:
         watch = self.training.watch
@@ -152,10 +165,13 @@ class TrainScreen(Screen[None]):
         if self.pid is not None:
             state = f"training (process {self.pid}{'' if own else ', started elsewhere'})"
         else:
-            history = self.training.watch.history if self.training.watch else None
+            watch = self.training.watch
+            history = watch.history if watch is not None else None
             ending = history.ending() if history is not None else None
+            problem = watch.tail.problem if watch is not None else None
             exists = (folder / "metrics.jsonl").exists()
-            state = ending or ("not training" if exists else "waiting for metrics.jsonl")
+            waiting = "not training" if exists else "waiting for metrics.jsonl"
+            state = problem or ending or waiting
         self.query_one("#train-title", Line).set(f"{folder} · {state}", "bold")
 
     def say(self, text: str, style: str = "$text-accent") -> None:
