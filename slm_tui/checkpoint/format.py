@@ -138,6 +138,8 @@ def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
         if is_checkpoint(p / sub):
             return p / sub
     have = [f for f in (MODEL_FILE, CONFIG_FILE) if (p / f).is_file()]
+    if have == [CONFIG_FILE] and not (p / META_FILE).is_file():  # a run's own config.yaml
+        raise CheckpointError(f"run folder {p} holds no checkpoint yet (no whole best/ or latest/)")
     if have:
         missing = CONFIG_FILE if have == [MODEL_FILE] else MODEL_FILE
         raise CheckpointError(f"checkpoint {p} is incomplete: {missing} is missing")

@@ -17,6 +17,7 @@ shown as visible characters instead of being run by the terminal.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -196,6 +197,25 @@ def data_files_from(data_files: list[str] | None, more: list[str] | None) -> lis
     if more and not data_files:
         fail(f"unexpected argument {more[0]!r}; local files go after --data-files")
     return [*(data_files or []), *(more or [])]
+
+
+def shown_path(path: str | os.PathLike[str]) -> str:
+    """A path as a person reads it: relative to the current folder when it lies inside it,
+    else normalised (no `..` or `.` parts); `~` is expanded."""
+    p = os.path.normpath(os.path.expanduser(os.fspath(path)))
+    if os.path.isabs(p):
+        with contextlib.suppress(ValueError, OSError):
+            rel = os.path.relpath(p, os.getcwd())
+            if rel != ".." and not rel.startswith(".." + os.sep):
+                return rel
+    return p
+
+
+def plural(n: float, word: str, many: str | None = None) -> str:
+    """'1 token', '2 tokens', '4,096 tokens' (`many`: an irregular plural, 'stories')."""
+    if isinstance(n, float) and not n.is_integer():
+        return f"{n:,} {many or word + 's'}"
+    return f"{n:,.0f} {word if n == 1 else many or word + 's'}"
 
 
 def absolute_files(files: list[str]) -> list[str]:

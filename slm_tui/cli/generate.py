@@ -41,7 +41,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from slm_tui.cli.common import Command, cli_errors, err, for_terminal, warn
+from slm_tui.cli.common import Command, cli_errors, err, for_terminal, plural, warn
 from slm_tui.errors import GenerationError
 from slm_tui.fileio import atomic_write_text, disk_full_reason, is_disk_full
 from slm_tui.generation import (
@@ -227,8 +227,8 @@ def main_command(
                 ids, truncated = prepare_prompt(tokenizer, text, context)
                 if truncated:
                     warn(
-                        f"prompt {i + 1} is longer than the model's context ({context} tokens); "
-                        f"keeping its last {len(ids)} tokens"
+                        f"prompt {i + 1} is longer than the model's context "
+                        f"({plural(context, 'token')}); keeping its last {plural(len(ids), 'token')}"
                     )
             if stream:
                 _print_stream(texts[0], generate(net, tokenizer, texts[0], settings))
@@ -263,7 +263,7 @@ def main_command(
         else:
             write_atomic(output, body)
             n = len(results)
-            err.print(f"wrote {n} {'story' if n == 1 else 'stories'} to {output}", highlight=False)
+            err.print(f"wrote {plural(n, 'story', 'stories')} to {output}", highlight=False)
 
 
 def read_prompts_file(path: Path) -> list[str]:
@@ -433,7 +433,7 @@ def _print_stream(prompt: str, events: Iterator[Event]) -> None:
         sys.stdout.flush()
     if last is not None:
         err.print(
-            f"{last.index} tokens, {last.tokens_per_s:.1f} tokens/s, "
+            f"{plural(last.index, 'token')}, {last.tokens_per_s:.1f} tokens/s, "
             f"finish: {last.finish_reason}, seed {last.seed}",
             style="dim",
             highlight=False,

@@ -24,6 +24,8 @@ from slm_tui.cli.common import (
     cli_errors,
     data_files_from,
     out,
+    plural,
+    shown_path,
 )
 from slm_tui.cli.progress import rates, stage_progress, summary
 from slm_tui.corpus import corpus_source
@@ -78,19 +80,24 @@ def data(
         summary(
             "token shards" + (" (cached: nothing to do)" if shards.cached else ""),
             [
-                ("tokenizer", f"{tok.kind}, vocab {tok.vocab_size:,} ({tok.path})"),
+                ("tokenizer", f"{tok.kind}, vocab {tok.vocab_size:,} ({shown_path(tok.path)})"),
                 ("source", f"{source.describe()} ({shards.train.meta.get('split_rule', '')})"),
                 (
                     "train",
-                    f"{shards.train.num_tokens:,} tokens, {shards.train.num_stories:,} "
-                    f"stories, {shards.train.num_bytes / 1e6:,.1f} MB of text",
+                    f"{plural(shards.train.num_tokens, 'token')}, "
+                    f"{plural(shards.train.num_stories, 'story', 'stories')}, "
+                    f"{shards.train.num_bytes / 1e6:,.1f} MB of text",
                 ),
-                ("val", f"{val.num_tokens:,} tokens, {val.num_stories:,} stories"),
+                (
+                    "val",
+                    f"{plural(val.num_tokens, 'token')}, "
+                    f"{plural(val.num_stories, 'story', 'stories')}",
+                ),
                 ("speed", speed),
                 ("dtype", shards.train.meta["dtype"]),
                 ("bytes / token", f"{bpt:.3f} on the validation text"),
                 ("time", f"{time.perf_counter() - t0:.1f} s"),
-                ("output", str(shards.dir)),
+                ("output", shown_path(shards.dir)),
             ],
         )
         out.print(str(shards.dir), highlight=False, soft_wrap=True)

@@ -25,7 +25,10 @@ from slm_tui.cli.common import (
     err,
     for_terminal,
     out,
+    shown_path,
 )
+
+SHARD_PREFIX = "validation shard "  # EvalResult.corpus of a run's own validation text
 
 # (field of EvalResult, label, format) for the table
 ROWS = (
@@ -114,10 +117,24 @@ def evaluate(
         if json_:
             typer.echo(json.dumps(dataclasses.asdict(result)))
         else:
-            table = Table(title=f"eval of {result.checkpoint}", show_header=False)
+            table = Table(title=f"eval of {shown_path(result.checkpoint)}", show_header=False)
             for name, label, spec in ROWS:
-                table.add_row(label, format(getattr(result, name), spec))
+                value = format(getattr(result, name), spec)
+                if name == "corpus":
+                    value = _shown_corpus(result.corpus, given)
+                table.add_row(label, value)
             out.print(table)
         if written is not None:
             msg = f"recorded {result.bpb:.4f} bpb on {result.name} in {written}"
             err.print(for_terminal(msg), highlight=False)
+
+
+def _shown_corpus(corpus: str, given: list[str]) -> str:
+    """The corpus as the user named it: the files given (relative to here when inside it,
+    else normalised, never `a/../b`), a dataset id as it is, the run's validation shard by
+    its normalised path."""
+    if given:
+        return ", ".join(shown_path(f) for f in given)
+    if corpus.startswith(SHARD_PREFIX):
+        return SHARD_PREFIX + shown_path(corpus[len(SHARD_PREFIX) :])
+    return corpus

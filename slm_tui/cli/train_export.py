@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from slm_tui.cli.common import cli_errors, err, out
+from slm_tui.cli.common import cli_errors, err, out, shown_path
 
 
 def export(
@@ -48,7 +48,7 @@ def export(
 
         res = export_checkpoint(checkpoint, output, fmt=format, dtype=dtype, force=force)
         err.print(
-            f"exported {res.source} -> {res.path} ({res.format}, {res.dtype} weights, "
+            f"exported {shown_path(res.source)} -> {shown_path(res.path)} ({res.format}, {res.dtype} weights, "
             f"{res.size_bytes / 1e6:.1f} MB)",
             highlight=False,
         )

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from slm_tui.cli.common import cli_errors, err, out
+from slm_tui.cli.common import cli_errors, err, out, shown_path
 from slm_tui.errors import SlmError
 
 SOURCES = ("hf",)
@@ -34,7 +34,7 @@ def import_checkpoint(
 
         res = import_hf(folder, output, force=force)
         err.print(
-            f"imported {folder} -> {res.path} ({res.architecture}, {res.params / 1e6:.2f}M "
+            f"imported {shown_path(folder)} -> {shown_path(res.path)} ({res.architecture}, {res.params / 1e6:.2f}M "
             f"parameters, {res.weights_dtype} weights, tokenizer {res.tokenizer_kind})",
             highlight=False,
         )

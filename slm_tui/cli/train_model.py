@@ -1,9 +1,13 @@
 """`slm-train model`: the third stage of the pipeline, a thin wrapper over `slm_tui.trainer`.
 
-Resolves the config (preset or YAML, `--set` overrides, corpus and tokenizer flags), prints
-it in full to stderr, and runs the trainer with a rich live display (step, loss, val loss,
-bits per byte, tokens/s, MFU on GPU, ETA); without a terminal it prints one line per log
-step instead. Under torchrun only rank 0 prints. Lines are built from `rich.text.Text`
+Resolves the config (preset or YAML, `--set` overrides, corpus and tokenizer flags) and runs
+the trainer, which writes it to `<output>/config.yaml` (`--print-config` prints it too).
+Four lines open a run: what trains (model, device), on what (tokens, validation, steps),
+how (the speed line) and where. Then a rich live display (step N/M, loss, val loss, bits
+per byte, tokens/s, MFU on GPU, ETA); without a terminal one line per log step instead. The
+ETA is the trainer's (`trainer.pace`: a moving rate that leaves the warm-up out), "…" until
+it settles. The closing line gives tokens and time of this process and, after `--resume`,
+of the whole run. Under torchrun only rank 0 prints. Lines are built from `rich.text.Text`
 pieces, never markup: a path or a sample holding `[/]` prints as it is. The trainer (torch)
 is imported when the command runs, so `--help` stays quick.
 """
@@ -15,7 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.text import Text
 
 from slm_tui.cli.common import (
@@ -27,8 +31,14 @@ from slm_tui.cli.common import (
     data_files_from,
     err,
     is_tty,
+    plural,
+    shown_path,
 )
+from slm_tui.trainer.pace import format_duration
 from slm_tui.trainer.report import EvalRecord, Reporter, RunStart, SamplesRecord, TrainRecord
+
+LABEL = 9  # the opening lines' labels are padded to this width
+YAML = (".yaml", ".yml")
 
 
 def _rank0() -> bool:
@@ -39,15 +49,78 @@ def _fmt(value: Any, spec: str = ".4f") -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _count(n: float) -> str:
+    """'1.33M', '246k', '950'."""
+    for scale, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if n >= scale:
+            return f"{n / scale:.3g}{unit}"
+    return f"{n:,.0f}"
+
+
+def _epochs(n: float) -> str:
+    """'0.0031 epochs', '2.5 epochs', '1 epoch', '120 epochs'."""
+    shown = f"{n:,.0f}" if n >= 10 else f"{n:.2g}"
+    return f"{shown} {'epoch' if shown == '1' else 'epochs'}"
+
+
+def _files(files: list[str]) -> str:
+    """Corpus files as typed (relative to here when inside it), the first two named."""
+    shown = [shown_path(f) for f in files]
+    more = len(shown) - 2
+    return ", ".join(shown[:2]) + (f" and {plural(more, 'more file')}" if more > 0 else "")
+
+
+def step_of(step: int, max_steps: int) -> str:
+    """'step 30/300 (10%)'."""
+    pct = 100 * step / max_steps if max_steps else 100
+    return f"step {step}/{max_steps} ({pct:.0f}%)"
+
+
+def opening_lines(info: RunStart, name: str) -> list[tuple[str, str]]:
+    """(label, text) of the lines that open a run: what trains, on what, how, where."""
+    m, d = info.config.model, info.config.data
+    where = info.device + (f" x{info.world_size} processes" if info.world_size > 1 else "")
+    what = (
+        f"{name + ': ' if name else ''}{_count(info.params)} parameters ({m.n_layer} layers, d_model {m.d_model}, "
+        f"context {m.context_length}) on {where}, {plural(info.max_steps, 'step')} of "
+        f"{plural(info.tokens_per_step, 'token')}"
+    )
+    source = _files(d.data_files) if d.data_files else str(d.dataset)
+    held = f"validation: {_files(d.val_files)}" if d.val_files else info.held_out
+    epochs = info.max_steps * info.tokens_per_step / max(1, info.train_tokens)
+    data = (
+        f"{source}, {info.tokenizer} vocab {info.vocab_size:,}: "
+        f"{plural(info.train_tokens, 'train token')} ({_epochs(epochs)}); {held}"
+    )
+    lines = [("training", what), ("data", data), ("speed", info.speed)]
+    if info.resumed:
+        lines.append(
+            (
+                "resumed",
+                f"at {step_of(info.step, info.max_steps)}: "
+                f"{plural(info.tokens_seen, 'token')} in {format_duration(info.elapsed_s)} "
+                "trained before",
+            )
+        )
+    out = shown_path(info.output)
+    lines.append(("output", f"{out} (config: {shown_path(Path(out) / 'config.yaml')})"))
+    return lines
+
+
 class RichReporter(Reporter):
     """The trainer's hooks drawn as a rich progress bar plus printed evaluations."""
 
-    def __init__(self, live: bool, title: str = "") -> None:
+    def __init__(
+        self, live: bool, title: str = "", print_config: bool = False, name: str = ""
+    ) -> None:
         self.live = live
-        self.title = title
+        self.title = title  # of the printed config
+        self.name = name  # the preset or config file the run trains, "" for a run's own
+        self.print_config = print_config
+        self.start: RunStart | None = None
         self.progress: Progress | None = None
         self.task: TaskID | None = None
-        self.fields = {"loss": "-", "val": "-", "bpb": "-", "tps": "-", "mfu": ""}
+        self.fields = {"loss": "-", "val": "-", "bpb": "-", "tps": "-", "mfu": "", "eta": "…"}
 
     def _print(self, *parts: str | tuple[str, str]) -> None:
         """One line from plain strings and (text, style) pairs."""
@@ -58,27 +131,23 @@ class RichReporter(Reporter):
         self._print((text, "cyan"))
 
     def on_start(self, info: RunStart) -> None:
-        # The config is printed once every check has passed, so a refusal stays one line.
-        err.print(Text.assemble(("config", "bold"), f" ({self.title})"), highlight=False)
-        err.print(info.config.to_yaml().rstrip(), highlight=False)
-        self._print(
-            ("training", "bold"),
-            f" {info.params / 1e6:.2f}M parameters on {info.device}"
-            f" (x{info.world_size}), {info.tokens_per_step:,} tokens/step, "
-            f"{info.train_tokens:,} train tokens, {info.tokenizer} vocab "
-            f"{info.vocab_size} -> {info.output}",
-            (f" (resumed at step {info.step})" if info.resumed else "", "yellow"),
-        )
-        self._print(("speed", "bold"), f" {info.speed}")
+        # Printed once every check has passed, so a refusal stays one line.
+        self.start = info
+        if self.print_config:
+            err.print(Text.assemble(("config", "bold"), f" ({self.title})"), highlight=False)
+            err.print(info.config.to_yaml().rstrip(), highlight=False)
+        for label, text in opening_lines(info, self.name):
+            resumed = label == "resumed"
+            self._print((label.ljust(LABEL), "yellow" if resumed else "bold"), text)
         if self.live:
             self.progress = Progress(
-                TextColumn("step {task.completed}/{task.total}"),
+                TextColumn("step {task.completed}/{task.total} ({task.percentage:.0f}%)"),
                 BarColumn(),
                 TextColumn(
                     "loss {task.fields[loss]}  val {task.fields[val]}  "
-                    "bpb {task.fields[bpb]}  {task.fields[tps]} tok/s{task.fields[mfu]}"
+                    "bpb {task.fields[bpb]}  {task.fields[tps]} tok/s{task.fields[mfu]}  "
+                    "eta {task.fields[eta]}"
                 ),
-                TimeRemainingColumn(),
                 console=err,
                 transient=False,
             )
@@ -90,16 +159,17 @@ class RichReporter(Reporter):
     def on_log(self, record: TrainRecord) -> None:
         self.fields["loss"] = _fmt(record.loss)
         self.fields["tps"] = f"{record.tokens_per_s:,.0f}"
+        self.fields["eta"] = format_duration(record.eta_s)
         if record.mfu is not None:
             self.fields["mfu"] = f"  MFU {record.mfu * 100:.1f}%"
         if self.progress is not None and self.task is not None:
             self.progress.update(self.task, completed=record.step, **self.fields)
         else:
-            eta = record.eta_s
+            total = self.start.max_steps if self.start else record.step
             self._print(
-                f"step {record.step}  loss {self.fields['loss']}  lr {record.lr:.2e}  "
-                f"{self.fields['tps']} tok/s{self.fields['mfu']}"
-                + (f"  eta {eta:.0f}s" if eta is not None else "")
+                f"{step_of(record.step, total)}  loss {self.fields['loss']}  "
+                f"lr {record.lr:.2e}  {self.fields['tps']} tok/s{self.fields['mfu']}  "
+                f"eta {self.fields['eta']}"
             )
 
     def on_eval(self, record: EvalRecord) -> None:
@@ -121,12 +191,37 @@ class RichReporter(Reporter):
 
     def on_save(self, path: Path, kind: str) -> None:
         if kind == "best" or self.progress is None:
-            self._print((f"saved {kind} -> {path}", "dim"))
+            self._print((f"saved {kind} -> {shown_path(path)}", "dim"))
 
     def close(self) -> None:
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+
+    def closing_line(self, result: Any) -> Text:
+        """How the run ended: step, tokens and time of this process, and after a resume of
+        the whole run; the validation figures; where the checkpoints are."""
+        interrupted = result.status == "interrupted"
+        start = self.start
+        total = f"/{start.max_steps}" if start else ""
+        before_tokens = start.tokens_seen if start else 0
+        before_s = start.elapsed_s if start else 0.0
+        done = (
+            f"{plural(result.tokens_seen - before_tokens, 'token')} in "
+            f"{format_duration(result.seconds)}"
+        )
+        if start and start.resumed:
+            done += (
+                f" this time (from step {start.step}); the whole run "
+                f"{plural(result.tokens_seen, 'token')} in "
+                f"{format_duration(before_s + result.seconds)}"
+            )
+        return Text.assemble(
+            ("stopped (interrupted)" if interrupted else "finished", "bold"),
+            f" at step {result.step}{total}: {done}; val loss {_fmt(result.val_loss)}, "
+            f"{_fmt(result.val_bpb, '.3f')} bits/byte; checkpoints in {result.output}"
+            + (" — continue with --resume" if interrupted else ""),
+        )
 
 
 def model(
@@ -169,6 +264,14 @@ def model(
             "--force", help="Replace a run already in --output (its checkpoints are deleted)."
         ),
     ] = False,
+    print_config: Annotated[
+        bool,
+        typer.Option(
+            "--print-config",
+            help="Print the resolved config before the first step (it is always written to "
+            "<output>/config.yaml).",
+        ),
+    ] = False,
 ) -> None:
     """Train a model from text (tokenizer and shards are built first when missing)."""
     with cli_errors():
@@ -191,7 +294,12 @@ def model(
         cfg.validate()
         rank0 = _rank0()
         title = f"resumed run {out_dir}" if base != name else name
-        reporter = RichReporter(live=is_tty() and rank0, title=title)
+        reporter = RichReporter(
+            live=is_tty() and rank0,
+            title=title,
+            print_config=print_config,
+            name="" if base != name else shown_path(name) if name.endswith(YAML) else name,
+        )
         try:
             result = train(
                 cfg,
@@ -204,14 +312,4 @@ def model(
         finally:
             reporter.close()
         if rank0:
-            verb = "stopped (interrupted)" if result.status == "interrupted" else "finished"
-            err.print(
-                Text.assemble(
-                    (verb, "bold"),
-                    f" at step {result.step}, {result.tokens_seen:,} tokens in "
-                    f"{result.seconds:.0f}s; val loss {_fmt(result.val_loss)}, "
-                    f"{_fmt(result.val_bpb, '.3f')} bits/byte; checkpoints in {result.output}"
-                    + (" — continue with --resume" if result.status == "interrupted" else ""),
-                ),
-                highlight=False,
-            )
+            err.print(reporter.closing_line(result), highlight=False)

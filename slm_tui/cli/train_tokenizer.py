@@ -27,6 +27,8 @@ from slm_tui.cli.common import (
     data_files_from,
     fail,
     out,
+    plural,
+    shown_path,
     warn,
 )
 from slm_tui.cli.progress import rates, stage_progress, summary
@@ -151,12 +153,16 @@ def tokenizer(
                 ("trained on", f"{source.describe()} ({plan.describe()})"),
                 (
                     "read",
-                    f"{read.get('stories', 0):,.0f} stories, {read.get('bytes', 0) / 1e6:,.1f} MB "
+                    f"{plural(read.get('stories', 0), 'story', 'stories')}, "
+                    f"{read.get('bytes', 0) / 1e6:,.1f} MB "
                     f"({read.get('rate', 0):,.0f} stories/s, {read.get('mbps', 0):.1f} MB/s)",
                 ),
-                ("bytes / token", f"{bpt:.3f} on {n_val:,} held-out stories"),
+                (
+                    "bytes / token",
+                    f"{bpt:.3f} on {plural(n_val, 'held-out story', 'held-out stories')}",
+                ),
                 ("time", f"{time.perf_counter() - t0:.1f} s"),
-                ("output", str(tok.path)),
+                ("output", shown_path(tok.path)),
             ],
         )
         out.print(str(tok.path), highlight=False, soft_wrap=True)

@@ -260,12 +260,14 @@ def read_loss(run: Run, state: RunState) -> float | None:
 
 
 def log_train(run: Run, state: RunState) -> None:
-    """A train record: loss since the last one, lr, tokens/s (and MFU on a GPU), ETA."""
+    """A train record: loss since the last one, lr, tokens/s (and MFU on a GPU), ETA (None
+    until the moving rate has settled: `pace.Pace`)."""
     loss = read_loss(run, state)
     now = time.perf_counter()
     tps = (state.tokens_seen - state.log_tokens) / max(now - state.log_time, 1e-9)
     state.log_time, state.log_tokens = now, state.tokens_seen
-    rate = (state.step - state.start_step) / max(now - state.started, 1e-9)
+    elapsed = state.elapsed_before + now - state.started
+    state.pace.add(state.step, elapsed)  # a moving rate that leaves the warm-up out
     mfu = None
     if run.peak:
         mfu = run.flops_per_token * tps / (run.peak * run.dist.world_size)
@@ -275,9 +277,9 @@ def log_train(run: Run, state: RunState) -> None:
         loss=loss,
         lr=run.train_step.lr,
         tokens_per_s=tps,
-        elapsed_s=state.elapsed_before + now - state.started,
+        elapsed_s=elapsed,
         mfu=mfu,
-        eta_s=(run.tc.max_steps - state.step) / rate if rate > 0 else None,
+        eta_s=state.pace.eta_s(run.tc.max_steps),
     )
     run.log.append(record)
     run.rep.on_log(record)

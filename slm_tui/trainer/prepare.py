@@ -28,7 +28,9 @@ from slm_tui.shards import Shards, corpus_source, iter_stories, prepare_shards
 from slm_tui.tokenizers import Tokenizer, get_tokenizer_class, load_tokenizer, train_tokenizer
 from slm_tui.trainer.report import LOG_FILE, Reporter, require_tensorboard
 
-RUN_ENTRIES = ("latest", "best", "metrics.jsonl", "loss.png", "evals", "tensorboard")
+RUN_ENTRIES = (
+    "latest", "best", "metrics.jsonl", "loss.png", "evals", "tensorboard", "config.yaml",
+)  # fmt: skip
 
 
 @dataclass

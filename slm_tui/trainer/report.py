@@ -39,7 +39,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class RunStart:
-    """The run begins (not logged: the config is saved with every checkpoint)."""
+    """The run begins (not logged: the config is written to `<output>/config.yaml` at the
+    start and saved with every checkpoint)."""
 
     step: int  # 0, or the step a resumed run continues from
     max_steps: int
@@ -56,6 +57,10 @@ class RunStart:
     dtype: str  # the autocast dtype chosen (float32 | bfloat16)
     speed: str  # how the run uses the machine and why (speed.SpeedChoice.describe)
     config: Config
+    tokens_seen: int = 0  # at `step`: what a resumed run had trained before this process
+    elapsed_s: float = 0.0  # seconds trained before this process (a resumed run)
+    val_tokens: int = 0  # in the validation shard
+    held_out: str = ""  # how validation text was chosen ("every 200th story held out ...")
 
 
 @dataclass

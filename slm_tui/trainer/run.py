@@ -24,13 +24,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from slm_tui.checkpoint.format import CONFIG_FILE
 from slm_tui.checkpoint.io import load_checkpoint, load_trainer_state, save_checkpoint
 from slm_tui.config import Config, TrainConfig
 from slm_tui.errors import CheckpointError
+from slm_tui.fileio import atomic_write_bytes
 from slm_tui.model import GPT
 from slm_tui.shards import BatchSampler
 from slm_tui.trainer import distributed as D
 from slm_tui.trainer.optim import Optimizers, build_optimizers
+from slm_tui.trainer.pace import Pace
 from slm_tui.trainer.prepare import RunPlan
 from slm_tui.trainer.report import (
     EvalRecord,
@@ -115,6 +118,7 @@ class RunState:
     started: float = field(default_factory=time.perf_counter)  # this process's start
     log_time: float = field(default_factory=time.perf_counter)  # the last train record
     log_tokens: int = 0  # tokens_seen at the last train record
+    pace: Pace = field(default_factory=Pace)  # the moving step rate behind eta_s
 
 
 def _rng_state(device: torch.device) -> dict[str, Any]:
@@ -219,6 +223,9 @@ def start_run(plan: RunPlan, dist: D.DistInfo, rep: Reporter, resume: bool) -> t
             _set_rng_state(saved["rng"], device)
     if dist.is_main:
         log.rewrite()
+        # The resolved config, readable before the first checkpoint (and after a resume,
+        # the one this process runs with); each checkpoint keeps its own copy too.
+        atomic_write_bytes(plan.output / CONFIG_FILE, cfg.to_yaml().encode("utf-8"))
         if tc.tensorboard:
             log.mirror = TensorBoardLog(plan.output / "tensorboard", state.step if saved else None)
 
@@ -259,6 +266,10 @@ def start_run(plan: RunPlan, dist: D.DistInfo, rep: Reporter, resume: bool) -> t
                 dtype=speed.dtype,
                 speed=speed.describe(),
                 config=cfg,
+                tokens_seen=state.tokens_seen,
+                elapsed_s=state.elapsed_before,
+                val_tokens=plan.shards.val.num_tokens,
+                held_out=str(plan.shards.train.meta.get("split_rule", "")),
             )
         )
         event = "resume" if saved else "start"
