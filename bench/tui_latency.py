@@ -92,7 +92,7 @@ def prepare(app, sharpen: float) -> None:
     panel = app.query_one("#sampling")
     panel.settings = panel.settings.replace(ignore_eos=True)
     with torch.no_grad():
-        app.loaded.model.norm_f.weight.fill_(sharpen)
+        app.loaded.checkpoint.model.norm_f.weight.fill_(sharpen)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -160,7 +160,7 @@ async def run_app(ckpt: Path, args) -> dict:
     async with app.run_test(size=(120, 36)) as pilot:
         await until(pilot, lambda: app.loaded is not None)
         prepare(app, args.sharpen)
-        model, tok = app.loaded.model, app.loaded.tokenizer
+        model, tok = app.loaded.checkpoint.model, app.loaded.tokenizer
         panel = app.query_one("#sampling")
 
         # -- throughput: app vs direct, alternating, same seeds ------------------------

@@ -278,3 +278,26 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def write_output(path: Path, text: str, flag: str = "--output") -> None:
+    """A command's output file, written whole or not at all: to a temporary sibling, fsynced,
+    renamed over `path` (a symlink's target is replaced; a device or FIFO is written in place:
+    `atomic_write_bytes`). A missing folder or a full disk is one `SlmError` naming `flag`
+    and saying what was kept."""
+    from slm_tui.errors import SlmError
+
+    path = path.expanduser()
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise SlmError(f"{flag} {path}: folder {parent} does not exist")
+    existed = path.exists()
+    try:
+        atomic_write_text(path, text)
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        kept = "the file there was kept as it was" if existed else "nothing was written"
+        if existed and not path.is_file():
+            kept = "not all stories were written"
+        raise SlmError(f"{flag} {path}: {disk_full_reason(exc)}; {kept}") from None

@@ -367,6 +367,7 @@ class GPT(nn.Module):
             raise ValueError("ModelConfig.vocab_size must be set (take it from the tokenizer)")
         cfg.validate()
         self.cfg = cfg
+        self.vocab_size: int = cfg.vocab_size
         self.head_dim = cfg.d_model // cfg.n_head
         self.n_kv_head = cfg.n_kv_head or cfg.n_head
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)

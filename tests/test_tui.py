@@ -553,7 +553,7 @@ async def test_engine_failure_is_shown_and_the_app_goes_on(tui_checkpoints, tui_
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot, app)
         real = app.loaded.tokenizer
-        app.loaded.tokenizer = FailsOnThirdToken(real)
+        app.loaded.checkpoint.tokenizer = FailsOnThirdToken(real)
         await write(pilot, app)
         await until(pilot, lambda: not app.current.streaming)
         story = app.current
@@ -563,7 +563,7 @@ async def test_engine_failure_is_shown_and_the_app_goes_on(tui_checkpoints, tui_
         assert "[error: RuntimeError: disk on fire]" in app.query_one(StoryView).plain_text
         assert status(app).startswith("error")
         assert "RuntimeError: disk on fire" in notes
-        app.loaded.tokenizer = real  # the app keeps working
+        app.loaded.checkpoint.tokenizer = real  # the app keeps working
         await write(pilot, app, "The dog")
         await until(pilot, lambda: not app.current.streaming)
         assert app.current.finish_reason in ("eos", "length") and app.current.error is None

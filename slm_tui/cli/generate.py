@@ -31,9 +31,7 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -43,24 +41,20 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from slm_tui.cli.common import Command, cli_errors, err, for_terminal, plural, warn
 from slm_tui.errors import GenerationError
-from slm_tui.fileio import atomic_write_text, disk_full_reason, is_disk_full
+from slm_tui.fileio import write_output
 from slm_tui.generation import (
     DEFAULTS,
     Event,
     GenerationResult,
     SamplingSettings,
-    generate,
-    generate_batch,
-    prepare_prompt,
 )
 from slm_tui.generation.engine import row_seeds
-from slm_tui.generation.remote import Cancelled, Remote
-from slm_tui.untrusted import read_bounded
+from slm_tui.generation.prompts import PROMPTS_LIMIT, parse_prompts, read_prompts_file
+from slm_tui.handle import LocalModel, ModelHandle, ServerModel
 
 SEPARATOR = "<|endoftext|>"
 MAX_STORIES = 100_000  # stories one run writes (all are held until the output is written)
 MAX_BATCH = 1024
-PROMPTS_LIMIT = 64 << 20  # bytes of a prompts file or of stdin
 _JSON_CONTROLS = {c: f"\\u{c:04x}" for c in range(0x7F, 0xA0)}  # json.dumps keeps these raw
 
 app = typer.Typer(
@@ -207,36 +201,23 @@ def main_command(
         if server is not None:
             if checkpoint is not None:
                 raise GenerationError("give --checkpoint or --server, not both")
-            remote = Remote(server, api_key)
-            name = model or _first_model(remote)
-            if stream:
-                _print_stream(texts[0], remote.stream(name, texts[0], settings, top_n=0))
-                return
-            jobs = [t for t in texts for _ in range(samples)]
-            seeds = row_seeds(len(jobs), settings.seed)
-            results = _run_remote(remote, name, jobs, settings, batch, seeds)
-            about = {"server": server, "model": name}
+            handle: ModelHandle = ServerModel.connect(server, model, api_key)
+            about: dict = {"server": server, "model": handle.identity}
         else:
             if model is not None:
                 raise GenerationError("--model names a server's model; give --server too")
-            loaded = _load(checkpoint, device)
-            net, tokenizer = loaded.model, loaded.tokenizer
-            settings.validate(net.cfg.vocab_size)
-            context = net.cfg.context_length
-            for i, text in enumerate(texts):
-                ids, truncated = prepare_prompt(tokenizer, text, context)
-                if truncated:
-                    warn(
-                        f"prompt {i + 1} is longer than the model's context "
-                        f"({plural(context, 'token')}); keeping its last {plural(len(ids), 'token')}"
-                    )
-            if stream:
-                _print_stream(texts[0], generate(net, tokenizer, texts[0], settings))
-                return
-            jobs = [t for t in texts for _ in range(samples)]
-            seeds = row_seeds(len(jobs), settings.seed)
-            results = _run(net, tokenizer, jobs, settings, batch, seeds)
-            about = _about(loaded.info)
+            handle = LocalModel.load(_checkpoint_path(checkpoint), device)
+            about = _about(handle.info)
+        settings.validate(handle.vocab_size)  # a server checks its own
+        if stream:
+            _warn_truncated(handle, 0, _too_long(handle, texts[0]))
+            _print_stream(texts[0], handle.stream(texts[0], settings))
+            return
+        jobs = [t for t in texts for _ in range(samples)]
+        seeds = row_seeds(len(jobs), settings.seed)
+        results = _run(handle, jobs, settings, batch, seeds)
+        for i in range(len(texts)):
+            _warn_truncated(handle, i, results[i * samples].prompt_truncated)
         if format == Format.jsonl:
             lines = []
             for j, r in enumerate(results):
@@ -261,48 +242,9 @@ def main_command(
             sys.stdout.write(body)
             sys.stdout.flush()
         else:
-            write_atomic(output, body)
+            write_output(output, body)
             n = len(results)
             err.print(f"wrote {plural(n, 'story', 'stories')} to {output}", highlight=False)
-
-
-def read_prompts_file(path: Path) -> list[str]:
-    """Prompts from a file: JSONL (a `prompt` field per line) when the first non-blank line
-    starts with `{` or the name ends in .jsonl, else one prompt per non-blank line."""
-    if path.is_dir():
-        raise GenerationError(f"--prompts {path} is a directory; give a file")
-    if not path.exists():
-        raise GenerationError(f"--prompts {path}: no such file")
-    return parse_prompts(read_bounded(path, PROMPTS_LIMIT, GenerationError), str(path))
-
-
-def parse_prompts(data: bytes, origin: str) -> list[str]:
-    lines = data.split(b"\n")
-    decoded = []
-    for n, raw in enumerate(lines, 1):
-        try:
-            decoded.append(raw.decode("utf-8").rstrip("\r"))
-        except UnicodeDecodeError:
-            raise GenerationError(f"{origin} line {n} is not valid UTF-8 text") from None
-    first = next((line for line in decoded if line.strip()), "")
-    jsonl = origin.endswith(".jsonl") or first.lstrip().startswith("{")
-    out: list[str] = []
-    for n, line in enumerate(decoded, 1):
-        if not line.strip():
-            continue
-        if not jsonl:
-            out.append(line)
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise GenerationError(f"{origin} line {n} is not valid JSON ({exc.msg})") from None
-        if not isinstance(obj, dict) or not isinstance(obj.get("prompt"), str):
-            raise GenerationError(f'{origin} line {n} has no "prompt" text field')
-        out.append(obj["prompt"])
-    if not out:
-        raise GenerationError(f"{origin} holds no prompts")
-    return out
 
 
 def _collect_prompts(prompt: list[str] | None, prompts: Path | None) -> list[str]:
@@ -334,86 +276,46 @@ def _about(info) -> dict:
     return about
 
 
-def _load(checkpoint: Path | None, device: str):
-    from slm_tui.checkpoint.io import bundled_demo_path, load_checkpoint
+def _too_long(handle: ModelHandle, prompt: str) -> bool:
+    """Whether a local model will keep only the end of `prompt` (a server says so itself)."""
+    if handle.tokenizer is None or handle.context_length is None:
+        return False
+    from slm_tui.generation.engine import prepare_prompt
 
-    if checkpoint is None:
-        checkpoint = bundled_demo_path()
-        if checkpoint is None:
-            raise GenerationError("no --checkpoint given and no bundled demo model found")
-    return load_checkpoint(checkpoint, device)  # device "auto": CUDA > MPS > CPU
+    return prepare_prompt(handle.tokenizer, prompt, handle.context_length)[1]
+
+
+def _warn_truncated(handle: ModelHandle, i: int, truncated: bool) -> None:
+    if truncated:
+        context = plural(handle.context_length or 0, "token")
+        warn(f"prompt {i + 1} is longer than the model's context ({context}); its end was kept")
+
+
+def _checkpoint_path(checkpoint: Path | None) -> Path:
+    if checkpoint is not None:
+        return checkpoint
+    from slm_tui.checkpoint.format import bundled_demo_path
+
+    demo = bundled_demo_path()
+    if demo is None:
+        raise GenerationError("no --checkpoint given and no bundled demo model found")
+    return demo
 
 
 def _run(
-    model, tokenizer, jobs: list[str], settings: SamplingSettings, batch: int, seeds: list[int]
-):
-    if len(jobs) == 1:
-        return generate_batch(model, tokenizer, jobs, settings, batch, seeds=seeds)
+    handle: ModelHandle, jobs: list[str], settings: SamplingSettings, batch: int, seeds: list[int]
+) -> list[GenerationResult]:
+    """Every story, with a progress bar on stderr when there are several."""
     columns = (TextColumn("generating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=err, transient=True) as bar:
+    with Progress(*columns, console=err, transient=True, disable=len(jobs) == 1) as bar:
         task = bar.add_task("generate", total=len(jobs))
-        return generate_batch(
-            model,
-            tokenizer,
+        return handle.generate_batch(
             jobs,
             settings,
             batch,
             seeds=seeds,
             progress=lambda done, total: bar.update(task, completed=done),
         )
-
-
-def _run_remote(
-    remote: Remote,
-    model: str,
-    jobs: list[str],
-    settings: SamplingSettings,
-    batch: int,
-    seeds: list[int],
-) -> list[GenerationResult]:
-    """One request per story, `batch` at a time (the server batches them). The first
-    failure (or Ctrl-C) cancels the requests still out: their sockets are closed, so the
-    command ends at once instead of waiting on every request to time out."""
-    cancel = threading.Event()
-
-    def one(j: int) -> GenerationResult:
-        done = remote.complete(model, jobs[j], settings.replace(seed=seeds[j]), cancel=cancel)
-        return GenerationResult(
-            prompt=jobs[j],
-            text=done.text,
-            token_ids=[],
-            finish_reason=done.finish_reason,
-            seed=seeds[j],
-            num_tokens=done.tokens if done.tokens is not None else 0,
-        )
-
-    columns = (TextColumn("generating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with (
-        ThreadPoolExecutor(max_workers=min(batch, len(jobs))) as pool,
-        Progress(*columns, console=err, transient=True, disable=len(jobs) == 1) as bar,
-    ):
-        task = bar.add_task("generate", total=len(jobs))
-        futures = [pool.submit(one, j) for j in range(len(jobs))]
-        try:
-            for n, future in enumerate(as_completed(futures), 1):
-                bar.update(task, completed=n)
-                if future.exception() is not None:
-                    break
-        finally:
-            cancel.set()  # a no-op when every story is written
-            pool.shutdown(wait=True, cancel_futures=True)
-        failed = [f for f in futures if f.done() and not f.cancelled() and f.exception()]
-        first = next((f for f in failed if not isinstance(f.exception(), Cancelled)), None)
-        if first is not None or failed:
-            raise (first or failed[0]).exception()  # type: ignore[misc]
-        return [f.result() for f in futures]
-
-
-def _first_model(remote: Remote) -> str:
-    names = remote.models()
-    if not names:
-        raise GenerationError(f"{remote.base} serves no model")
-    return names[0]
 
 
 def _print_stream(prompt: str, events: Iterator[Event]) -> None:
@@ -438,25 +340,6 @@ def _print_stream(prompt: str, events: Iterator[Event]) -> None:
             style="dim",
             highlight=False,
         )
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary sibling, fsync, then rename over `path` (a symlink's target is
-    replaced; a device or FIFO is written in place: `fileio.atomic_write_bytes`)."""
-    path = path.expanduser()
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise GenerationError(f"--output {path}: folder {parent} does not exist")
-    existed = path.exists()
-    try:
-        atomic_write_text(path, text)
-    except OSError as exc:
-        if not is_disk_full(exc):
-            raise
-        kept = "the file there was kept as it was" if existed else "nothing was written"
-        if existed and not path.is_file():
-            kept = "not all stories were written"
-        raise GenerationError(f"--output {path}: {disk_full_reason(exc)}; {kept}") from None
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ TUI's widgets and anything else that only reads settings or events stay light.
 
 from __future__ import annotations
 
-from slm_tui.generation.events import FINISH_REASONS, Event, TokenAlt
+from slm_tui.generation.events import FINISH_REASONS, Event, GenerationResult, TokenAlt
 from slm_tui.generation.settings import (
     DEFAULTS,
     PRESETS,
@@ -30,7 +30,6 @@ from slm_tui.lazy import lazy_exports
 
 # name -> the module that defines it (imported on first use: these need torch)
 _ENGINE_NAMES = {
-    "GenerationResult": "batch",
     "generate_batch": "batch",
     "generate": "stream",
     "prepare_prompt": "engine",
@@ -53,6 +52,7 @@ __all__ = [
     "PRESETS",
     "SETTING_NAMES",
     "Event",
+    "GenerationResult",
     "LiveSettings",
     "SamplingSettings",
     "TokenAlt",

@@ -16,30 +16,19 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 
 from slm_tui.errors import GenerationError
 from slm_tui.generation.engine import prepare_prompt, row_seeds
+from slm_tui.generation.events import GenerationResult
 from slm_tui.generation.rows import Row, Rows
 from slm_tui.generation.settings import SamplingSettings
 
 if TYPE_CHECKING:
     from slm_tui.model import GPT
     from slm_tui.tokenizers.base import Tokenizer
-
-
-@dataclass
-class GenerationResult:
-    prompt: str
-    text: str
-    token_ids: list[int]  # generated ids (EOS not included)
-    finish_reason: str  # "eos" | "stop" | "length"
-    seed: int
-    num_tokens: int
-    prompt_truncated: bool = False
 
 
 def generate_batch(

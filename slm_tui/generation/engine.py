@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Hashable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -38,6 +39,9 @@ from torch import Tensor
 from slm_tui.errors import GenerationError
 from slm_tui.generation.samplers import sample_next
 from slm_tui.generation.settings import MAX_SEED, SamplingSettings
+
+if TYPE_CHECKING:
+    from slm_tui.tokenizers.base import Tokenizer
 
 # Each row's generator draws this many uniforms at a time (one is used per token): fewer
 # calls per token, the same stream whatever the batch.
@@ -52,17 +56,21 @@ def window_keep(context_length: int) -> int:
     return max(1, context_length * 3 // 4)
 
 
-def prepare_prompt(tokenizer, prompt: str, context_length: int) -> tuple[list[int], bool]:
-    """[BOS] + ids of `prompt` (an empty prompt is BOS alone), and whether it was cut.
+def prepare_prompt(
+    tokenizer: Tokenizer, prompt: str, context_length: int, *, truncate: bool = True
+) -> tuple[list[int], bool]:
+    """[BOS] + ids of `prompt` (an empty prompt is BOS alone), and whether it is longer than
+    the context.
 
     A prompt longer than the context keeps its last `window_keep(context_length)` tokens
-    (so there is room to write); the caller warns the user when the flag is True.
+    (so there is room to write); the caller warns the user when the flag is True. With
+    `truncate=False` the ids are returned whole (a caller that refuses such prompts).
     """
     if not isinstance(prompt, str):
         raise GenerationError(f"a prompt must be text, got {type(prompt).__name__}")
     ids = [tokenizer.bos_id, *tokenizer.encode(prompt)]
     if len(ids) > context_length:
-        return ids[-window_keep(context_length) :], True
+        return (ids[-window_keep(context_length) :] if truncate else ids), True
     return ids, False
 
 

@@ -1,4 +1,5 @@
-"""What a story stream emits: `Event`s (one per token, one "done") and their `TokenAlt`s.
+"""What the engine gives back: a story stream's `Event`s (one per token, one "done") with their
+`TokenAlt`s, and a batch's `GenerationResult`s.
 
 Torch-free on purpose: the TUI, history and export read events without importing the
 engine. Every field is set by keyword (`Event(kind="token", index=3, ...)`), so a new field
@@ -47,3 +48,16 @@ class Event:
     def failed(cls, message: str, *, seed: int | None = None, index: int = 0) -> Event:
         """The "done" event of a story the engine could not finish."""
         return cls(kind="done", index=index, seed=seed, finish_reason="error", error=message)
+
+
+@dataclass
+class GenerationResult:
+    """One story of a batch (`generate_batch`, or a server's answer)."""
+
+    prompt: str
+    text: str
+    token_ids: list[int]  # generated ids (EOS not included; empty from a server)
+    finish_reason: str  # "eos" | "stop" | "length"
+    seed: int
+    num_tokens: int
+    prompt_truncated: bool = False  # the prompt was longer than the context: its end was kept

@@ -33,14 +33,14 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from slm_tui.generation.engine import fresh_seed
+from slm_tui.generation.engine import fresh_seed, prepare_prompt
 from slm_tui.generation.events import Event
 from slm_tui.generation.settings import MAX_SEED
 from slm_tui.serve.connections import quiet_accept_errors
@@ -68,6 +68,10 @@ from slm_tui.serve.scheduler import QueueFull, Row, Scheduler
 THREAD_TOKENIZE_CHARS = 16_384
 
 
+if TYPE_CHECKING:
+    from slm_tui.checkpoint.io import LoadedCheckpoint
+
+
 class ClientGone(Exception):
     """The client disconnected while its request was running."""
 
@@ -87,7 +91,7 @@ class Server:
 
     def __init__(
         self,
-        loaded: Any,
+        checkpoint: LoadedCheckpoint,
         *,
         model_name: str,
         max_batch: int = 16,
@@ -95,7 +99,7 @@ class Server:
         max_tokens_cap: int = 1024,
         api_key: str | None = None,
     ) -> None:
-        self.model, self.tokenizer = loaded.model, loaded.tokenizer
+        self.model, self.tokenizer = checkpoint.model, checkpoint.tokenizer
         self.model_name = model_name
         self.context = self.model.cfg.context_length
         self.max_tokens_cap = max_tokens_cap
@@ -176,11 +180,9 @@ class Server:
         encoded = []
         for i, prompt in enumerate(prompts):
             where = f"{param}[{i}]" if len(prompts) > 1 else param
-            ids = [
-                self.tokenizer.bos_id,
-                *self.tokenizer.encode(unicode_text(prompt, where, param)),
-            ]
-            if len(ids) > self.context:
+            text = unicode_text(prompt, where, param)
+            ids, too_long = prepare_prompt(self.tokenizer, text, self.context, truncate=False)
+            if too_long:
                 raise ApiError(
                     400,
                     f"the prompt is {len(ids)} tokens; this model's context is {self.context}",

@@ -46,7 +46,7 @@ import time
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from textual import on
 from textual.app import App, ComposeResult, SystemCommand
@@ -60,6 +60,7 @@ from slm_tui.checkpoint.format import CheckpointInfo, bundled_demo_path
 from slm_tui.errors import GenerationError
 from slm_tui.generation import DEFAULTS as SAMPLING_DEFAULTS
 from slm_tui.generation import PRESETS, Event
+from slm_tui.handle import ModelHandle
 from slm_tui.tui import checkpoint_loader as ckpt
 from slm_tui.tui.cpu_share import CpuShare
 from slm_tui.tui.keys import BINDING_IDS, KEYS, MAIN_ACTIONS, binding_commands
@@ -82,9 +83,6 @@ from slm_tui.tui.widgets.sampling_panel import LABELS, LIVE_SETTINGS, SamplingPa
 from slm_tui.tui.widgets.status_bar import StatusBar
 from slm_tui.tui.widgets.story_view import StoryView
 from slm_tui.tui.widgets.token_view import TokenView
-
-if TYPE_CHECKING:
-    from slm_tui.checkpoint.io import LoadedCheckpoint
 
 RESCAN_SECONDS = 2.0
 SERVER_RESCAN_SECONDS = 30.0  # a server that answered: its list is asked for this often
@@ -131,7 +129,7 @@ class SlmApp(App[None]):
         self.cpu = CpuShare()
         self._compare_after_load: list[CheckpointInfo] | None = None
         self.rescan_enabled = rescan
-        self.loaded: LoadedCheckpoint | None = None
+        self.loaded: ModelHandle | None = None
         self.loading: ckpt.Target | None = None
         self.checkpoints: list[CheckpointInfo] = []  # the latest scan
         # Published with each new scan and each load: the picker follows it while open.
@@ -276,7 +274,7 @@ class SlmApp(App[None]):
             return  # a worker finished while the app was closing
         self.loading = None
         self.loaded = message.loaded
-        info, device = self.loaded.info, str(self.loaded.device)
+        info, device = self.loaded.info, self.loaded.location
         self.query_one(CheckpointCard).loading = False
         self.query_one(CheckpointCard).show(info, device, remote=self.server is not None)
         status = self.query_one(StatusBar)
@@ -319,12 +317,14 @@ class SlmApp(App[None]):
     @property
     def loaded_path(self) -> Path | None:
         """The loaded checkpoint's folder (None for a server's model)."""
-        loaded = ckpt.loaded_identity(self.loaded)
+        loaded = self.loaded.identity if self.loaded is not None else None
         return loaded if isinstance(loaded, Path) else None
 
     @property
     def checkpoint_list(self) -> ckpt.CheckpointList:
-        return ckpt.CheckpointList(list(self.checkpoints), ckpt.loaded_identity(self.loaded))
+        return ckpt.CheckpointList(
+            list(self.checkpoints), self.loaded.identity if self.loaded is not None else None
+        )
 
     def _show_empty(self) -> None:
         if self.loaded is not None:
@@ -356,8 +356,7 @@ class SlmApp(App[None]):
             return False
         settings = self.query_one(SamplingPanel).settings
         try:
-            tokenizer = self.loaded.tokenizer  # None on a server: it checks top_k itself
-            settings = settings.validate(tokenizer.vocab_size if tokenizer else None)
+            settings = settings.validate(self.loaded.vocab_size)  # a server checks its own
         except GenerationError as exc:
             self.notify(str(exc), severity="error", markup=False)
             return False
@@ -457,9 +456,10 @@ class SlmApp(App[None]):
     @property
     def prompt_limit(self) -> int:
         """The most characters the prompt holds: what the loaded model's context can use."""
-        if self.loaded is None or not self.loaded.info.context_length:  # (a server's: unknown)
+        context = self.loaded.context_length if self.loaded is not None else None
+        if not context:  # nothing loaded, or a server's model (its context is not said)
             return PROMPT_CHARS_UNLOADED
-        return self.loaded.info.context_length * PROMPT_CHARS_PER_TOKEN
+        return context * PROMPT_CHARS_PER_TOKEN
 
     def _cap_prompt(self, prompt: PromptArea) -> None:
         limit, text = self.prompt_limit, prompt.text
@@ -467,7 +467,7 @@ class SlmApp(App[None]):
             return
         prompt.load_text(text[-limit:])
         prompt.move_cursor(prompt.document.end)
-        context = self.loaded.info.context_length if self.loaded else None
+        context = self.loaded.context_length if self.loaded else None
         reads = f"this model reads only its last {context} tokens" if context else "too long"
         self.notify(
             f"The prompt was cut to its last {limit:,} characters: {reads}.",
@@ -586,7 +586,9 @@ class SlmApp(App[None]):
 
     def action_checkpoints(self) -> None:
         def chosen(target: ckpt.Target | None) -> None:
-            if target is not None and ckpt.identity(target) != ckpt.loaded_identity(self.loaded):
+            if (target is not None and self.loaded is None) or ckpt.identity(
+                target
+            ) != self.loaded.identity:
                 self.load_checkpoint(target)
 
         picker = CheckpointPicker(

@@ -15,10 +15,10 @@ it fails, still reports what it found (the app waits for the first scan before i
 broken checkpoint is listed with its reason, never hiding the others.
 
 Where the models come from is a `Source`: `LocalCheckpoints` (the folder, the bundled demo,
-`--checkpoint`; loading reads the weights) or `ServerModels` (the server's `/v1/models`;
-"loading" one makes a `RemoteModel`, which streams stories from the server as the engine's
-`Event`s). A server that cannot be reached is a scan with an `error`, retried at the next
-rescan, never a crash.
+`--checkpoint`; loading reads the weights) or `ServerModels` (the server's `/v1/models`).
+Either way a load gives a `ModelHandle` (`slm_tui.handle`: a `LocalModel` or a
+`ServerModel`), which the app writes with without asking which it is. A server that cannot
+be reached is a scan with an `error`, retried at the next rescan, never a crash.
 
 What is loaded is named by a `Target`: a checkpoint's folder (a Path), or a server model's
 id (a str, whole: vLLM's `org/model` included, never read as a path). `target_of(info)`
@@ -29,11 +29,9 @@ once), at most `MODELS_SHOWN` of them, parsed in the scan's thread.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Protocol
 
 from textual.dom import DOMNode
 from textual.message import Message
@@ -46,11 +44,15 @@ from slm_tui.checkpoint.format import (
     resolve_checkpoint,
 )
 from slm_tui.errors import SlmError
-from slm_tui.generation import Event, LiveSettings, SamplingSettings
 from slm_tui.generation.remote import Remote
-
-if TYPE_CHECKING:
-    from slm_tui.checkpoint.io import LoadedCheckpoint
+from slm_tui.handle import (
+    LocalModel,
+    ModelHandle,
+    ServerModel,
+    ServerModelInfo,
+    folder_identity,
+    server_info,
+)
 
 
 def scan_checkpoints(
@@ -86,14 +88,11 @@ def target_of(info: CheckpointInfo) -> Target:
 
 
 def identity(target: Target | None) -> Path | str | None:
-    """What two targets are compared by: the id, or the resolved folder (as given when it
-    cannot be resolved)."""
+    """What two targets are compared by (as `ModelHandle.identity`): the id, or the resolved
+    folder."""
     if target is None or isinstance(target, str):
         return target
-    try:
-        return Path(target).resolve()
-    except (OSError, ValueError, RuntimeError):  # a NUL in the name, a symlink loop
-        return Path(target)
+    return folder_identity(target)
 
 
 def target_name(target: Target) -> str:
@@ -101,13 +100,11 @@ def target_name(target: Target) -> str:
     return target if isinstance(target, str) else Path(target).name
 
 
-def load(path: Path, device: str) -> LoadedCheckpoint:
-    """Load a checkpoint on `device` (the user's --device: auto, cpu, cuda, cuda:N, mps) and
-    return its `LoadedCheckpoint`; raises SlmError with a one-line reason."""
-    from slm_tui.checkpoint.io import load_checkpoint  # torch: only a load needs it
-
+def load(path: Path, device: str) -> LocalModel:
+    """Load a checkpoint on `device` (the user's --device: auto, cpu, cuda, cuda:N, mps);
+    raises SlmError with a one-line reason. Torch is imported here, in the worker."""
     try:
-        return load_checkpoint(path, device)
+        return LocalModel.load(path, device)
     except SlmError:
         raise
     except Exception as exc:  # a torch or safetensors failure on a damaged file
@@ -120,7 +117,7 @@ class Source(Protocol):
 
     def scan(self) -> list[CheckpointInfo]: ...
 
-    def load(self, target: Any) -> Any: ...
+    def load(self, target: Target) -> ModelHandle: ...
 
 
 @dataclass
@@ -135,68 +132,11 @@ class LocalCheckpoints:
     def scan(self) -> list[CheckpointInfo]:
         return scan_checkpoints(self.root, self.extra, demo=self.demo)
 
-    def load(self, path: Path) -> LoadedCheckpoint:
-        return load(path, self.device)
+    def load(self, target: Target) -> LocalModel:
+        return load(Path(target), self.device)
 
 
-SERVER_KIND = "server"  # CheckpointInfo.tokenizer_kind of a server's model
 MODELS_SHOWN = 1000  # a server's models listed (the first ones, in its order)
-
-
-@dataclass
-class ServerModelInfo(CheckpointInfo):
-    """A server's model in the picker: its id is all a server says of it."""
-
-    model_id: str = ""
-
-
-@dataclass
-class RemoteModel:
-    """A server's model, as the app holds a loaded checkpoint: `info` for the card and the
-    picker, `device` for the status line, no tokenizer (tokens are counted on the server),
-    and `stream()` instead of a local model."""
-
-    remote: Remote
-    info: ServerModelInfo
-    tokenizer: None = None
-
-    @property
-    def device(self) -> str:
-        return self.remote.base
-
-    def stream(
-        self, prompt: str, settings: SamplingSettings | LiveSettings, cancel: threading.Event
-    ) -> Iterator[Event]:
-        return self.remote.stream(self.info.model_id, prompt, settings, cancel=cancel)
-
-
-def server_info(model: str) -> ServerModelInfo:
-    """A server model's entry in the picker (what a server says of a model is its id)."""
-    return ServerModelInfo(
-        path=Path(),  # not a folder: the identity is `model_id`
-        name=model,
-        step=0,
-        tokens_seen=0,
-        params=0,
-        val_loss=None,
-        val_bpb=None,
-        tokenizer_kind=SERVER_KIND,
-        vocab_size=0,
-        context_length=0,
-        n_layer=0,
-        d_model=0,
-        created="",
-        model_id=model,
-    )
-
-
-def loaded_identity(loaded: Any) -> Path | str | None:
-    """The identity of what is loaded: a server model's id, or the checkpoint's folder."""
-    if loaded is None:
-        return None
-    if isinstance(loaded, RemoteModel):
-        return loaded.info.model_id
-    return identity(Path(loaded.path))
 
 
 @dataclass
@@ -224,19 +164,8 @@ class ServerModels:
             f"the server lists {self.listed:,} models; the picker shows the first {MODELS_SHOWN:,}"
         )
 
-    def load(self, target: Target) -> RemoteModel:
-        return RemoteModel(self.remote, server_info(str(target)))
-
-
-def stream_events(
-    loaded: Any, prompt: str, settings: LiveSettings, cancel: threading.Event
-) -> Iterator[Event]:
-    """A story's events from a loaded checkpoint (the local engine) or a server's model."""
-    if isinstance(loaded, RemoteModel):
-        return loaded.stream(prompt, settings, cancel)
-    from slm_tui.generation import generate  # the engine (torch), in the worker
-
-    return generate(loaded.model, loaded.tokenizer, prompt, settings, cancel=cancel)
+    def load(self, target: Target) -> ServerModel:
+        return ServerModel(self.remote, str(target))
 
 
 def start_scan(host: DOMNode, source: Source) -> None:
@@ -280,7 +209,7 @@ class CheckpointsScanned(Message):
 
 @dataclass
 class CheckpointLoaded(Message):
-    loaded: LoadedCheckpoint | RemoteModel
+    loaded: ModelHandle
 
 
 @dataclass

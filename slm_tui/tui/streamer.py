@@ -1,7 +1,7 @@
 """`Streamer`: streams one story at a time from the engine into the UI, ~30 times a second.
 
 The engine runs in a thread worker: it iterates the story's events (`generation.generate`,
-or a server's stream: `checkpoint_loader.stream_events`) and appends each `Event` to a
+`ModelHandle.stream`: the local engine or a server) and appends each `Event` to a
 deque (append is atomic), so the engine runs at full speed whatever the UI is doing. A
 timer on the UI thread drains the deque ~30 times a second, folds the events into their
 `Story` and hands each story its batch, so the UI redraws at most 30 times a second
@@ -33,7 +33,7 @@ from textual.dom import DOMNode
 from textual.timer import Timer
 
 from slm_tui.generation import Event, LiveSettings, SamplingSettings
-from slm_tui.tui.checkpoint_loader import stream_events
+from slm_tui.handle import ModelHandle
 from slm_tui.tui.story import Story
 
 FLUSH_INTERVAL = 1 / 30  # seconds between UI updates while streaming
@@ -70,9 +70,11 @@ class Streamer:
     def running(self) -> bool:
         return self.story is not None and self.story.streaming
 
-    def start(self, loaded: Any, story: Story, prompt: str, settings: SamplingSettings) -> None:
-        """Stream `prompt` through `loaded` (a LoadedCheckpoint, or a server's RemoteModel)
-        into `story`; a running story is cancelled first."""
+    def start(
+        self, model: ModelHandle, story: Story, prompt: str, settings: SamplingSettings
+    ) -> None:
+        """Stream `prompt` through `model` (local or a server's) into `story`; a running
+        story is cancelled first."""
         self.cancel()
         cancel = threading.Event()
         live = LiveSettings(settings)
@@ -85,7 +87,7 @@ class Streamer:
         def run() -> None:
             seed, index = settings.seed, 0
             try:
-                for event in stream_events(loaded, prompt, live, cancel):
+                for event in model.stream(prompt, live, cancel):
                     seed, index = event.seed, event.index
                     while len(queue) >= QUEUE_LIMIT and not cancel.is_set():
                         time.sleep(FLUSH_INTERVAL / 4)  # the UI is behind: wait for room

@@ -25,9 +25,9 @@ from textual.signal import Signal
 from textual.widgets import DataTable, Label, Static
 
 from slm_tui.checkpoint.format import CheckpointInfo
+from slm_tui.handle import ServerModelInfo
 from slm_tui.tui.checkpoint_loader import (
     CheckpointList,
-    ServerModelInfo,
     Target,
     identity,
     target_of,

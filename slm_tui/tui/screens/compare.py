@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from textual import on
 from textual.app import ComposeResult
@@ -26,14 +26,12 @@ from textual.widgets import Footer, Input, Label, Select
 from slm_tui.checkpoint.format import CheckpointInfo
 from slm_tui.errors import GenerationError
 from slm_tui.generation import PRESETS, Event, SamplingSettings
+from slm_tui.handle import ModelHandle
 from slm_tui.tui import checkpoint_loader as ckpt
 from slm_tui.tui.story import Story
 from slm_tui.tui.streamer import Streamer
 from slm_tui.tui.widgets.status_bar import StatusBar
 from slm_tui.tui.widgets.story_view import StoryView
-
-if TYPE_CHECKING:
-    from slm_tui.checkpoint.io import LoadedCheckpoint
 
 
 class CompareScreen(Screen[None]):
@@ -45,7 +43,7 @@ class CompareScreen(Screen[None]):
 
     def __init__(
         self,
-        loaded: LoadedCheckpoint,
+        loaded: ModelHandle,
         settings: SamplingSettings,
         checkpoints: list[CheckpointInfo],
         source: ckpt.Source,
@@ -61,10 +59,10 @@ class CompareScreen(Screen[None]):
             "a": Streamer(self, "compare-a", self._streamed("a")),
             "b": Streamer(self, "compare-b", self._streamed("b")),
         }
-        self.b_loaded: LoadedCheckpoint | None = None  # side B's, when it is another one
+        self.b_loaded: ModelHandle | None = None  # side B's, when it is another one
         self.stories: dict[str, Story] = {}
         # Side B's other models by position ("ckpt:N"): a server's ids are no paths.
-        current = ckpt.loaded_identity(loaded)
+        current = loaded.identity
         self.others = [
             info
             for info in checkpoints
@@ -124,7 +122,7 @@ class CompareScreen(Screen[None]):
     def _b_choice(self) -> str:
         return str(self.query_one(Select).value)
 
-    def _side_setup(self, side: str) -> tuple[LoadedCheckpoint, SamplingSettings] | None:
+    def _side_setup(self, side: str) -> tuple[ModelHandle, SamplingSettings] | None:
         """(loaded checkpoint, settings) for a side; None while side B is still loading."""
         if side == "a":
             return self.loaded, self.settings
@@ -149,7 +147,7 @@ class CompareScreen(Screen[None]):
                 )
             )
             self.query_one(f"#status-{side}", StatusBar).set_checkpoint(
-                loaded.info.name, str(loaded.device)
+                loaded.info.name, loaded.location
             )
 
     # -- running -----------------------------------------------------------------------
@@ -168,8 +166,7 @@ class CompareScreen(Screen[None]):
             seed = random.randrange(2**31)  # one fresh seed shared by both sides
         for side, (loaded, settings) in setups.items():  # type: ignore[misc]
             try:
-                vocab = loaded.tokenizer.vocab_size if loaded.tokenizer is not None else None
-                settings = settings.replace(seed=seed).validate(vocab)  # a server checks its own
+                settings = settings.replace(seed=seed).validate(loaded.vocab_size)
             except GenerationError as exc:
                 self.notify(str(exc), severity="error", markup=False)
                 return
