@@ -11,8 +11,9 @@ import pytest
 import torch
 
 import slm_tui.native as native
+from slm_tui.decode import FusedDecoder
 from slm_tui.generation import SamplingSettings, generate, generate_batch
-from slm_tui.model import GPT, FusedDecoder
+from slm_tui.model import GPT
 from tests.test_model import SWITCHES, VARIANTS, make, randomized
 
 pytestmark = pytest.mark.skipif(

@@ -21,9 +21,10 @@ id tensors, each row is named by a caller's tag. `generate()` drives it with one
 - Each row samples with its own `torch.Generator` (one uniform per token, drawn in blocks of
   64 per row) and its own settings (rows with equal settings share one sampler call): a
   row's draws never depend on what else is in the batch.
-- Per token: one decode step through the model's `FusedDecoder` (the same function as
-  `GPT.forward` with about half the ops; `fused=False` uses `GPT.forward`, for comparison),
-  the sampler on (B, V), no host sync (the caller reads the chosen ids once, to emit them).
+- Per token: one decode step through the model's `FusedDecoder` (slm_tui/decode.py: the
+  same function as `GPT.forward` with about half the ops, one C call for one row;
+  `fused=False` uses `GPT.forward`, for comparison), the sampler on (B, V), no host sync
+  (the caller reads the chosen ids once, to emit them).
 - The model must be in eval mode (no dropout): a model in training mode is refused.
 """
 
