@@ -67,10 +67,10 @@ from _machine import cpu_name
 from rich.console import Console
 from rich.table import Table
 
-from slm_tui.config import load_config
 from slm_tui.generation import SamplingSettings, generate, generate_batch
 from slm_tui.generation.engine import Decoder
 from slm_tui.model import GPT
+from slm_tui.presets import load_config
 
 RESULTS = Path(__file__).resolve().parent / "results" / "generate.json"
 

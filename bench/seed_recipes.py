@@ -120,7 +120,7 @@ def main() -> None:
                 raise SystemExit(f"{name}: calibration failed, see {cal.with_suffix('.log')}")
             per_step = step_seconds(cal / "metrics.jsonl")
             steps = max(1, math.floor(minutes * 60 / per_step))
-            from slm_tui.config import load_config
+            from slm_tui.presets import load_config
 
             preset = load_config(RECIPES[name]).train
             warmup = min(preset.warmup_steps, max(0, steps // 10))

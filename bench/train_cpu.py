@@ -87,8 +87,8 @@ def _timed(fn) -> float:
 def worker(variant: str, shape: str, shard_path: Path, steps: int, warmup: int) -> dict:
     import torch
 
-    from slm_tui.config import load_config
     from slm_tui.model import GPT
+    from slm_tui.presets import load_config
     from slm_tui.trainer.distributed import cpu_threads
 
     overrides = ["train.dtype=float32", "train.compile=false"] if variant != "trainer auto" else []

@@ -27,8 +27,8 @@ DEST = ROOT / "bench" / "results" / "train_gpu.json"
 def measure(compile_: bool, shard_path: Path, steps: int, warmup: int) -> dict:
     import torch
 
-    from slm_tui.config import load_config
     from slm_tui.model import GPT
+    from slm_tui.presets import load_config
     from slm_tui.shards import BatchSampler, load_shard
     from slm_tui.trainer.loop import peak_flops
     from slm_tui.trainer.optim import build_optimizers

@@ -1,43 +1,28 @@
-"""Typed run configuration: four dataclass sections, YAML presets, dotted overrides.
+"""Typed run configuration: four dataclass sections (model, tokenizer, data, train).
 
-A config is plain data. `load_config("tiny", ["train.lr=3e-4"])` reads the preset
-`slm_tui/configs/tiny.yaml` (or a YAML path), applies the overrides, type-checks every
-value against the dataclass fields and returns a `Config`. Unknown keys and wrong types
-raise `ConfigError` with a one-line message that names the key and lists the valid ones.
-YAML is read with `yaml.safe_load` rules, without anchors or aliases and at most 1 MiB
-(`slm_tui.untrusted`): a config may come from a checkpoint someone else made. Sizes are
-bounded (`LIMITS`) and every number finite (`rope_theta` at least 1), so a config asking
-for a 1e11-token context or a NaN RoPE base is one line, not an allocation failure or a run
-that trains into NaN.
-
-(A little over the project's ~400-line guide: the four sections, their checks and the
-loader belong together; the checks are what make a config from a stranger's checkpoint
-safe to read.)
+A config is plain data: dataclasses with defaults, choices typed as `Literal`, every value
+type-checked when it is read (`_coerce`, used by `slm_tui.presets`, which reads presets,
+YAML files and dotted overrides). Sizes are bounded (`LIMITS`) and every number finite
+(`rope_theta` at least 1), so a config asking for a 1e11-token context or a NaN RoPE base
+(a config may come from a stranger's checkpoint) is one `ConfigError` line, not an
+allocation failure or a run that trains into NaN.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
+import copy
 import math
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
-from importlib import resources
-from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 from slm_tui.errors import ConfigError, GenerationError
 from slm_tui.generation.settings import SamplingSettings
 from slm_tui.untrusted import (
-    YAML_LIMIT,
-    decode_text,
-    load_yaml,
-    read_bounded,
     short_repr,
-    short_text,
 )
 
 DEFAULT_DATASET = "roneneldan/TinyStories"
@@ -89,10 +74,10 @@ class ModelConfig:
     n_head: int = 4
     n_kv_head: int | None = None  # grouped-query attention; None = n_head (plain MHA)
     d_model: int = 256
-    mlp: str = "swiglu"  # swiglu | gelu | gelu_tanh (GPT-2's and GPT-Neo's "gelu_new")
+    mlp: Literal["swiglu", "gelu", "gelu_tanh"] = "swiglu"  # gelu_tanh: GPT-2's "gelu_new"
     mlp_hidden: int | None = None  # None: 4*d for gelu, 8/3*d rounded up to 32 for swiglu
-    norm: str = "rmsnorm"  # rmsnorm | layernorm
-    positions: str = "rope"  # rope | learned
+    norm: Literal["rmsnorm", "layernorm"] = "rmsnorm"
+    positions: Literal["rope", "learned"] = "rope"
     rope_theta: float = 10000.0
     bias: bool = False
     tie_embeddings: bool = True
@@ -107,9 +92,7 @@ class ModelConfig:
     def validate(self) -> None:
         _finite(self, "model.")
         _bounded(self, "model.")
-        _choice("model.mlp", self.mlp, ("swiglu", "gelu", "gelu_tanh"))
-        _choice("model.norm", self.norm, ("rmsnorm", "layernorm"))
-        _choice("model.positions", self.positions, ("rope", "learned"))
+        _choices(self, "model.")
         for name in ("vocab_size", "context_length", "n_layer", "n_head", "d_model"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"model.{name} must be at least 1, got {getattr(self, name)}")
@@ -196,12 +179,12 @@ class TrainConfig:
     max_steps: int = 2000
     batch_size: int = 32  # global, in sequences per optimizer step (before grad_accum split)
     grad_accum: int = 1
-    optimizer: str = "adamw"  # adamw | muon (Muon for matrices, AdamW for the rest)
+    optimizer: Literal["adamw", "muon"] = "adamw"  # muon: Muon for matrices, AdamW the rest
     lr: float = 1e-3
     muon_lr: float = 0.02
     min_lr_ratio: float = 0.1  # final lr as a fraction of the peak
     warmup_steps: int = 100
-    schedule: str = "cosine"  # cosine | wsd (warmup-stable-decay)
+    schedule: Literal["cosine", "wsd"] = "cosine"  # wsd: warmup-stable-decay
     decay_fraction: float = 0.2  # wsd: the share of steps spent decaying
     weight_decay: float = 0.1
     beta1: float = 0.9
@@ -225,8 +208,8 @@ class TrainConfig:
     seed: int = 1337
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     # auto: decided from the machine (trainer/speed.py; the run's first lines say why)
-    dtype: str = "auto"  # auto | float32 | bfloat16 (autocast)
-    compile: bool | str = "auto"  # auto | true | false
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # bfloat16: autocast
+    compile: bool | Literal["auto"] = "auto"
     threads: int = 0  # CPU intra-op threads; 0 = one per physical core
     # Also keep a checkpoint at every evaluation, evals/step-NNNNNN/ (weights, config,
     # tokenizer; no optimizer state): two points of one run side by side in slm-tui.
@@ -238,13 +221,7 @@ class TrainConfig:
     def validate(self) -> None:
         _finite(self, "train.")
         _bounded(self, "train.")
-        _choice("train.optimizer", self.optimizer, ("adamw", "muon"))
-        _choice("train.schedule", self.schedule, ("cosine", "wsd"))
-        _choice("train.dtype", self.dtype, ("auto", "float32", "bfloat16"))
-        if isinstance(self.compile, str) and self.compile != "auto":
-            raise ConfigError(
-                f"train.compile must be true, false or auto, got {short_repr(self.compile)}"
-            )
+        _choices(self, "train.")
         for name in (
             "max_steps",
             "batch_size",
@@ -327,40 +304,12 @@ SECTIONS: dict[str, type] = {
 }
 
 
-def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {short_repr(value)}")
-
-
-def list_presets() -> list[str]:
-    """Names of the bundled presets (`tiny`, `small`, `seed-gpt`, ...)."""
-    folder = resources.files("slm_tui") / "configs"
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
-
-
-def _read_yaml(name_or_path: str) -> tuple[dict[str, Any], str]:
-    path = Path(name_or_path)
-    if name_or_path.endswith((".yaml", ".yml")) or path.is_file() or "/" in name_or_path:
-        if path.is_dir():
-            raise ConfigError(f"config {name_or_path} is a directory, not a YAML file")
-        if not path.is_file():
-            raise ConfigError(
-                f"config file {name_or_path} not found (presets: {', '.join(list_presets())})"
-            )
-        origin = str(path)
-        text = decode_text(read_bounded(path, YAML_LIMIT, ConfigError), ConfigError, origin)
-    else:
-        res = resources.files("slm_tui") / "configs" / f"{name_or_path}.yaml"
-        if not res.is_file():
-            raise ConfigError(
-                f"unknown config preset {name_or_path!r}; presets: {', '.join(list_presets())}"
-            )
-        text = res.read_text(encoding="utf-8")
-        origin = f"preset {name_or_path}"
-    data = load_yaml(text, ConfigError, origin) or {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{origin} must be a mapping of sections, got {type(data).__name__}")
-    return data, origin
+def _choices(section: Any, prefix: str) -> None:
+    """Every field typed with a `Literal` holds one of its values (a config built in Python
+    is not checked by `_coerce` on the way in)."""
+    for name, tp in _field_types(type(section)).items():
+        if typing.Literal in (typing.get_origin(tp), *map(typing.get_origin, typing.get_args(tp))):
+            _coerce(prefix + name, getattr(section, name), tp)
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -371,6 +320,11 @@ def _field_types(cls: type) -> dict[str, Any]:
 def _coerce(key: str, value: Any, tp: Any) -> Any:
     """Check `value` against the annotation `tp`; convert the harmless cases (int -> float)."""
     origin = typing.get_origin(tp)
+    if origin is typing.Literal:
+        allowed = typing.get_args(tp)
+        if isinstance(value, str) and value in allowed:
+            return value
+        raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {short_repr(value)}")
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
@@ -382,7 +336,8 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
                 return _coerce(key, value, arg)
             except ConfigError:
                 continue
-        names = " or ".join("null" if a is type(None) else _type_name(a) for a in args)
+        words = [w for a in args for w in _type_words(a)]
+        names = words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
         raise ConfigError(f"{key} must be {names}, got {short_repr(value)}")
     if origin is list:
         (item,) = typing.get_args(tp)
@@ -412,98 +367,21 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     raise ConfigError(f"{key}: unsupported type {tp!r}")  # pragma: no cover
 
 
+def _type_words(tp: Any) -> list[str]:
+    """How an error names a type: each value a Literal or bool allows, else the type."""
+    if typing.get_origin(tp) is typing.Literal:
+        return list(typing.get_args(tp))
+    if tp is bool:
+        return ["true", "false"]
+    return ["null" if tp is type(None) else _type_name(tp)]
+
+
 def _type_name(tp: Any) -> str:
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
         tp, getattr(tp, "__name__", str(tp))
     )
 
 
-def _apply_section(section_obj: Any, section: str, values: Any, origin: str) -> None:
-    if not isinstance(values, dict):
-        raise ConfigError(
-            f"{origin}: section {section} must be a mapping, got {short_repr(values)}"
-        )
-    types_ = _field_types(type(section_obj))
-    for key, value in values.items():
-        if key not in types_:
-            raise ConfigError(
-                f"unknown config key {section}.{short_text(key)} ({origin}); "
-                f"valid keys in {section}: "
-                f"{', '.join(types_)}"
-            )
-        setattr(section_obj, key, _coerce(f"{section}.{key}", value, types_[key]))
-
-
-def config_from_dict(data: dict[str, Any], origin: str = "config") -> Config:
-    cfg = Config()
-    for section, values in data.items():
-        if section not in SECTIONS:
-            raise ConfigError(
-                f"unknown config section {short_repr(section)} ({origin}); "
-                f"sections: {', '.join(SECTIONS)}"
-            )
-        if values is None:
-            continue
-        _apply_section(getattr(cfg, section), section, values, origin)
-    return cfg
-
-
-def parse_override(text: str) -> tuple[str, str, Any]:
-    """`"train.lr=3e-4"` -> ("train", "lr", 3e-4); the value is parsed as YAML."""
-    if "=" not in text:
-        raise ConfigError(f"override {text!r} must look like section.key=value")
-    dotted, raw = text.split("=", 1)
-    parts = dotted.strip().split(".")
-    if len(parts) != 2 or not all(parts):
-        raise ConfigError(
-            f"override key {dotted!r} must be section.key with section one of {', '.join(SECTIONS)}"
-        )
-    section, key = parts
-    if section not in SECTIONS:
-        raise ConfigError(f"unknown config section {section!r}; sections: {', '.join(SECTIONS)}")
-    try:
-        value = load_yaml(raw, ConfigError, "override") if raw.strip() else ""
-    except ConfigError:
-        value = raw
-    # YAML reads "3e-4" as a string (no dot); accept it as a number when the field wants one.
-    if isinstance(value, str):
-        with contextlib.suppress(ValueError):
-            value = float(value) if any(c in value for c in ".eE") else int(value)
-    return section, key, value
-
-
-def apply_overrides(cfg: Config, overrides: list[str] | None) -> Config:
-    for text in overrides or []:
-        section, key, value = parse_override(text)
-        types_ = _field_types(SECTIONS[section])
-        if key not in types_:
-            raise ConfigError(
-                f"unknown config key {section}.{key}; valid keys in {section}: {', '.join(types_)}"
-            )
-        tp = types_[key]
-        if tp is str and not isinstance(value, str):
-            value = text.split("=", 1)[1].strip()  # e.g. train.device=0 stays the string "0"
-        setattr(getattr(cfg, section), key, _coerce(f"{section}.{key}", value, tp))
-    return cfg
-
-
-def load_config(name_or_path: str | None = "tiny", overrides: list[str] | None = None) -> Config:
-    """Load a preset by name or a YAML file by path, apply `section.key=value` overrides,
-    validate, and return the config. Raises ConfigError on any problem."""
-    if name_or_path is None:
-        cfg = Config()
-    else:
-        data, origin = _read_yaml(name_or_path)
-        cfg = config_from_dict(data, origin)
-    apply_overrides(cfg, overrides)
-    return cfg.validate()
-
-
 def copy_config(cfg: Config) -> Config:
-    return dataclasses.replace(
-        cfg,
-        model=dataclasses.replace(cfg.model, attention_windows=list(cfg.model.attention_windows)),
-        tokenizer=dataclasses.replace(cfg.tokenizer),
-        data=dataclasses.replace(cfg.data, data_files=list(cfg.data.data_files)),
-        train=dataclasses.replace(cfg.train, sample_prompts=list(cfg.train.sample_prompts)),
-    )
+    """A copy that shares nothing with `cfg` (lists included)."""
+    return copy.deepcopy(cfg)

@@ -417,3 +417,10 @@ def test_trainer_state_round_trip_with_weights_only(tmp_path, byte_tok) -> None:
     one_line(exc)
     with pytest.raises(CheckpointError, match="cannot be resumed"):
         load_trainer_state(tmp_path / "elsewhere")
+
+
+def test_a_checkout_finds_its_bundled_demo(monkeypatch) -> None:
+    """`make run` opens the TUI on checkpoints/tinystories-demo of the checkout."""
+    monkeypatch.delenv("SLM_TUI_DEMO", raising=False)
+    repo = Path(__file__).resolve().parents[1]
+    assert bundled_demo_path() == repo / "checkpoints" / "tinystories-demo"

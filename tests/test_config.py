@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from slm_tui.config import Config, list_presets, load_config
+from slm_tui.config import Config
 from slm_tui.errors import ConfigError
+from slm_tui.presets import list_presets, load_config
 
 
 def test_presets_load_and_validate():

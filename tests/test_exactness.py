@@ -21,8 +21,9 @@ import pytest
 import torch
 from conftest import _synthetic_stories
 
-from slm_tui.config import ModelConfig, load_config
+from slm_tui.config import ModelConfig
 from slm_tui.errors import CheckpointError
+from slm_tui.presets import load_config
 from slm_tui.trainer import Reporter, evaluate, speed, train
 
 ZEN4 = ("AMD EPYC (test)", frozenset({"avx512f", "avx512_bf16"}))  # probed, never decided by flags

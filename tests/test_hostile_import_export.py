@@ -26,8 +26,8 @@ import pytest
 from typer.testing import CliRunner
 
 from slm_tui.cli.train import app
-from slm_tui.config import load_config
 from slm_tui.errors import ConfigError
+from slm_tui.presets import load_config
 
 BIN = Path(sys.executable).parent
 

@@ -41,9 +41,9 @@ from slm_tui import fileio
 from slm_tui.checkpoint.format import list_checkpoints, read_info
 from slm_tui.cli.generate import app as generate_app
 from slm_tui.cli.train import app as train_app
-from slm_tui.config import load_config
 from slm_tui.corpus import MAX_STORY_BYTES, corpus_source, iter_stories
 from slm_tui.errors import CheckpointError, ConfigError, DataError, SlmError, TokenizerError
+from slm_tui.presets import load_config
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parent.parent

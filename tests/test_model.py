@@ -10,8 +10,9 @@ import math
 import pytest
 import torch
 
-from slm_tui.config import ModelConfig, load_config
+from slm_tui.config import ModelConfig
 from slm_tui.model import GPT, mlp_hidden_size
+from slm_tui.presets import load_config
 
 V = 97
 

@@ -9,8 +9,9 @@ import os
 import pytest
 import torch
 
-from slm_tui.config import ModelConfig, load_config
+from slm_tui.config import ModelConfig
 from slm_tui.model import GPT
+from slm_tui.presets import load_config
 from slm_tui.trainer import speed
 from slm_tui.trainer.step import LossOnly
 

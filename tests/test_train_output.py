@@ -149,7 +149,7 @@ def test_print_config_prints_the_resolved_config(corpus, tmp_path):
 
 
 def test_config_yaml_is_in_the_run_folder_before_the_first_checkpoint(corpus, tmp_path):
-    from slm_tui.config import load_config
+    from slm_tui.presets import load_config
     from slm_tui.trainer import Reporter, train
 
     seen = []

@@ -19,9 +19,9 @@ import pytest
 import torch
 from conftest import _synthetic_stories
 
-from slm_tui.config import load_config
 from slm_tui.errors import ConfigError, TrainingError
 from slm_tui.generation import SamplingSettings, generate_batch
+from slm_tui.presets import load_config
 from slm_tui.shards import corpus_source, plan_split
 from slm_tui.trainer import Reporter, evaluate, lr_multiplier, train
 

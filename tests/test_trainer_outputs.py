@@ -14,8 +14,8 @@ from conftest import _synthetic_stories
 
 from slm_tui.checkpoint.format import list_checkpoints
 from slm_tui.checkpoint.io import load_checkpoint
-from slm_tui.config import load_config
 from slm_tui.errors import TrainingError
+from slm_tui.presets import load_config
 from slm_tui.trainer import report as report_module
 from slm_tui.trainer import train
 

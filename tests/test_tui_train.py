@@ -125,7 +125,9 @@ async def test_a_run_started_here_trains_live_then_stops_and_resumes(
         await until(pilot, lambda: (run / "latest" / "meta.json").exists())
         await pilot.press("w")
         assert not isinstance(app.screen, TrainScreen)
-        await until(pilot, lambda: app.loaded is not None and run in Path(app.loaded.identity).parents)
+        await until(
+            pilot, lambda: app.loaded is not None and run in Path(app.loaded.identity).parents
+        )
         assert app.loaded.info.step >= 3
 
         # Stop: SIGTERM, the trainer saves latest/ and exits 0.

@@ -40,9 +40,10 @@ from typing import Any
 
 from slm_tui.checkpoint.lock import RECORD_WAIT, folder_lock
 from slm_tui.checkpoint.records import RecordedEval, quality_line, recorded_evals, with_recorded
-from slm_tui.config import Config, config_from_dict
+from slm_tui.config import Config
 from slm_tui.errors import CheckpointError, SlmError
 from slm_tui.fileio import atomic_write_text, json_safe
+from slm_tui.presets import config_from_dict
 from slm_tui.untrusted import (
     JSON_LIMIT,
     YAML_LIMIT,
@@ -152,7 +153,7 @@ def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
 def bundled_demo_path() -> Path | None:
     """The demo model: $SLM_TUI_DEMO, else checkpoints/tinystories-demo next to the package
     (a repo checkout or editable install), else the copy installed under sys.prefix."""
-    package_parent = Path(__file__).resolve().parent.parent
+    package_parent = Path(__file__).resolve().parents[2]  # slm_tui/checkpoint/format.py
     candidates = [
         package_parent / "checkpoints" / "tinystories-demo",
         Path(sys.prefix) / "share" / "slm-tui" / "checkpoints" / "tinystories-demo",

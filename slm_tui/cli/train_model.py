@@ -275,7 +275,7 @@ def model(
 ) -> None:
     """Train a model from text (tokenizer and shards are built first when missing)."""
     with cli_errors():
-        from slm_tui.config import load_config
+        from slm_tui.presets import load_config
         from slm_tui.trainer import train
 
         name = config or "tiny"

@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from slm_tui.checkpoint.format import is_checkpoint, read_info
-from slm_tui.config import Config, ModelConfig, load_config
+from slm_tui.config import Config, ModelConfig
 from slm_tui.corpus import CorpusSource
 from slm_tui.errors import ConfigError, DataError, SlmError, TrainingError
 from slm_tui.fileio import temp_dir
+from slm_tui.presets import load_config
 from slm_tui.shards import Shards, corpus_source, iter_stories, prepare_shards
 from slm_tui.tokenizers import Tokenizer, get_tokenizer_class, load_tokenizer, train_tokenizer
 from slm_tui.trainer.report import LOG_FILE, Reporter, require_tensorboard

@@ -12,7 +12,7 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from slm_tui.config import list_presets
+from slm_tui.presets import list_presets
 from slm_tui.tui.run_watch import RunWatch
 from slm_tui.tui.train_process import TrainProcess, TrainRequest, stop_pid
 
