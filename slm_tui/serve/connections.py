@@ -193,8 +193,11 @@ def uvicorn_config(
     drain_seconds: float = 30.0,
     log_level: str = "warning",
 ) -> Any:
-    """The `uvicorn.Config` `slm-serve` runs `app` with: the guarded protocol, the keep-alive
-    timeout of `limits`, `drain_seconds` for a graceful shutdown."""
+    """The `uvicorn.Config` `slm-serve` runs `app` with: the guarded protocol (over httptools'
+    parser where it is installed, the `serve` extra's choice: it parses and writes HTTP in C,
+    h11 in Python), the keep-alive timeout of `limits`, `drain_seconds` for a graceful
+    shutdown. The event loop is asyncio's own: `quiet_accept_errors` relies on its accept
+    loop (uvloop's reports a failed accept differently)."""
     import uvicorn
 
     limits = limits or Limits()
@@ -203,6 +206,7 @@ def uvicorn_config(
         host=host,
         port=port,
         http=guarded_protocol(limits),
+        loop="asyncio",
         log_level=log_level,
         timeout_keep_alive=limits.keep_alive,
         backlog=limits.backlog,

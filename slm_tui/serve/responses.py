@@ -1,10 +1,13 @@
 """The OpenAI response shapes `slm-serve` streams and returns, built from engine `Event`s.
 
-- `sse`: server-sent events (`data: <json>` per chunk, the usage chunk when asked, then
+- `sse`: server-sent events (the chunk frames, the usage chunk when asked, then
   `data: [DONE]`); closing the stream (the client left) cancels the request's rows.
 - `completion_chunks` / `chat_chunks`: one chunk per token (a token still holding back
   part of a character is skipped unless logprobs were asked for), then the finish reason;
-  a chat stream opens with the assistant role.
+  a chat stream opens with the assistant role. Frames are encoded from a prefix made once
+  per request (one `json.dumps` of the text a frame), and a stream writes everything
+  queued at a wake-up in one write (one send through the ASGI stack, not one a token),
+  so a client that falls behind costs fewer writes, not a growing queue.
 - `completion_logprobs` / `chat_logprobs`: OpenAI's two logprobs formats, from each token's
   probability and alternatives (the model's raw softmax); `-9999` stands for log 0.
 """
@@ -27,7 +30,7 @@ FINISH = {"eos": "stop", "stop": "stop", "length": "length"}  # ours -> OpenAI's
 
 
 def sse(
-    chunks: AsyncIterator[dict[str, Any]],
+    frames: AsyncIterator[str],
     rows: list[Row],
     server: Any,
     prompt_tokens: int,
@@ -35,13 +38,14 @@ def sse(
     include_usage: bool,
     obj: str,
 ) -> StreamingResponse:
-    """Server-sent events: each chunk as `data: <json>`, the usage chunk when asked, then
-    `data: [DONE]`. Closing the stream (the client left) cancels the rows."""
+    """Server-sent events: the frames as they come (each a ready `data: ...` block), the usage
+    chunk when asked, then `data: [DONE]`. Closing the stream (the client left) cancels the
+    rows."""
 
     async def events() -> AsyncIterator[str]:
         try:
-            async for chunk in chunks:
-                yield f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
+            async for block in frames:
+                yield block
             if include_usage:
                 usage = {**meta, "object": obj, "choices": [],
                          "usage": server.usage(prompt_tokens, rows)}  # fmt: skip
@@ -56,58 +60,90 @@ def sse(
     )
 
 
-async def _row_events(queue: asyncio.Queue, rows: list[Row]) -> AsyncIterator[tuple[int, Event]]:
+async def _drained(queue: asyncio.Queue, rows: list[Row]) -> AsyncIterator[list[tuple[int, Event]]]:
+    """The rows' events in batches: everything queued at each wake-up (one step's event in
+    step, several when the client fell behind), until every row is done."""
     pending = len(rows)
     while pending:
-        k, event = await queue.get()
-        pending -= event.kind == "done"
-        yield k, event
+        batch = [await queue.get()]
+        while not queue.empty():
+            batch.append(queue.get_nowait())
+        pending -= sum(event.kind == "done" for _, event in batch)
+        yield batch
 
 
-def _error_chunk(event: Event) -> dict[str, Any]:
+def _prefix(meta: dict[str, Any], obj: str | None = None) -> str:
+    """`data: {"id": ..., "choices": [` for this request's frames (encoded once)."""
+    head = {**meta, "object": obj} if obj else meta
+    return "data: " + json.dumps(head, ensure_ascii=False)[:-1] + ', "choices": ['
+
+
+def _error_frame(event: Event) -> str:
     error = ApiError(500, f"generation failed: {event.error}", type="server_error")
-    return error.body()
+    return f"data: {json.dumps(error.body())}\n\n"
+
+
+def _text(value: str) -> str:
+    return json.dumps(value, ensure_ascii=False)
 
 
 async def completion_chunks(
     server: Any, queue: asyncio.Queue, rows: list[Row], meta: dict[str, Any], logprobs: bool
-) -> AsyncIterator[dict[str, Any]]:
-    async for k, event in _row_events(queue, rows):
-        if event.finish_reason == "error":
-            yield _error_chunk(event)
-            continue
-        if event.kind == "token" and not event.text and not logprobs:
-            continue  # bytes held for a character still incomplete
-        choice: dict[str, Any] = {"index": k, "text": event.text, "logprobs": None,
-                                  "finish_reason": FINISH.get(event.finish_reason or "")}  # fmt: skip
-        if logprobs and event.kind == "token":
-            choice["logprobs"] = completion_logprobs(server, [event])
-        yield {**meta, "choices": [choice]}
+) -> AsyncIterator[str]:
+    """Completion chunks as SSE frames, one per token (a token still holding back part of a
+    character is skipped unless logprobs were asked for), then each choice's finish reason;
+    everything queued at a wake-up goes out in one write."""
+    prefix = _prefix(meta)
+    async for batch in _drained(queue, rows):
+        frames = []
+        for k, event in batch:
+            if event.finish_reason == "error":
+                frames.append(_error_frame(event))
+                continue
+            if event.kind == "token" and not event.text and not logprobs:
+                continue  # bytes held for a character still incomplete
+            lp = "null"
+            if logprobs and event.kind == "token":
+                lp = json.dumps(completion_logprobs(server, [event]), ensure_ascii=False)
+            finish = json.dumps(FINISH.get(event.finish_reason or ""))
+            frames.append(f'{prefix}{{"index": {k}, "text": {_text(event.text)}, '
+                          f'"logprobs": {lp}, "finish_reason": {finish}}}]}}\n\n')  # fmt: skip
+        if frames:
+            yield "".join(frames)
 
 
 async def chat_chunks(
     server: Any, queue: asyncio.Queue, rows: list[Row], meta: dict[str, Any], logprobs: bool
-) -> AsyncIterator[dict[str, Any]]:
-    def chunk(k: int, delta: dict[str, Any], finish: str | None = None, lp=None):
-        return {**meta, "object": "chat.completion.chunk",  # (meta's object is chat.completion)
-                "choices": [{"index": k, "delta": delta, "logprobs": lp,
-                             "finish_reason": finish}]}  # fmt: skip
+) -> AsyncIterator[str]:
+    """Chat chunks as SSE frames: the assistant role first, then as `completion_chunks`
+    (a content delta per token), then each choice's finish reason."""
+    prefix = _prefix(meta, "chat.completion.chunk")  # (meta's object is chat.completion)
 
-    for k in range(len(rows)):
-        yield chunk(k, {"role": "assistant", "content": ""})
-    async for k, event in _row_events(queue, rows):
-        if event.finish_reason == "error":
-            yield _error_chunk(event)
-            continue
-        if event.kind == "token":
-            if not event.text and not logprobs:
+    def frame(k: int, delta: str, finish: str | None = None, lp: str = "null") -> str:
+        return (f'{prefix}{{"index": {k}, "delta": {delta}, "logprobs": {lp}, '
+                f'"finish_reason": {json.dumps(finish)}}}]}}\n\n')  # fmt: skip
+
+    yield "".join(frame(k, '{"role": "assistant", "content": ""}') for k in range(len(rows)))
+    async for batch in _drained(queue, rows):
+        frames = []
+        for k, event in batch:
+            if event.finish_reason == "error":
+                frames.append(_error_frame(event))
                 continue
-            lp = {"content": chat_logprobs(server, [event])} if logprobs else None
-            yield chunk(k, {"content": event.text}, lp=lp)
-        else:
-            if event.text:
-                yield chunk(k, {"content": event.text})
-            yield chunk(k, {}, FINISH.get(event.finish_reason or ""))
+            content = '{"content": ' + _text(event.text) + "}"
+            if event.kind == "token":
+                if not event.text and not logprobs:
+                    continue
+                lp = "null"
+                if logprobs:
+                    lp = json.dumps({"content": chat_logprobs(server, [event])}, ensure_ascii=False)
+                frames.append(frame(k, content, lp=lp))
+            else:
+                if event.text:
+                    frames.append(frame(k, content))
+                frames.append(frame(k, "{}", FINISH.get(event.finish_reason or "")))
+        if frames:
+            yield "".join(frames)
 
 
 def completion_logprobs(server: Any, events: list[Event]) -> dict[str, Any]:
