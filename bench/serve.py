@@ -9,6 +9,16 @@ between text chunks of one stream), errors, and the server's RSS before and afte
 single-client row is the baseline: continuous batching should make 16 clients much more
 than 16 times slower each (target: aggregate >= 4x the single client, TTFT p95 < 250 ms).
 
+Beside each level, the engine's own rate for the same rows: `generate_batch` over the same
+prompts, seeds and settings, `min(clients, --max-batch)` rows at a time, on the server's
+engine thread count, in this process before the server starts (nothing else running); the
+ratio server / engine says how much the HTTP layer costs (target at 64 clients: >= 0.9x).
+
+The clients are light on purpose (`--client raw`, the default): plain asyncio streams
+speaking HTTP/1.1 keep-alive, reading the chunked SSE body and parsing only the usage
+chunk, so on a 2-core machine the load generator takes as little CPU from the server as it
+can; `--client httpx` uses httpx's streaming client instead (the earlier figures).
+
 Soak: 64 clients, `--soak-requests` requests in all; every request must end with
 `data: [DONE]` or a clear error (an OpenAI-shaped JSON error), none lost; RSS must grow
 under 10%.
@@ -94,18 +104,76 @@ async def one_request(client: httpx.AsyncClient, url: str, body: dict) -> dict:
     return {"ended": ended, "ttft": first, "gaps": gaps, "tokens": tokens}
 
 
-async def level(url: str, clients: int, requests_each: int, max_tokens: int) -> dict:
+class RawClient:
+    """One keep-alive HTTP/1.1 connection, streaming completions with as little work per
+    frame as reading needs: frames are found by their `\n\n`, a token frame is one whose
+    text is not empty, and only the usage chunk is parsed."""
+
+    def __init__(self, url: str) -> None:
+        parts = httpx.URL(url)
+        self.host, self.port, self.path = parts.host, parts.port, parts.raw_path.decode()
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, body: dict) -> dict:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        reader, payload = self.reader, json.dumps(body).encode()
+        start = time.perf_counter()
+        self.writer.write(
+            f"POST {self.path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: "
+            f"application/json\r\nContent-Length: {len(payload)}\r\n\r\n".encode()
+            + payload
+        )
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        first, last, gaps, tokens, ended, buf = None, None, [], 0, "lost", b""
+        while True:  # chunked transfer encoding
+            size = int((await reader.readline()).strip() or b"0", 16)
+            data = await reader.readexactly(size + 2)
+            if size == 0:
+                break
+            buf += data[:-2]
+            *frames, buf = buf.split(b"\n\n")
+            for frame in frames:
+                if frame.startswith(b"data: [DONE]"):
+                    ended = "done"
+                elif b'"usage": {' in frame:
+                    tokens = json.loads(frame[6:])["usage"]["completion_tokens"]
+                elif b'"error"' in frame:
+                    ended = "error"
+                elif b'"text": ""' not in frame:
+                    now = time.perf_counter()
+                    if first is None:
+                        first = now - start
+                    else:
+                        gaps.append(now - last)
+                    last = now
+        if status != 200:
+            return {"ended": f"http {status}", "tokens": 0}
+        return {"ended": ended, "ttft": first, "gaps": gaps, "tokens": tokens}
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+async def level(
+    url: str, clients: int, requests_each: int, max_tokens: int, client_kind: str = "raw"
+) -> dict:
     """`clients` concurrent clients, `requests_each` streamed requests each."""
     limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
     async with httpx.AsyncClient(timeout=600, limits=limits) as client:
 
         async def run_client(c: int) -> list[dict]:
-            out = []
-            for r in range(requests_each):
-                body = {"model": "bench", "prompt": PROMPTS[(c + r) % len(PROMPTS)],
-                        "max_tokens": max_tokens, "seed": 1000 * c + r, "stream": True,
-                        "stream_options": {"include_usage": True}}  # fmt: skip
-                out.append(await one_request(client, url, body))
+            out, raw = [], RawClient(url) if client_kind == "raw" else None
+            try:
+                for r in range(requests_each):
+                    body = request(c, r, max_tokens)
+                    out.append(await (raw.request(body) if raw else one_request(client, url, body)))
+            finally:
+                if raw is not None:
+                    raw.close()
             return out
 
         start = time.perf_counter()
@@ -133,6 +201,39 @@ async def level(url: str, clients: int, requests_each: int, max_tokens: int) -> 
     }
 
 
+def request(c: int, r: int, max_tokens: int) -> dict:
+    """Request r of client c (the engine baseline writes the same rows)."""
+    return {"model": "bench", "prompt": PROMPTS[(c + r) % len(PROMPTS)],
+            "max_tokens": max_tokens, "seed": 1000 * c + r, "stream": True,
+            "stream_options": {"include_usage": True}}  # fmt: skip
+
+
+def engine_rate(checkpoint: str, clients: int, requests_each: int, max_tokens: int,
+                max_batch: int, threads: int) -> float:  # fmt: skip
+    """The engine's own tokens/s over the level's rows (`generate_batch`, best of two)."""
+    import torch
+
+    from slm_tui.generation import DEFAULTS
+    from slm_tui.handle import LocalModel
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        model = LocalModel.load(Path(checkpoint), "cpu")
+        jobs = [request(c, r, max_tokens) for c in range(clients) for r in range(requests_each)]
+        prompts, seeds = [j["prompt"] for j in jobs], [j["seed"] for j in jobs]
+        settings = DEFAULTS.replace(max_new_tokens=max_tokens)
+        model.generate_batch(prompts[:2], settings, 2, seeds=seeds[:2])  # warm-up
+        best = 0.0
+        for _ in range(2):
+            start = time.perf_counter()
+            done = model.generate_batch(prompts, settings, min(clients, max_batch), seeds=seeds)
+            best = max(best, sum(r.num_tokens for r in done) / (time.perf_counter() - start))
+        return best
+    finally:
+        torch.set_num_threads(before)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default=str(REPO / "checkpoints" / "tinystories-demo"))
@@ -141,25 +242,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--soak-requests", type=int, default=320)
     ap.add_argument(
-        "--threads", type=int, default=0, help="the server's torch threads (0: its default)"
+        "--threads", type=int, default=1, help="the server's engine threads (0: its default)"
     )
     ap.add_argument(
         "--quick", action="store_true", help="levels 1,4,16, 2 requests each, a short soak"
     )
-    ap.add_argument("--max-batch", type=int, default=16, help="the server's --max-batch")
+    ap.add_argument("--max-batch", type=int, default=64, help="the server's --max-batch")
+    ap.add_argument("--client", choices=("raw", "httpx"), default="raw")
     ap.add_argument("--output", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     if args.quick:
         args.levels, args.requests_each, args.soak_requests = "1,4,16", 2, 64
+    levels = [int(x) for x in args.levels.split(",")]
+    console = Console()
+    engine = {}
+    for clients in levels:  # before the server starts: the engine alone on the machine
+        engine[clients] = engine_rate(args.checkpoint, clients, args.requests_each,
+                                      args.max_tokens, args.max_batch, args.threads or 1)  # fmt: skip
+        console.print(f"engine, {clients} rows: {engine[clients]:,.0f} tok/s", highlight=False)
     port = free_port()
     url = f"http://127.0.0.1:{port}/v1/completions"
     command = [sys.executable, "-m", "slm_tui.cli.serve", "--checkpoint", args.checkpoint,
                "--port", str(port), "--model-name", "bench", "--max-batch", str(args.max_batch),
-               "--max-queue", "64", "--device", "cpu"]  # fmt: skip
+               "--max-queue", "512", "--device", "cpu"]  # fmt: skip
     if args.threads:
         command += ["--threads", str(args.threads)]
     server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=REPO)
-    console = Console()
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -171,17 +279,19 @@ def main(argv: list[str] | None = None) -> int:
             if server.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"the server did not start: {server.stderr.read()}")
             time.sleep(0.2)
-        asyncio.run(level(url, 1, 1, 8))  # warm-up
+        asyncio.run(level(url, 1, 1, 8, args.client))  # warm-up
         rows = []
-        for clients in (int(x) for x in args.levels.split(",")):
+        for clients in levels:
             before = rss_mb(server.pid)
-            row = asyncio.run(level(url, clients, args.requests_each, args.max_tokens))
-            row.update(rss_mb_before=before, rss_mb_after=rss_mb(server.pid))
+            row = asyncio.run(level(url, clients, args.requests_each, args.max_tokens, args.client))
+            row.update(rss_mb_before=before, rss_mb_after=rss_mb(server.pid),
+                       engine_tokens_per_s=engine[clients],
+                       vs_engine=row["tokens_per_s"] / engine[clients])  # fmt: skip
             rows.append(row)
             console.print(f"{clients} clients: {row['tokens_per_s']:,.0f} tok/s", highlight=False)
         before = rss_mb(server.pid)
         soak_each = max(1, args.soak_requests // 64)
-        soak = asyncio.run(level(url, 64, soak_each, args.max_tokens))
+        soak = asyncio.run(level(url, 64, soak_each, args.max_tokens, args.client))
         soak.update(rss_mb_before=before, rss_mb_after=rss_mb(server.pid), soak=True)
     finally:
         server.terminate()
@@ -189,14 +299,16 @@ def main(argv: list[str] | None = None) -> int:
     base = rows[0]["tokens_per_s"]
     cpu = cpu_name()
     table = Table(title=f"slm-serve, demo model, {args.max_tokens} tokens a request, {cpu}")
-    for col in ("clients", "requests", "tok/s", "x 1 client", "TTFT p50/p95 ms",
-                "ITL p50/p95 ms", "errors", "RSS MB before→after"):  # fmt: skip
+    for col in ("clients", "requests", "tok/s", "engine tok/s", "vs engine", "x 1 client",
+                "TTFT p50/p95 ms", "ITL p50/p95 ms", "errors", "RSS MB before→after"):  # fmt: skip
         table.add_column(col, justify="right")
     for r in [*rows, soak]:
         table.add_row(
             f"{r['clients']}{' (soak)' if r.get('soak') else ''}",
             str(r["requests"]),
             f"{r['tokens_per_s']:,.0f}",
+            f"{r['engine_tokens_per_s']:,.0f}" if "engine_tokens_per_s" in r else "",
+            f"{r['vs_engine']:.2f}x" if "vs_engine" in r else "",
             f"{r['tokens_per_s'] / base:.1f}x",
             f"{r['ttft_ms_p50']:.0f} / {r['ttft_ms_p95']:.0f}",
             f"{r['itl_ms_p50']:.1f} / {r['itl_ms_p95']:.1f}",
@@ -205,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     console.print(table)
     at16 = next((r for r in rows if r["clients"] == 16), None)
+    at64 = next((r for r in rows if r["clients"] == 64), None)
     growth = soak["rss_mb_after"] / soak["rss_mb_before"] - 1
     headline = []
     if at16 is not None:
@@ -217,6 +330,17 @@ def main(argv: list[str] | None = None) -> int:
              "value": f"{at16['ttft_ms_p95']:.0f} ms", "target": "< 250 ms",
              "ok": at16["ttft_ms_p95"] < 250},
         ]  # fmt: skip
+    if at64 is not None:
+        headline += [
+            {"what": "64 streaming clients: the server's aggregate vs the engine's own "
+                     "generate_batch over the same rows",
+             "value": f"{at64['vs_engine']:.2f}x ({at64['tokens_per_s']:,.0f} vs "
+                      f"{at64['engine_tokens_per_s']:,.0f} tok/s)",
+             "target": ">= 0.9x", "ok": at64["vs_engine"] >= 0.9},
+            {"what": "time to first token p95 at 64 clients",
+             "value": f"{at64['ttft_ms_p95']:.0f} ms", "target": "< 250 ms",
+             "ok": at64["ttft_ms_p95"] < 250},
+        ]  # fmt: skip
     headline.append(
         {"what": f"soak: 64 clients, {soak['requests']} requests: lost / RSS growth",
          "value": f"{soak['lost']} lost, {soak['errors']} errors, RSS {growth:+.1%}",
@@ -225,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"bench": "serve", "cpu": cpu, "checkpoint": args.checkpoint,
               "max_tokens": args.max_tokens, "levels": rows, "soak": soak,
               "server_threads": args.threads or "default", "quick": args.quick,
+              "client": args.client, "max_batch": args.max_batch,
               "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "headline": headline}  # fmt: skip
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

@@ -58,7 +58,7 @@ def generate_batch(
     index = {id(row): i for i, row in enumerate(jobs)}
     texts: list[list[str]] = [[] for _ in range(n)]
     waiting = deque(sorted(range(n), key=lambda i: len(prepared[i][0])))
-    rows = Rows(model, tokenizer, capacity=min(batch_size, n))
+    rows = Rows(model, tokenizer, capacity=min(batch_size, n), tokens=False)
     finished = 0
     with torch.inference_mode():
         while waiting or len(rows):

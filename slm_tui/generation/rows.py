@@ -18,6 +18,9 @@ per-token policy, written once:
     -> rows that ended leave the decoder at once (their places can be refilled before
        the next step)
 
+A batch job that reads only each story's end (`generate_batch`) drives `Rows(...,
+tokens=False)`: the same policy without the per-token events.
+
 The chosen tokens are fed at the start of the *next* step, not at the end of this one, so a
 step's events reach their reader before the next decode step runs (the TUI shows a token
 one decode step sooner; the server flushes its events before decoding on), and a row that
@@ -59,6 +62,7 @@ class Row:
     # Filled in by the driver.
     stream: TextStream = field(default_factory=TextStream)
     token_ids: list[int] = field(default_factory=list)  # generated ids (EOS not included)
+    held: list[str] = field(default_factory=list)  # text a tokens=False driver kept (stops)
     index: int = 0  # tokens generated so far
     ttft: float | None = None
     finish_reason: str | None = None  # set when the row ends
@@ -74,8 +78,15 @@ R = TypeVar("R", bound=Row)
 class Rows(Generic[R]):
     """Rows decoding together through one `Decoder`: `join` between steps, `step` per token."""
 
-    def __init__(self, model: GPT, tokenizer: Tokenizer, *, capacity: int = 0) -> None:
+    def __init__(
+        self, model: GPT, tokenizer: Tokenizer, *, capacity: int = 0, tokens: bool = True
+    ) -> None:
         self.model, self.tokenizer = model, tokenizer
+        # tokens=False (a batch job that reads only each story's end): no "token" events;
+        # a row's text is decoded from its ids when it ends, and only a row with stop
+        # strings runs its TextStream per token (the per-row work of a step stays a few
+        # comparisons: 256 rows on a GPU decode faster than Python makes 256 events).
+        self.tokens = tokens
         self.decoder = Decoder(model, capacity=capacity)
         self.eos = tokenizer.eos_id
         self._rows: dict[int, R] = {}  # by decoder tag
@@ -135,11 +146,21 @@ class Rows(Generic[R]):
                 events.append((row, self._done(row, "eos", now, token_id=tok, prob=prob)))
                 ended.append(tag)
                 continue
-            delta = row.stream.push(tokenizer.token_bytes(tok), row.settings.stop)
             row.token_ids.append(tok)
             row.index += 1
             if row.ttft is None:
                 row.ttft = now - row.started
+            if not self.tokens:
+                if row.settings.stop:
+                    row.held.append(row.stream.push(tokenizer.token_bytes(tok), row.settings.stop))
+                if row.stream.stopped:
+                    events.append((row, self._done(row, "stop", now)))
+                    ended.append(tag)
+                elif row.index >= row.settings.max_new_tokens:
+                    events.append((row, self._done(row, "length", now)))
+                    ended.append(tag)
+                continue
+            delta = row.stream.push(tokenizer.token_bytes(tok), row.settings.stop)
             elapsed = max(now - row.started, 1e-9)
             alts = tuple(
                 TokenAlt(token_id=t, text=tokenizer.token_text(t), prob=p)
@@ -204,11 +225,18 @@ class Rows(Generic[R]):
     def _done(self, row: R, reason: str, now: float, **extra) -> Event:
         row.finish_reason = reason
         elapsed = max(now - row.started, 1e-9)
+        if self.tokens:
+            text = row.stream.flush()  # what the token events held back
+        elif row.settings.stop:
+            text = "".join(row.held) + row.stream.flush()
+        else:  # the whole story at once: what the token events' deltas would have joined to
+            data = b"".join(map(self.tokenizer.token_bytes, row.token_ids))
+            text = data.decode("utf-8", errors="replace")
         return Event(
             kind="done",
             index=row.index,
             seed=row.seed,
-            text=row.stream.flush(),
+            text=text,
             ttft=row.ttft,
             tokens_per_s=row.index / elapsed,
             elapsed=elapsed,
