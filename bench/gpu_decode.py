@@ -6,12 +6,12 @@ short prompts, inside the context:
   probability and five alternatives), tokens/s after the first token;
 - `generate_batch` over `--rows` prompts at once (the path of slm-generate and training
   samples), aggregate tokens/s.
-Each with CUDA graphs (the default on a GPU) and with `SLM_TUI_CUDA_GRAPHS=0` (the same
-fixed-shape step, launched op by op), interleaved, best of `--repeats`.
+Each with CUDA graphs (`SLM_TUI_CUDA_GRAPHS=1`, opt-in until measured here) and without
+(the engine's ordinary fused step, launched op by op), interleaved, best of `--repeats`.
 
 Correctness first, printed before any timing: greedy tokens through graphs, through the
-eager fixed-shape step and through `GPT.forward` (no fused step at all) are identical for a
-batch-1 story; every row of a seeded sampled batch is identical with and without graphs.
+ordinary step and through `GPT.forward` (no fused step at all) are identical for a batch-1
+story; every row of a seeded sampled batch is identical with and without graphs.
 
 Without CUDA it says so and writes a `skipped` result. Writes bench/results/gpu_decode.json.
 Run: `python bench/gpu_decode.py [--rows 256] [--new-tokens 100]`.

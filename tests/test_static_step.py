@@ -2,8 +2,8 @@
 `GraphedSteps`): the same function as `GPT.forward` for every model switch, and a decoder
 running it (rows joining, leaving, sliding, padded into batch buckets) writes exactly the
 stories of the ordinary step. On a CPU the step runs without graphs (the same kernels a
-graph would replay); with a CUDA GPU visible the captured graphs are checked against the
-eager step too."""
+graph would replay); with a CUDA GPU visible the captured graphs (`SLM_TUI_CUDA_GRAPHS=1`,
+opt-in until a GPU run has checked them) are checked against the eager steps too."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def test_the_static_step_matches_forward(switch: str) -> None:
         torch.testing.assert_close(b.v[:, :, :, :12], a.v[:, :, :, :12], rtol=1e-4, atol=1e-5)
 
 
-def _rows_joining_and_leaving(model: GPT, static: bool, device: str) -> dict[str, list[int]]:
+def _rows_joining_and_leaving(model: GPT, static: bool | None, device: str) -> dict[str, list[int]]:
     """A scripted continuous batch: rows join at different steps (with different lengths),
     leave, and slide past a 32-token context; every row's tokens."""
     greedy = SamplingSettings(temperature=0.0)
@@ -131,11 +131,14 @@ def test_rows_past_the_batch_in_a_bucket_change_nothing() -> None:
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_graph_replays_equal_the_eager_step(monkeypatch) -> None:
-    """The same stories, token for token, replayed from CUDA graphs and run eagerly."""
+    """The same stories, token for token, replayed from CUDA graphs and run eagerly (the
+    fixed-shape step, and the ordinary one)."""
     torch.manual_seed(0)
     model = GPT(ModelConfig(vocab_size=260, context_length=32, n_layer=2, n_head=4,
                             d_model=32)).cuda().eval()  # fmt: skip
-    graphed = _rows_joining_and_leaving(model, static=True, device="cuda")
+    monkeypatch.setenv("SLM_TUI_CUDA_GRAPHS", "1")
+    graphed = _rows_joining_and_leaving(model, static=None, device="cuda")
     monkeypatch.setenv("SLM_TUI_CUDA_GRAPHS", "0")
     eager = _rows_joining_and_leaving(model, static=True, device="cuda")
-    assert graphed == eager
+    ordinary = _rows_joining_and_leaving(model, static=None, device="cuda")
+    assert graphed == eager == ordinary
