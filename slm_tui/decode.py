@@ -16,13 +16,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from slm_tui.model import GPT, KVCache, RMSNorm, attend
+
+if TYPE_CHECKING:
+    from slm_tui.native import NativeStep
 
 
 def rotary_matrices(cos: Tensor, sin: Tensor) -> Tensor:
@@ -38,7 +41,7 @@ def rotary_matrices(cos: Tensor, sin: Tensor) -> Tensor:
     return rot
 
 
-def _norm_fn(norm: nn.Module, dim: int) -> Callable[[Tensor], Tensor]:
+def _norm_fn(norm: RMSNorm | nn.LayerNorm, dim: int) -> Callable[[Tensor], Tensor]:
     """A norm module as a plain function over the same parameters (no module call)."""
     if isinstance(norm, RMSNorm):
         return partial(F.rms_norm, normalized_shape=(dim,), weight=norm.weight, eps=norm.eps)
@@ -64,16 +67,18 @@ class FusedDecoder:
             raise ValueError("a fused decoder is for inference; call model.eval() first")
         cfg = model.cfg
         self.model = model
-        # One row: the whole step in C where it can run (slm_tui/native), built on first use.
-        self._native: Callable | bool | None = native  # True: not looked up yet
+        # One row: the whole step in C where it can run (slm_tui/native), looked up on first use.
+        self._native: NativeStep | None = None
+        self._look_native = native
         self.n_head, self.n_kv_head, self.head_dim = cfg.n_head, model.n_kv_head, model.head_dim
         self.swiglu = cfg.mlp == "swiglu"
         self.approximate = "tanh" if cfg.mlp == "gelu_tanh" else "none"
         self.scale = None if cfg.scale_attention else 1.0
         self.windows = list(cfg.attention_windows) or [0] * cfg.n_layer
         weight = model.tok_emb.weight
-        self.rot = None if model.rope_cos is None else rotary_matrices(
-            model.rope_cos, model.rope_sin).to(weight.dtype)  # fmt: skip  # (context, hd, hd)
+        self.rot: Tensor | None = None  # (context, hd, hd) rotations, for rotary models
+        if model.rope_cos is not None and model.rope_sin is not None:
+            self.rot = rotary_matrices(model.rope_cos, model.rope_sin).to(weight.dtype)
         d = cfg.d_model
         self.layers = [
             (
@@ -88,7 +93,7 @@ class FusedDecoder:
                 b.mlp.proj.weight.t(),
                 b.mlp.proj.bias,
             )
-            for b in model.blocks
+            for b in model.layers
         ]
         self.norm_f = _norm_fn(model.norm_f, d)
         self.tok_emb, self.head = weight, model.lm_head.weight
@@ -106,12 +111,12 @@ class FusedDecoder:
         positions (B, 1), default: the cache length for every row; key_mask
         (B, cache.length + 1), True = a real token, as `forward` takes it."""
         B, slot = idx.size(0), cache.length
-        if B == 1 and self._native is not False:
-            if self._native is True:
+        if B == 1 and (self._native is not None or self._look_native):
+            if self._look_native:
                 from slm_tui.native import native_step
 
-                self._native = native_step(self.model) or False
-            if self._native:
+                self._native, self._look_native = native_step(self.model), False
+            if self._native is not None:
                 return self._native(idx, cache, positions, key_mask)
         if slot >= cache.max_len:
             raise ValueError(f"{slot + 1} positions do not fit the KV cache of {cache.max_len}")
@@ -121,8 +126,10 @@ class FusedDecoder:
         if self.pos_emb is not None:
             x = x + (self.pos_emb[slot] if pos is None else self.pos_emb[pos])
         elif pos is None:
+            assert self.rot is not None
             rot = self.rot[slot]  # (hd, hd), shared by every row
         else:
+            assert self.rot is not None
             rot = self.rot[pos].unsqueeze(1)  # (B, 1, hd, hd)
         mask, _ = GPT._attn_mask(B, 1, slot, key_mask, idx.device)
         masks = {w: GPT._window_mask(mask, False, 1, slot, w, idx.device)[0]
@@ -149,11 +156,14 @@ class FusedDecoder:
         if self.pos_emb is not None:
             x = x + self.pos_emb[positions]
         else:
+            assert self.rot is not None
             rot = self.rot[positions].unsqueeze(1)  # (b, 1, hd, hd)
         slots = torch.arange(S, device=idx.device)
         allowed = (key_mask & (slots <= slot)) | (slots == slot)  # (b, S): its own slot always
-        masks = {w: (allowed if w == 0 else allowed & (slots > slot - w)).view(b, 1, 1, S)
-                 for w in set(self.windows)}  # fmt: skip
+        masks: dict[int, Tensor | None] = {
+            w: (allowed if w == 0 else allowed & (slots > slot - w)).view(b, 1, 1, S)
+            for w in set(self.windows)
+        }
 
         def write(t: Tensor, new: Tensor) -> None:
             t.index_copy_(2, slot, new)

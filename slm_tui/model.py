@@ -42,7 +42,7 @@ step that mirrors the blocks is slm_tui/decode.py, guarded by tests against `for
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -117,7 +117,12 @@ class RMSNorm(nn.Module):
         return F.rms_norm(x, (x.size(-1),), self.weight, self.eps)
 
 
-def _norm(cfg: ModelConfig) -> nn.Module:
+class ResidualLinear(nn.Linear):
+    """An output projection into the residual stream: initialised with a smaller std (see
+    `GPT._init_weights`); otherwise an `nn.Linear` (the same parameters and state dict)."""
+
+
+def _norm(cfg: ModelConfig) -> RMSNorm | nn.LayerNorm:
     if cfg.norm == "layernorm":
         return nn.LayerNorm(cfg.d_model, bias=cfg.bias)
     return RMSNorm(cfg.d_model)
@@ -137,7 +142,7 @@ def attend(
     """SDPA of q (B, H, T, hd) over k, v (B, Hkv, S, hd) -> (B, H, T, hd). Grouped-query
     heads (Hkv < H) are broadcast by SDPA itself where torch can (>= 2.5), else repeated.
     `scale`: None for 1/sqrt(hd), 1.0 for GPT-Neo's unscaled scores."""
-    extra = {} if scale is None else {"scale": scale}
+    extra: dict[str, Any] = {} if scale is None else {"scale": scale}
     if k.size(1) != q.size(1):
         if _SDPA_GQA:
             extra["enable_gqa"] = True
@@ -160,8 +165,7 @@ class Attention(nn.Module):
         self.scale = None if cfg.scale_attention else 1.0
         qkv_out = (self.n_head + 2 * self.n_kv_head) * self.head_dim
         self.qkv = nn.Linear(cfg.d_model, qkv_out, bias=cfg.bias)
-        self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
-        self.proj.residual = True  # marks the scaled init
+        self.proj = ResidualLinear(cfg.d_model, cfg.d_model, bias=cfg.bias)
         self.resid_drop = nn.Dropout(cfg.dropout)
 
     def forward(
@@ -179,6 +183,7 @@ class Attention(nn.Module):
         qkv = self.qkv(x).view(B, T, H + 2 * Hkv, self.head_dim).transpose(1, 2)
         qk = qkv[:, : H + Hkv]  # (B, H+Hkv, T, hd): q and k heads, rotated together
         if self.rope:
+            assert cos is not None and sin is not None  # rotary models always pass the tables
             qk = apply_rotary(qk, cos, sin)
         q, k, v = qk[:, :H], qk[:, H:], qkv[:, H + Hkv :]
         if kv is not None:
@@ -204,8 +209,7 @@ class MLP(nn.Module):
         self.approximate = "tanh" if cfg.mlp == "gelu_tanh" else "none"
         # SwiGLU: gate and up projections fused into one matmul, split afterwards.
         self.fc = nn.Linear(cfg.d_model, (2 if self.swiglu else 1) * hidden, bias=cfg.bias)
-        self.proj = nn.Linear(hidden, cfg.d_model, bias=cfg.bias)
-        self.proj.residual = True
+        self.proj = ResidualLinear(hidden, cfg.d_model, bias=cfg.bias)
         self.drop = nn.Dropout(cfg.dropout)
 
     def _activate(self, h: Tensor) -> Tensor:
@@ -233,6 +237,10 @@ class Block(nn.Module):
 
 class GPT(nn.Module):
     """Decoder-only transformer. `forward(idx, targets)` -> (float32 logits, loss or None)."""
+
+    pos_emb: nn.Embedding | None  # learned positions
+    rope_cos: Tensor | None  # (context, hd/2) rotary tables (buffers, not saved)
+    rope_sin: Tensor | None
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -271,13 +279,18 @@ class GPT(nn.Module):
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, nn.Linear):
             std = 0.02
-            if getattr(module, "residual", False):
+            if isinstance(module, ResidualLinear):
                 std /= math.sqrt(2 * self.cfg.n_layer)
             nn.init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    @property
+    def layers(self) -> list[Block]:
+        """The blocks, typed (`self.blocks` is an `nn.ModuleList` of them)."""
+        return cast("list[Block]", list(self.blocks))
 
     # ---------------------------------------------------------------------------------------
     def new_cache(
@@ -334,6 +347,7 @@ class GPT(nn.Module):
             else:
                 x = x + self.pos_emb(positions)
         else:
+            assert self.rope_cos is not None and self.rope_sin is not None
             if positions is None:
                 cos, sin = self.rope_cos[start:end], self.rope_sin[start:end]  # (T, hd/2)
             else:

@@ -126,4 +126,4 @@ def test_without_a_compiler_the_torch_path_writes_the_same_story(tiny_checkpoint
     assert "no C compiler" in native.unavailable()
     step = FusedDecoder(model)
     assert _greedy(model, tok, "Once upon") == want
-    assert step._native is True  # not looked up until a one-row step needs it
+    assert step._look_native and step._native is None  # not looked up until a one-row step

@@ -186,10 +186,10 @@ class NativeStep:
         cfg = model.cfg
         self.lib = lib
         self.key: tuple = ()  # the parameters it was built from (`native_step`)
-        self.vocab = cfg.vocab_size
+        self.vocab = model.vocab_size
         self._keep: list[Tensor] = []  # every tensor the struct points into stays alive
         matrices = [model.tok_emb.weight, model.lm_head.weight]
-        for b in model.blocks:
+        for b in model.layers:
             matrices += [b.attn.qkv.weight, b.attn.proj.weight, b.mlp.fc.weight,
                          b.mlp.proj.weight]  # fmt: skip
         self.bf16 = all(bool((w == w.bfloat16().float()).all()) for w in matrices)
@@ -216,7 +216,7 @@ class NativeStep:
             return t.data_ptr()
 
         layers = (_Layer * cfg.n_layer)()
-        for layer, b in zip(layers, model.blocks, strict=True):
+        for layer, b in zip(layers, model.layers, strict=True):
             layer.norm1_w, layer.norm1_b = vec(b.norm1.weight), vec(getattr(b.norm1, "bias", None))
             layer.wqkv, layer.bqkv = mat(b.attn.qkv.weight), vec(b.attn.qkv.bias)
             layer.wo, layer.bo = mat(b.attn.proj.weight), vec(b.attn.proj.bias)
@@ -233,7 +233,7 @@ class NativeStep:
             n_head=cfg.n_head,
             n_kv_head=model.n_kv_head,
             head_dim=model.head_dim,
-            hidden=model.blocks[0].mlp.proj.weight.size(1),
+            hidden=model.layers[0].mlp.proj.weight.size(1),
             vocab=cfg.vocab_size,
             context=cfg.context_length,
             layernorm=int(cfg.norm == "layernorm"),
