@@ -32,7 +32,7 @@ from _machine import cpu_name  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from slm_tui.tui.run_watch import RunWatch  # noqa: E402
+from slm_tui.tui.training.watch import RunWatch  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PROMPTS = ["Once upon a time", "The little dog", "Lily wanted to"]
@@ -79,8 +79,8 @@ def read_once(folder: Path) -> tuple[float, RunWatch]:
 
 async def open_once(folder: Path) -> float:
     from slm_tui.tui.app import SlmApp
-    from slm_tui.tui.screens.train import TrainScreen
-    from slm_tui.tui.widgets.loss_chart import LossChart
+    from slm_tui.tui.training.chart import LossChart
+    from slm_tui.tui.training.screen import TrainScreen
 
     stamp: dict[str, float | None] = {"t": None}
     original = LossChart.render_line

@@ -220,7 +220,7 @@ def start_trainer(root: Path) -> tuple[subprocess.Popen, Path]:
 
 async def measure_chart_presses(pilot, screen, n: int, rng: random.Random) -> list[float]:
     """Press `l` on the Train screen; ms from press to the chart's first frame at the new scale."""
-    from slm_tui.tui.widgets.loss_chart import LossChart
+    from slm_tui.tui.training.chart import LossChart
 
     chart = screen.query_one(LossChart)
     state: dict = {"target": None, "t_frame": None}
@@ -250,7 +250,7 @@ async def measure_chart_presses(pilot, screen, n: int, rng: random.Random) -> li
 
 async def run_train_screen(ckpt: Path, root: Path, args) -> dict:
     from slm_tui.tui.app import SlmApp
-    from slm_tui.tui.screens.train import TrainScreen
+    from slm_tui.tui.training.screen import TrainScreen
 
     proc, run = start_trainer(root)
     out: dict = {}

@@ -18,19 +18,19 @@ import pytest
 from slm_tui.generation import Event
 from slm_tui.tui.app import SlmApp
 from slm_tui.tui.checkpoint_loader import MODELS_SHOWN
-from slm_tui.tui.run_watch import LINE_LIMIT, SAMPLE_CHARS, MetricsTail
 from slm_tui.tui.screens.checkpoint_picker import CheckpointPicker
 from slm_tui.tui.screens.compare import CompareScreen
 from slm_tui.tui.screens.export import ExportScreen
-from slm_tui.tui.screens.train import TrainScreen
 from slm_tui.tui.store import STORED_TEXT_LIMIT
 from slm_tui.tui.story import Story
 from slm_tui.tui.streamer import FLUSH_EVENTS, QUEUE_LIMIT, Streamer
+from slm_tui.tui.training.samples import TrainSamples
+from slm_tui.tui.training.screen import TrainScreen
+from slm_tui.tui.training.stats import TrainStats
+from slm_tui.tui.training.watch import LINE_LIMIT, SAMPLE_CHARS, MetricsTail
 from slm_tui.tui.widgets.history_list import HistoryList
 from slm_tui.tui.widgets.sampling_panel import SamplingPanel
 from slm_tui.tui.widgets.status_bar import StatusBar
-from slm_tui.tui.widgets.train_samples import TrainSamples
-from slm_tui.tui.widgets.train_stats import TrainStats
 from tests.hostile_http import HostileServer, Reply, drip, endless, ok, stall
 
 SIZE = (100, 30)

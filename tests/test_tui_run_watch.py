@@ -1,4 +1,4 @@
-"""Reading a run from outside (slm_tui/tui/run_watch.py, train_process.py): only appended
+"""Reading a run from outside (slm_tui/tui/training/watch.py, process.py): only appended
 bytes are read, a partial last line waits for its newline, a replaced (resumed) or removed
 file starts over, torn lines are skipped, the curve stays bounded however long the run,
 and the launcher's command line is what `slm-train model` takes."""
@@ -9,8 +9,8 @@ import json
 import os
 import sys
 
-from slm_tui.tui.run_watch import Curve, MetricsTail, RunHistory
-from slm_tui.tui.train_process import TrainRequest, last_line
+from slm_tui.tui.training.process import TrainRequest, last_line
+from slm_tui.tui.training.watch import Curve, MetricsTail, RunHistory
 
 
 def line(**record) -> bytes:

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from slm_tui.tui.app import SlmApp
-from slm_tui.tui.screens.train import TrainScreen
+from slm_tui.tui.training.screen import TrainScreen
 from slm_tui.tui.widgets.prompt_area import PromptArea
 from slm_tui.tui.widgets.status_bar import StatusBar
 

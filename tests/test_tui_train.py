@@ -21,11 +21,12 @@ import pytest
 from conftest import _synthetic_stories
 
 from slm_tui.tui.app import SlmApp
-from slm_tui.tui.screens.train import TrainScreen
-from slm_tui.tui.screens.train_form import QuitWhileTraining, StartForm
-from slm_tui.tui.widgets.loss_chart import LossChart
+from slm_tui.tui.training.chart import LossChart
+from slm_tui.tui.training.form import StartForm
+from slm_tui.tui.training.quit_dialog import QuitWhileTraining
+from slm_tui.tui.training.samples import TrainSamples
+from slm_tui.tui.training.screen import TrainScreen
 from slm_tui.tui.widgets.status_bar import StatusBar
-from slm_tui.tui.widgets.train_samples import TrainSamples
 
 TINY = [
     "tokenizer.kind=byte", "model.d_model=32", "model.n_layer=1", "model.n_head=2",

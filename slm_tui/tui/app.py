@@ -62,18 +62,18 @@ from slm_tui.generation import DEFAULTS as SAMPLING_DEFAULTS
 from slm_tui.generation import PRESETS, Event
 from slm_tui.handle import ModelHandle
 from slm_tui.tui import checkpoint_loader as ckpt
-from slm_tui.tui.cpu_share import CpuShare
 from slm_tui.tui.keys import BINDING_IDS, KEYS, MAIN_ACTIONS, binding_commands
 from slm_tui.tui.screens.checkpoint_picker import CheckpointPicker
 from slm_tui.tui.screens.compare import CompareScreen
 from slm_tui.tui.screens.export import ExportScreen
 from slm_tui.tui.screens.help import HelpScreen
-from slm_tui.tui.screens.train import TrainScreen
-from slm_tui.tui.screens.train_form import QuitWhileTraining
 from slm_tui.tui.store import History, Preferences, keymap_path, load_keymap
 from slm_tui.tui.story import Story
 from slm_tui.tui.streamer import Streamer
-from slm_tui.tui.training import Training
+from slm_tui.tui.training.cpu_share import CpuShare
+from slm_tui.tui.training.quit_dialog import QuitWhileTraining
+from slm_tui.tui.training.screen import TrainScreen
+from slm_tui.tui.training.state import Training
 from slm_tui.tui.widgets.checkpoint_card import CheckpointCard
 from slm_tui.tui.widgets.empty_state import EmptyState
 from slm_tui.tui.widgets.history_list import HistoryList

@@ -2,14 +2,14 @@
 
 Live while a process trains (this app's child, or a run started from another terminal),
 or finished (the whole history at once). Every half second it reads what was appended to
-the run's metrics.jsonl (`run_watch`) and redraws only what changed: the loss chart
+the run's metrics.jsonl (`watch`) and redraws only what changed: the loss chart
 (train and validation against tokens; `l` log y, `b` bits per byte), the figures (step /
 max steps, tokens, tokens/s, ETA, lr, best validation, MFU on a GPU) and the samples of
 every evaluation, newest first. `n` opens the start form, `x` stops the run (SIGTERM: it
 saves and exits), `r` resumes it, `w` loads its newest checkpoint into the story screen,
 `c` compares two of its checkpoints. The screen is given a `Training` (the run folder and
 process) and the two callbacks that reach the story side; it never reaches into the app.
-A poll reads a bounded slice (`run_watch.READ_LIMIT`); when more waits, the next poll comes
+A poll reads a bounded slice (`watch.READ_LIMIT`); when more waits, the next poll comes
 at once, so a huge history arrives in slices with frames between them. A metrics.jsonl
 that is not a regular file (a FIFO) is never opened for reading: the title says so.
 """
@@ -28,12 +28,12 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Footer
 
-from slm_tui.tui.screens.train_form import StartForm
-from slm_tui.tui.train_process import TrainRequest
-from slm_tui.tui.training import Training, default_request
-from slm_tui.tui.widgets.loss_chart import LossChart
-from slm_tui.tui.widgets.train_samples import TrainSamples
-from slm_tui.tui.widgets.train_stats import TrainStats
+from slm_tui.tui.training.chart import LossChart
+from slm_tui.tui.training.form import StartForm
+from slm_tui.tui.training.process import TrainRequest
+from slm_tui.tui.training.samples import TrainSamples
+from slm_tui.tui.training.state import Training, default_request
+from slm_tui.tui.training.stats import TrainStats
 
 POLL_SECONDS = 0.5
 CATCH_UP_SECONDS = 0.02  # the next poll, when the last one left bytes to read

@@ -13,8 +13,8 @@ import shlex
 from pathlib import Path
 
 from slm_tui.presets import list_presets
-from slm_tui.tui.run_watch import RunWatch
-from slm_tui.tui.train_process import TrainProcess, TrainRequest, stop_pid
+from slm_tui.tui.training.process import TrainProcess, TrainRequest, stop_pid
+from slm_tui.tui.training.watch import RunWatch
 
 SHARED_TEXT = Path("../shared/data/tinystories/train.txt")  # this project's development text
 

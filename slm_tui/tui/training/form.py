@@ -1,5 +1,4 @@
-"""The Train screen's dialogs: the start form, and the question asked when quitting while
-a run this app started is training.
+"""The Train screen's start form (`n`): what `slm-train model` is to be started with.
 
 The form asks for what `slm-train model` takes: a preset, data files and validation files
 (globs and quotes allowed; no validation files: a held-out fraction of the data), the
@@ -20,8 +19,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static
 
-from slm_tui.tui.train_process import DEVICES, TrainRequest
-from slm_tui.tui.training import split_words
+from slm_tui.tui.training.process import DEVICES, TrainRequest
+from slm_tui.tui.training.state import split_words
 
 VALIDATION_NOTE = "empty: every 200th story of the data files is held out for validation"
 
@@ -115,37 +114,3 @@ class StartForm(ModalScreen[TrainRequest | None]):
     @on(Button.Pressed, "#form-cancel")
     def action_cancel(self) -> None:
         self.dismiss(None)
-
-
-class QuitWhileTraining(ModalScreen[str | None]):
-    """Returns "stop", "leave" or None (cancel)."""
-
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "choose('')", "cancel", show=False),
-        Binding("s", "choose('stop')", "stop it", show=False),
-        Binding("l", "choose('leave')", "leave it running", show=False),
-    ]
-
-    def __init__(self, folder: Path, pid: int | None) -> None:
-        super().__init__()
-        self.folder, self.pid = folder, pid
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="quit-box"):
-            yield Label("A run is still training", classes="title")
-            yield Static(
-                f"{self.folder} (process {self.pid}). Stop it (it saves latest/ and exits; "
-                "Resume continues it later), or leave it running on its own?",
-                markup=False,
-            )
-            with Horizontal(classes="buttons"):
-                yield Button("Stop it (s)", id="quit-stop", variant="warning", compact=True)
-                yield Button("Leave it running (l)", id="quit-leave", compact=True)
-                yield Button("Cancel", id="quit-cancel", compact=True)
-
-    @on(Button.Pressed)
-    def _pressed(self, event: Button.Pressed) -> None:
-        self.action_choose((event.button.id or "").removeprefix("quit-").replace("cancel", ""))
-
-    def action_choose(self, choice: str) -> None:
-        self.dismiss(choice or None)

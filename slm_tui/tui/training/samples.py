@@ -11,7 +11,7 @@ from textual.containers import VerticalScroll
 from textual.content import Content
 from textual.widgets import Static
 
-from slm_tui.tui.widgets.train_stats import count
+from slm_tui.tui.training.stats import count
 
 SHOWN = 50  # evaluations shown (the newest); older ones stay in metrics.jsonl
 

@@ -4,7 +4,7 @@ textual-plotext's `PlotextPlot`.
 
 The figure is rebuilt from plain data at every render: plotext's `build()` cannot be called
 twice on one figure with a legend (its second call fails), and rebuilding from at most
-~800 downsampled points (`run_watch.Curve`) costs a few milliseconds. `show()` takes new
+~800 downsampled points (`watch.Curve`) costs a few milliseconds. `show()` takes new
 data and asks for one repaint; nothing is drawn between polls.
 
 Bits per byte: validation is measured in both units; the train curve is converted with the

@@ -8,7 +8,7 @@ from __future__ import annotations
 from textual.content import Content
 from textual.widget import Widget
 
-from slm_tui.tui.run_watch import RunHistory
+from slm_tui.tui.training.watch import RunHistory
 
 KEY_WIDTH = 12  # fixed: the values do not move as rows appear
 
