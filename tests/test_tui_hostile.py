@@ -398,7 +398,8 @@ GOOD = [
     START,
     {"kind": "train", "step": 1, "tokens": 4096, "loss": 8.3, "lr": 3e-4,
      "tokens_per_s": 5000.0, "eta_s": 10.0, "elapsed_s": 1.0},
-    {"kind": "eval", "step": 1, "tokens": 4096, "val_loss": 8.2, "val_bpb": 3.1},
+    {"kind": "eval", "step": 1, "tokens": 4096, "val_loss": 8.2, "val_bpb": 3.1,
+     "val_tokens": 40960},
     {"kind": "samples", "step": 1, "tokens": 4096,
      "samples": [{"prompt": "Once", "text": " upon a time"}]},
 ]  # fmt: skip
@@ -530,6 +531,6 @@ async def test_a_line_of_megabytes_is_skipped_and_samples_are_cut(tmp_path, tui_
         await until(pilot, lambda: app.training.watch is not None)
         history = app.training.watch.history
         await until(pilot, lambda: history.step == 4)
-        assert [r["step"] for r in history.samples] == [1, 3]  # the 2.5 MB line: skipped
-        assert all(len(s["text"]) <= SAMPLE_CHARS for r in history.samples for s in r["samples"])
+        assert [r.step for r in history.samples] == [1, 3]  # the 2.5 MB line: skipped
+        assert all(len(s.text) <= SAMPLE_CHARS for r in history.samples for s in r.samples)
         assert len(shown(app)) < 4 * SAMPLE_CHARS  # what is drawn is bounded

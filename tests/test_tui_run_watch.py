@@ -1,14 +1,27 @@
 """Reading a run from outside (slm_tui/tui/training/watch.py, process.py): only appended
 bytes are read, a partial last line waits for its newline, a replaced (resumed) or removed
-file starts over, torn lines are skipped, the curve stays bounded however long the run,
-and the launcher's command line is what `slm-train model` takes."""
+file starts over, torn lines are skipped, the records fold into what the screen shows (the
+ETA from the trainer's own moving rate), the curve stays bounded however long the run, and
+the launcher's command line is what `slm-train model` takes."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 
+import pytest
+
+from slm_tui.fileio import json_safe
+from slm_tui.trainer.pace import SETTLE
+from slm_tui.trainer.report import (
+    DivergedRecord,
+    EvalRecord,
+    EventRecord,
+    TrainRecord,
+    metrics_line,
+)
 from slm_tui.tui.training.process import TrainRequest, last_line
 from slm_tui.tui.training.watch import Curve, MetricsTail, RunHistory
 
@@ -45,20 +58,47 @@ def test_tail_starts_over_when_the_file_is_replaced_or_removed(tmp_path):
     assert tail.poll() == ([], True)
 
 
+def written(*records) -> list[dict]:
+    """metrics.jsonl objects as the trainer writes them (MetricsLog.append) and a reader gets
+    them back."""
+    return [json.loads(json.dumps(json_safe(metrics_line(r)))) for r in records]
+
+
+def train(step: int, loss: float) -> TrainRecord:
+    return TrainRecord(step=step, tokens=8 * step, loss=loss, lr=1e-3, tokens_per_s=80.0,
+                       elapsed_s=step / 10, mfu=None, eta_s=None)  # fmt: skip
+
+
 def test_history_folds_records_and_tells_how_the_run_ended():
     h = RunHistory()
-    h.add([{"kind": "event", "event": "start", "step": 0, "tokens": 0, "max_steps": 4}])
-    h.add([{"kind": "train", "step": s, "tokens": 8 * s, "loss": 5.0 - s} for s in (1, 2)])
-    h.add([{"kind": "eval", "step": 2, "tokens": 16, "val_loss": 3.0, "val_bpb": 1.2}])
-    assert (h.step, h.tokens, h.best["val_loss"], h.ending()) == (2, 16, 3.0, None)
-    h.add([{"kind": "event", "event": "interrupted", "step": 2, "tokens": 16}])
+    h.add(written(EventRecord(event="start", step=0, tokens=0, max_steps=4)))
+    h.add(written(train(1, 4.0), train(2, 3.0)))
+    h.add(written(EvalRecord(step=2, tokens=16, val_loss=3.0, val_bpb=1.2, val_tokens=64)))
+    assert (h.step, h.tokens, h.best.val_loss, h.ending()) == (2, 16, 3.0, None)
+    h.add(written(EventRecord(event="interrupted", step=2, tokens=16)))
     assert h.ending() == "stopped at step 2: Resume continues it"
-    h.add([{"kind": "event", "event": "resume", "step": 2, "tokens": 16, "max_steps": 4}])
-    h.add([{"kind": "train", "step": 4, "tokens": 32, "loss": None}])  # NaN is written as null
-    h.add([{"kind": "eval", "step": 4, "tokens": 32, "val_loss": 2.5, "val_bpb": 1.0}])
+    h.add(written(EventRecord(event="resume", step=2, tokens=16, max_steps=4)))
+    h.add(written(train(4, math.nan)))  # NaN is written as null
+    h.add(written(EvalRecord(step=4, tokens=32, val_loss=2.5, val_bpb=1.0, val_tokens=64)))
     assert h.ending() == "finished at step 4" and h.train.count == 2
-    h.add([{"kind": "event", "event": "diverged", "step": 5, "loss": None}])
+    h.add(written(DivergedRecord(step=5, loss=math.inf)))
     assert "non-finite at step 5" in (h.ending() or "")
+
+
+def test_the_eta_is_unknown_until_the_moving_rate_settles_after_the_warm_up():
+    """The ETA is trainer/pace.py's, as the trainer computes it: the interval before the
+    first record after a (re)start is warm-up and never part of the rate."""
+    h = RunHistory()
+    h.add(written(EventRecord(event="start", step=0, tokens=0, max_steps=100)))
+    h.add(written(train(10, 4.0)))  # 1 s: compile, caches (warm-up)
+    for step in range(20, 20 + 10 * SETTLE, 10):
+        assert h.eta_s() is None  # "…" on the screen
+        record = train(step, 3.0)
+        record.elapsed_s = 1.0 + (step - 10) / 100  # then 100 steps a second
+        h.add(written(record))
+    assert h.eta_s() == pytest.approx((100 - h.step) / 100)
+    h.add(written(EventRecord(event="resume", step=h.step, tokens=h.tokens, max_steps=100)))
+    assert h.eta_s() is None  # a resumed run warms up again
 
 
 def test_curve_stays_bounded_and_keeps_the_mean():

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from conftest import _synthetic_stories
 
+from slm_tui.trainer.report import metrics_line
 from slm_tui.tui.app import SlmApp
 from slm_tui.tui.training.chart import LossChart
 from slm_tui.tui.training.form import StartForm
@@ -262,6 +263,6 @@ async def test_a_missing_folder_and_a_partial_line_are_waited_for(
         with open(run / "metrics.jsonl", "ab") as f:
             f.write(line[20:] + b"\n")
         await until(pilot, lambda: history().step == 1)
-        assert history().last_train == train
+        assert metrics_line(history().last_train) == train  # read whole once complete
         first = screen.query_one("#train-stats").plain_text.splitlines()[0]
         assert first.split() == ["step", "1", "/", "10"]

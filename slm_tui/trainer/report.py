@@ -10,7 +10,9 @@ the run is going) and the run's `dtype`, `compile` and `math_attention` (decided
 started; a resume keeps them). `loss.png` (matplotlib, headless Agg backend) plots train
 and validation loss against tokens seen; it is redrawn at each evaluation and at the end. With
 `train.tensorboard` every line is also mirrored as TensorBoard events (`TensorBoardLog`,
-imported lazily). Torch-free, so the CLI can subclass `Reporter` cheaply.
+imported lazily). `parse_record` is the read side: a line back into its record, every
+field checked (slm-tui's Train screen and `plot_loss` read with it). Torch-free, so the
+CLI can subclass `Reporter` cheaply.
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import math
 import os
+import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -152,6 +157,101 @@ def metrics_line(record: Record) -> dict[str, Any]:
     return line
 
 
+# -- the read side: a metrics.jsonl object back into its record ------------------------------
+NUMBER_LIMIT = 1e15  # a float field beyond ±this (or not finite) is not a figure a run reports
+WHOLE_LIMIT = 10**18  # whole fields (step, tokens, max_steps, val_tokens): 0 to this
+_BAD = object()  # a field missing, null, of the wrong type or out of bounds
+_Check = Callable[[Any], Any]  # a field's value as the record holds it, or _BAD
+
+
+def parse_record(line: Mapping[str, Any]) -> Record | None:
+    """The record a metrics.jsonl object holds, read field by field by its dataclass (the
+    same names and types `metrics_line` wrote); None for anything else. Torch-free: a
+    watcher of a run (slm-tui's Train screen) reads with it, and `plot_loss` does.
+
+    The file may be damaged or written by someone else, so every field is checked: a float
+    is a finite number within ±NUMBER_LIMIT, a whole number an int from 0 to WHOLE_LIMIT
+    (never a bool), text is a str, a flag a bool, samples a list of {prompt, text}. A field
+    typed `X | None` may be missing, null or bad (it reads as None); any other field must be
+    there and good, or the object is no record. A "diverged" event's loss was not finite
+    (json_safe wrote null): it reads back as NaN.
+    """
+    kind = line.get("kind")
+    if kind == "event" and line.get("event") == "diverged":
+        step, loss = _whole(line.get("step")), _float(line.get("loss"))
+        if step is _BAD:
+            return None
+        return DivergedRecord(step=step, loss=math.nan if loss is _BAD else loss)
+    if kind == "event":
+        return _build(EventRecord, line)
+    cls = _BY_KIND.get(kind) if isinstance(kind, str) else None
+    return None if cls is None else _build(cls, line)
+
+
+def _build(cls: type, data: Mapping[str, Any]) -> Any:
+    """`cls` from `data`, each field checked by its type; None when a required one is bad."""
+    fields = _FIELDS.get(cls) or _fields(cls)
+    values = {}
+    for name, check, optional in fields:
+        value = check(data.get(name))
+        if value is _BAD:
+            if not optional:
+                return None
+            value = None
+        values[name] = value
+    return cls(**values)
+
+
+def _fields(cls: type) -> list[tuple[str, _Check, bool]]:
+    """(name, check, may be None) for each field of a record class, from its annotations."""
+    hints = typing.get_type_hints(cls)
+    fields = []
+    for f in (f for f in dataclasses.fields(cls) if f.init):
+        hint = hints[f.name]
+        args = typing.get_args(hint)  # X | None: (X, NoneType); list[Sample]: (Sample,)
+        optional = type(None) in args
+        kind = next(a for a in args if a is not type(None)) if optional else hint
+        check = _items(args[0]) if typing.get_origin(kind) is list else _CHECKS[kind]
+        fields.append((f.name, check, optional))
+    _FIELDS[cls] = fields
+    return fields
+
+
+def _float(value: Any) -> Any:
+    if type(value) is float or type(value) is int:  # never a bool; NaN fails the comparison
+        return float(value) if -NUMBER_LIMIT <= value <= NUMBER_LIMIT else _BAD
+    return _BAD
+
+
+def _whole(value: Any) -> Any:
+    return value if type(value) is int and 0 <= value <= WHOLE_LIMIT else _BAD
+
+
+def _text(value: Any) -> Any:
+    return value if type(value) is str else _BAD
+
+
+def _flag(value: Any) -> Any:
+    return value if type(value) is bool else _BAD
+
+
+def _items(cls: type) -> _Check:
+    """A list whose every item is a `cls` (a Sample)."""
+
+    def check(value: Any) -> Any:
+        if type(value) is not list:
+            return _BAD
+        items = [_build(cls, v) if isinstance(v, Mapping) else None for v in value]
+        return _BAD if None in items else items
+
+    return check
+
+
+_CHECKS: dict[Any, _Check] = {float: _float, int: _whole, str: _text, bool: _flag}
+_BY_KIND: dict[str, type] = {c.KIND: c for c in (TrainRecord, EvalRecord, SamplesRecord)}
+_FIELDS: dict[type, list[tuple[str, _Check, bool]]] = {}  # filled on first use
+
+
 class Reporter:
     """Hooks a training run calls on rank 0. Subclass and override what you need."""
 
@@ -263,20 +363,18 @@ class TensorBoardLog:
 
 
 def plot_loss(records: list[dict[str, Any]], path: Path, title: str = "") -> None:
-    """Train and validation loss (nats/token) against tokens seen, written atomically."""
+    """Train and validation loss (nats/token) against tokens seen, written atomically.
+    `records` are metrics.jsonl objects, read back through `parse_record`."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    def points(kind: str, key: str) -> list[tuple[float, float]]:
-        return [
-            (r["tokens"], r[key])
-            for r in records
-            if r.get("kind") == kind and _number(r.get("tokens")) and _number(r.get(key))
-        ]
-
-    train, val = points("train", "loss"), points("eval", "val_loss")
+    parsed = [parse_record(r) for r in records]
+    train = [
+        (r.tokens, r.loss) for r in parsed if isinstance(r, TrainRecord) and r.loss is not None
+    ]
+    val = [(r.tokens, r.val_loss) for r in parsed if isinstance(r, EvalRecord)]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     try:
         if train:

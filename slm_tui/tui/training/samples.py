@@ -4,13 +4,12 @@ model's, shown as it is (never markup)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.content import Content
 from textual.widgets import Static
 
+from slm_tui.trainer.report import SamplesRecord
 from slm_tui.tui.training.stats import count
 
 SHOWN = 50  # evaluations shown (the newest); older ones stay in metrics.jsonl
@@ -26,20 +25,16 @@ class TrainSamples(VerticalScroll):
             Content.styled("no samples yet: they come with each evaluation", "$text-muted")
         )
 
-    def show(self, records: list[dict[str, Any]]) -> None:
+    def show(self, records: list[SamplesRecord]) -> None:
         if len(records) == self.shown:
             return
         self.shown = len(records)
         parts: list = []
         for r in reversed(records[-SHOWN:]):
-            step = r.get("step")
-            step_text = f"{step:,}" if isinstance(step, int) else "?"
-            head = f"step {step_text} · {count(r.get('tokens') or 0)} tokens"
+            head = f"step {r.step:,} · {count(r.tokens)} tokens"
             parts += ["\n" if parts else "", (head, "$text-accent bold")]
-            for s in r.get("samples") or []:
-                if not isinstance(s, dict):
-                    continue
-                text = " ".join(str(s.get("text", "")).split())  # one paragraph a sample
-                space = " " if str(s.get("text", ""))[:1].isspace() else ""
-                parts += ["\n", (str(s.get("prompt", "")), "bold"), space, text]
+            for s in r.samples:
+                text = " ".join(s.text.split())  # one paragraph a sample
+                space = " " if s.text[:1].isspace() else ""
+                parts += ["\n", (s.prompt, "bold"), space, text]
         self.query_one(Static).update(Content.assemble(*parts))

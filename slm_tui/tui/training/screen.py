@@ -142,9 +142,9 @@ class TrainScreen(Screen[None]):
             evals = history.evals
             self.query_one(LossChart).show(
                 history.train.points(),
-                [float(e["tokens"]) for e in evals],
-                [float(e["val_loss"]) for e in evals],
-                [float(e["val_bpb"]) for e in evals if isinstance(e.get("val_bpb"), float)],
+                [float(e.tokens) for e in evals],
+                [e.val_loss for e in evals],
+                [e.val_bpb for e in evals],
             )
         if full or "samples" in changed:
             self.query_one(TrainSamples).show(history.samples)

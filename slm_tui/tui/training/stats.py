@@ -1,27 +1,19 @@
 """The Train screen's figures: step / max steps, tokens seen, tokens/s, ETA, learning rate,
 the latest train loss, the best validation figure, MFU (on a GPU with a known peak) and
-time trained, from the run's latest records. Plain values in, one `Content` out (a run
-folder's text is never parsed as markup)."""
+time trained, from the run's latest records (typed: `trainer.report`'s dataclasses). The
+ETA is the watcher's own moving rate (`trainer.pace`, as the trainer computes it): "…"
+until it settles after the warm-up, "-" while nothing trains. Plain values in, one
+`Content` out (a run folder's text is never parsed as markup)."""
 
 from __future__ import annotations
 
 from textual.content import Content
 from textual.widget import Widget
 
+from slm_tui.trainer.pace import format_duration
 from slm_tui.tui.training.watch import RunHistory
 
 KEY_WIDTH = 12  # fixed: the values do not move as rows appear
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None or seconds != seconds or seconds < 0:
-        return "-"
-    s = round(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m {s % 60:02d}s"
-    return f"{s // 3600}h {s % 3600 // 60:02d}m"
 
 
 def count(n: float) -> str:
@@ -39,24 +31,22 @@ class TrainStats(Widget):
         self.rows: list[tuple[str, str]] = []
 
     def show(self, history: RunHistory, live: bool) -> None:
-        t = history.last_train or {}
+        t = history.last_train
         total = f" / {history.max_steps:,}" if history.max_steps else ""
         rows = [("step", f"{history.step:,}{total}"), ("tokens", count(history.tokens))]
-        if t:
-            rows.append(("tok/s", f"{t.get('tokens_per_s') or 0:,.0f}"))
-            rows.append(("ETA", duration(t.get("eta_s")) if live else "-"))
-            rows.append(("lr", f"{t['lr']:.2e}" if isinstance(t.get("lr"), float) else "-"))
-            loss = t.get("loss")
-            rows.append(("loss", f"{loss:.4f}" if isinstance(loss, float) else "-"))
+        if t is not None:
+            rows.append(("tok/s", f"{t.tokens_per_s:,.0f}"))
+            rows.append(("ETA", format_duration(history.eta_s()) if live else "-"))
+            rows.append(("lr", f"{t.lr:.2e}"))
+            rows.append(("loss", "-" if t.loss is None else f"{t.loss:.4f}"))
         best = history.best
         if best is not None:
-            rows.append(("best val", f"{best['val_loss']:.4f} @ {best['step']:,}"))
-            if isinstance(best.get("val_bpb"), float):
-                rows.append(("  bits/byte", f"{best['val_bpb']:.3f}"))
-        if isinstance(t.get("mfu"), float):
-            rows.append(("MFU", f"{t['mfu'] * 100:.1f}%"))
-        if t:
-            rows.append(("trained", duration(t.get("elapsed_s"))))
+            rows.append(("best val", f"{best.val_loss:.4f} @ {best.step:,}"))
+            rows.append(("  bits/byte", f"{best.val_bpb:.3f}"))
+        if t is not None and t.mfu is not None:
+            rows.append(("MFU", f"{t.mfu * 100:.1f}%"))
+        if t is not None:
+            rows.append(("trained", format_duration(t.elapsed_s, unknown="-")))
         self.rows = rows
         self.refresh()
 

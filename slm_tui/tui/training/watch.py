@@ -14,10 +14,14 @@ the Train screen shows. Torch-free.
 - `RunHistory` folds the records: the train and validation curves (kept downsampled as
   they arrive, `Curve`: the chart never sees more than ~2x its target points, so a long run
   redraws as fast as a short one), the latest train record, the best validation figure,
-  the samples of every evaluation, `max_steps` (from the start/resume events), and how the
-  run ended (finished, interrupted, diverged). Each record is cleaned first (`clean`): a
-  field the screen reads keeps only a value of its type within sane bounds (no NaN, no
-  Infinity, no string where a number belongs, no 1e308), samples are cut to what is shown.
+  the samples of every evaluation, `max_steps` (from the start/resume events), the moving
+  step rate that gives the ETA (`trainer.pace.Pace`, as the trainer computes it: the
+  warm-up left out, unknown until it settles), and how the run ended (finished,
+  interrupted, diverged). Each object is read by `trainer.report.parse_record` into the
+  trainer's own record dataclasses, every field checked (no NaN, no Infinity, no string
+  where a number belongs, no 1e308: such an object is no record, or the optional field is
+  None), so the screen reads attributes the trainer's tests and the type checker know;
+  samples are cut to what is shown (`shown`).
 - `RunWatch` is one run folder: the tail, the history, the process holding the folder's
   lock (`trainer.lock.lock_holder`: a run started from another terminal), its checkpoints.
 """
@@ -25,7 +29,6 @@ the Train screen shows. Torch-free.
 from __future__ import annotations
 
 import json
-import math
 import os
 import stat
 from dataclasses import dataclass, field
@@ -34,16 +37,24 @@ from typing import Any
 
 from slm_tui.checkpoint.format import CheckpointInfo, list_checkpoints, read_checkpoint_meta
 from slm_tui.trainer.lock import lock_holder
+from slm_tui.trainer.pace import Pace
+from slm_tui.trainer.report import (
+    DivergedRecord,
+    EvalRecord,
+    EventRecord,
+    Sample,
+    SamplesRecord,
+    TrainRecord,
+    parse_record,
+)
 
 METRICS_FILE = "metrics.jsonl"
 READ_LIMIT = 2 << 20  # bytes read per poll: a huge file arrives over several polls
 LINE_LIMIT = 1 << 20  # a line longer than this is not one the trainer wrote: skipped unread
 CURVE_POINTS = 400  # the chart's target resolution (a curve keeps 400-800 points)
-NUMBER_LIMIT = 1e15  # a figure beyond this (or non-finite) is not shown (plotext overflows)
-TOKENS_LIMIT = 1e18  # tokens seen
-STEP_LIMIT = 10**15
 SAMPLES_SHOWN = 16  # samples kept per evaluation record
-SAMPLE_CHARS = 2000  # characters kept of one sample's text (and 200 of its prompt)
+SAMPLE_CHARS = 2000  # characters kept of one sample's text
+PROMPT_CHARS = 200  # ... and of its prompt
 
 
 class MetricsTail:
@@ -157,57 +168,13 @@ class Curve:
         return xs, ys
 
 
-def _num(value: Any, limit: float = NUMBER_LIMIT) -> float | None:
-    """A finite number within ±`limit` as a float; None for anything else."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    try:
-        value = float(value)
-    except OverflowError:  # an integer of a thousand digits
-        return None
-    return value if math.isfinite(value) and abs(value) <= limit else None
-
-
-_FLOATS = ("loss", "lr", "tokens_per_s", "eta_s", "elapsed_s", "mfu", "val_loss", "val_bpb")
-
-
-def clean(record: dict[str, Any]) -> dict[str, Any]:
-    """The record with each field the screen reads checked: a number where one belongs
-    (finite, within bounds; else the field is dropped), whole steps, text for text, samples
-    cut to what is shown. Fields the screen does not read are kept as they are."""
-    r = dict(record)
-    for key in ("step", "max_steps"):
-        if key in r and not (
-            isinstance(r[key], int) and not isinstance(r[key], bool) and 0 <= r[key] <= STEP_LIMIT
-        ):
-            del r[key]
-    if "tokens" in r:
-        tokens = _num(r["tokens"], TOKENS_LIMIT)
-        if tokens is None or tokens < 0:
-            del r["tokens"]
-        else:
-            r["tokens"] = tokens
-    for key in _FLOATS:
-        if key in r:
-            value = _num(r[key])
-            if value is None:
-                del r[key]
-            else:
-                r[key] = value
-    for key in ("kind", "event"):
-        if key in r and not isinstance(r[key], str):
-            del r[key]
-    if "samples" in r:
-        samples = r["samples"] if isinstance(r["samples"], list) else []
-        r["samples"] = [
-            {
-                "prompt": str(s.get("prompt", ""))[:200],
-                "text": str(s.get("text", ""))[:SAMPLE_CHARS],
-            }
-            for s in samples[:SAMPLES_SHOWN]
-            if isinstance(s, dict)
-        ]
-    return r
+def shown(record: SamplesRecord) -> SamplesRecord:
+    """The samples of one evaluation cut to what the screen shows (and keeps in memory)."""
+    samples = [
+        Sample(s.prompt[:PROMPT_CHARS], s.text[:SAMPLE_CHARS])
+        for s in record.samples[:SAMPLES_SHOWN]
+    ]
+    return SamplesRecord(step=record.step, tokens=record.tokens, samples=samples)
 
 
 @dataclass
@@ -215,63 +182,72 @@ class RunHistory:
     """What the records of one run say, folded as they arrive."""
 
     train: Curve = field(default_factory=Curve)  # (tokens, loss)
-    evals: list[dict[str, Any]] = field(default_factory=list)  # eval records, in order
-    samples: list[dict[str, Any]] = field(default_factory=list)  # samples records, in order
-    last_train: dict[str, Any] | None = None
-    best: dict[str, Any] | None = None  # the eval record with the lowest val_loss
+    evals: list[EvalRecord] = field(default_factory=list)  # in order
+    samples: list[SamplesRecord] = field(default_factory=list)  # in order, cut (`shown`)
+    last_train: TrainRecord | None = None
+    best: EvalRecord | None = None  # the evaluation with the lowest val_loss
     max_steps: int | None = None
-    last_event: dict[str, Any] | None = None  # start / resume / interrupted / diverged
-    records: int = 0
+    last_event: EventRecord | DivergedRecord | None = None  # start / resume / interrupted / ...
+    pace: Pace = field(default_factory=Pace)  # the moving step rate, for the ETA
+    records: int = 0  # objects read, records or not
 
-    def add(self, records: list[dict[str, Any]]) -> set[str]:
-        """Fold `records` in; the kinds that changed ("train", "eval", "samples", "event")."""
+    def add(self, lines: list[dict[str, Any]]) -> set[str]:
+        """Fold metrics.jsonl objects in (each read by `parse_record`: anything that is no
+        record is skipped); the kinds that changed ("train", "eval", "samples", "event")."""
         changed: set[str] = set()
-        for r in map(clean, records):
-            kind = r.get("kind")
+        for line in lines:
             self.records += 1
-            if kind == "train":
-                tokens, loss = _num(r.get("tokens")), _num(r.get("loss"))
-                if tokens is not None and loss is not None:
-                    self.train.add(tokens, loss)
+            r = parse_record(line)
+            if isinstance(r, TrainRecord):
+                if r.loss is not None:  # a NaN loss was written as null
+                    self.train.add(r.tokens, r.loss)
+                self.pace.add(r.step, r.elapsed_s)
                 self.last_train = r
-            elif kind == "eval":
-                if "val_loss" not in r or "tokens" not in r or "step" not in r:
-                    continue
+                changed.add("train")
+            elif isinstance(r, EvalRecord):
                 self.evals.append(r)
-                if self.best is None or r["val_loss"] < self.best["val_loss"]:
+                if self.best is None or r.val_loss < self.best.val_loss:
                     self.best = r
-            elif kind == "samples" and r.get("samples"):
-                self.samples.append(r)
-            elif kind == "event":
+                changed.add("eval")
+            elif isinstance(r, SamplesRecord) and r.samples:
+                self.samples.append(shown(r))
+                changed.add("samples")
+            elif isinstance(r, (EventRecord, DivergedRecord)):
                 self.last_event = r
-                if "max_steps" in r:
-                    self.max_steps = r["max_steps"]
-            else:
-                continue
-            changed.add(str(kind))
+                if isinstance(r, EventRecord):
+                    if r.event in ("start", "resume"):
+                        self.pace.restart()  # a (re)start: its warm-up is no part of the rate
+                    if r.max_steps is not None:
+                        self.max_steps = r.max_steps
+                changed.add("event")
         return changed
 
     @property
     def step(self) -> int:
-        steps = [r.get("step") for r in (self.last_train, self.last_event) if r]
-        return max((s for s in steps if isinstance(s, int)), default=0)
+        return max((r.step for r in (self.last_train, self.last_event) if r is not None), default=0)
 
     @property
     def tokens(self) -> int:
-        r = self.last_train or self.last_event or {}
-        return int(r.get("tokens") or 0)
+        if self.last_train is not None:
+            return self.last_train.tokens
+        return self.last_event.tokens if isinstance(self.last_event, EventRecord) else 0
+
+    def eta_s(self) -> float | None:
+        """Seconds left at the moving step rate (`trainer.pace`: the warm-up left out); None
+        until the rate has settled, or while max_steps is unknown."""
+        return self.pace.eta_s(self.max_steps)
 
     def ending(self) -> str | None:
         """How the run ended, as the records tell it; None while it may still be going."""
-        event = self.last_event or {}
-        if event.get("event") == "diverged":
+        event = self.last_event
+        if isinstance(event, DivergedRecord):
             return (
-                f"the loss became non-finite at step {event.get('step')}: the run stopped; "
+                f"the loss became non-finite at step {event.step}: the run stopped; "
                 "latest/ keeps the last good weights (lower train.lr or raise warmup)"
             )
-        if event.get("event") == "interrupted":
-            return f"stopped at step {event.get('step')}: Resume continues it"
-        if self.max_steps is not None and self.evals and self.evals[-1]["step"] == self.max_steps:
+        if isinstance(event, EventRecord) and event.event == "interrupted":
+            return f"stopped at step {event.step}: Resume continues it"
+        if self.max_steps is not None and self.evals and self.evals[-1].step == self.max_steps:
             return f"finished at step {self.max_steps}"  # the last step always evaluates
         return None
 
