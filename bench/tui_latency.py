@@ -194,7 +194,7 @@ async def run_app(ckpt: Path, args) -> dict:
         await until(pilot, lambda: not app.current.streaming)
         out["streaming_while_measuring"] = still
         out["tokens_per_s_during_presses"] = rate
-        out["settings_versions_applied"] = len(app.streamer.applied) - 1
+        out["settings_versions_applied"] = len(app.write_screen.streamer.applied) - 1
     return out
 
 
@@ -280,7 +280,7 @@ async def run_train_screen(ckpt: Path, root: Path, args) -> dict:
             out["story_streaming_throughout"] = app.current.streaming
             out["polls"] = screen.polls
             out["chart_renders"] = screen.query_one("#train-chart").renders
-            app.streamer.cancel()
+            app.write_screen.streamer.cancel()
             await until(pilot, lambda: not app.current.streaming)
     finally:
         proc.terminate()

@@ -1,6 +1,7 @@
 """The Textual app driven through its Pilot with a real tiny checkpoint: writing, cancelling,
-live settings, an engine failure, checkpoint swaps, the picker following rescans, token
-view, inspector, export, history, key maps, the prompt's keys, compare; damaged checkpoints
+live settings, an engine failure, checkpoint swaps, the picker following rescans (and
+closed with nothing chosen), token view, inspector, export, history, key maps (the writing
+view's acting only while it is on top), the prompt's keys, compare; damaged checkpoints
 (and one named with rich markup) beside a good one, a 50 KB paste, a burst of keys; plus the
 story view's word wrap and a check that listing checkpoints never imports torch.
 
@@ -588,6 +589,54 @@ async def test_picker_follows_rescans_and_marks_the_loaded_one(tiny_checkpoint, 
         assert rows == {"first": "●", "second": " "}
 
 
+async def test_closing_the_picker_keeps_the_model(tui_checkpoints, tmp_path, tui_env):
+    """Esc or F2 closes the picker with nothing chosen: the model stays loaded (or none stays
+    none), and the app goes on. (Both crashed the app: the answer None was read as a target.)"""
+    app = make_app(tui_checkpoints)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        for key in ("escape", "f2"):
+            await pilot.press("f2")
+            await until(pilot, lambda: isinstance(app.screen, CheckpointPicker))
+            await pilot.press(key)
+            await until(pilot, lambda: not isinstance(app.screen, CheckpointPicker))
+            await pilot.pause()
+            assert app.is_running and app.loading is None and app.loaded.info.name == "alpha"
+    empty = SlmApp(checkpoints_dir=tmp_path / "none", demo=False, rescan=False)
+    async with empty.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: empty.scanned)
+        await pilot.press("f2")
+        await until(pilot, lambda: isinstance(empty.screen, CheckpointPicker))
+        await pilot.press("escape")
+        await until(pilot, lambda: not isinstance(empty.screen, CheckpointPicker))
+        await pilot.pause()
+        assert empty.is_running and empty.loaded is None
+
+
+async def test_the_writing_views_keys_act_only_while_it_is_on_top(tui_checkpoints, tui_env):
+    """Its keys are the writing screen's bindings: under a dialog or the compare screen they
+    do nothing (F1 and Ctrl+Q are the app's, and answer everywhere)."""
+    app = make_app(tui_checkpoints)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await write(pilot, app)
+        await until(pilot, lambda: not app.current.streaming)
+        story, tokens, side = app.current, app.query_one(TokenView), app.query_one("#side")
+        await pilot.press("f1")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("f3", "f4", "ctrl+r", "ctrl+t", "f9")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("f1")  # the app's key closes what it opened
+        await pilot.press("f8")
+        await until(pilot, lambda: isinstance(app.screen, CompareScreen))
+        await pilot.press("f2", "f3", "f4", "ctrl+o", "ctrl+t", "f10")
+        assert isinstance(app.screen, CompareScreen) and len(app.screen_stack) == 2
+        await pilot.press("escape")
+        assert app.screen is app.write_screen
+        assert app.current is story and not story.streaming and len(app.history.stories) == 1
+        assert not tokens.display and side.display
+
+
 def test_listing_checkpoints_does_not_import_torch(tui_checkpoints):
     code = (
         "import sys; from pathlib import Path\n"
@@ -727,7 +776,7 @@ async def test_a_50kb_paste_is_cut_to_what_the_context_can_use(tui_checkpoints, 
         pasted = "".join(f"Line {i}: Tom saw a red ball. " for i in range(1700))  # ~50 KB
         assert len(pasted) > 50_000
         prompt.post_message(events.Paste(pasted))
-        limit = app.prompt_limit
+        limit = app.write_screen.prompt_limit
         assert limit == 64 * 32  # the fixture's context (64 tokens) x 32 characters a token
         await until(pilot, lambda: prompt.text == pasted[-limit:])
         await until(pilot, lambda: any("cut to its last 2,048 characters" in m for m in seen))

@@ -89,18 +89,18 @@ async def test_a_flood_of_tokens_reaches_the_screen_in_bounded_frames(hostile, t
         await on_server(pilot, app, max_new_tokens=150_000)
         batches: list[int] = []
         queued: list[int] = []
-        update = app.streamer.on_update
+        update = app.write_screen.streamer.on_update
 
         def counted(story, events):  # a slow terminal: each redraw takes 0.3 s
             batches.append(len(events))
             update(story, events)
             time.sleep(0.3)
 
-        app.streamer.on_update = counted
+        app.write_screen.streamer.on_update = counted
         app.write("Once")
         for _ in range(40):  # the UI keeps answering while the server floods it
             await pilot.pause(0.02)
-            queued.append(len(app.streamer._queue))
+            queued.append(len(app.write_screen.streamer._queue))
             if app.current.num_tokens >= 20_000 or not app.current.streaming:
                 break
         await pilot.press("escape")
@@ -332,7 +332,7 @@ async def test_an_export_says_from_which_token_each_sampling_change_applied(host
         app.query_one(SamplingPanel).set_values({"temperature": 0.5})
         await pilot.pause()
         before = story.num_tokens
-        app.action_continue_story()
+        app.write_screen.action_continue_story()
         await until(pilot, lambda: story.num_tokens >= before + 3)
         third = await change_mid_story(pilot, app, top_k=7)
         await pilot.press("escape")

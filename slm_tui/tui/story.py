@@ -133,7 +133,7 @@ class Story:
                     break
                 n += 1
             text, kept = text[:limit], self.tokens[:n]
-        d = {
+        d: dict[str, Any] = {
             "id": self.id,
             "created": self.created,
             "checkpoint": self.checkpoint,
