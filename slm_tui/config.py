@@ -165,11 +165,17 @@ class DataConfig:
     # plot use them; a story that is also in the training text is refused.
     val_files: list[str] = field(default_factory=list)
     shards_dir: str | None = None  # None: the user cache folder
+    workers: int = 0  # processes writing the shards: 0 one per CPU core, 1 the trainer's own
 
     def validate(self) -> None:
         _finite(self, "data.")
         if not 0.0 < self.val_fraction < 0.5:
             raise ConfigError(f"data.val_fraction must be in (0, 0.5), got {self.val_fraction}")
+        if self.workers < 0:
+            raise ConfigError(
+                "data.workers must be 0 (one per CPU core) or a positive number of processes, "
+                f"got {self.workers}"
+            )
 
 
 @dataclass
