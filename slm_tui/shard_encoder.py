@@ -16,7 +16,7 @@ Notable:
 - A story the tokenizer refuses is a DataError naming it (its number and opening words); a
   worker that dies (killed, out of memory) is a DataError too. Workers ignore Ctrl-C (the
   parent stops them) and leave as soon as the parent is gone, however it ended.
-- `workers=0` means one per CPU core, except for a corpus under 8 MiB, which is encoded
+- `workers=0` means one per CPU core, except for a corpus under 16 MiB, which is encoded
   here: starting the workers (~0.5 s each) would cost more than they save.
 """
 
@@ -43,7 +43,7 @@ from slm_tui.tokenizers import Tokenizer, load_tokenizer, register_tokenizer
 from slm_tui.untrusted import MiB, short_text
 
 MAX_WORKERS = 256  # a typo (--workers 2000) must not start thousands of processes
-PARALLEL_MIN_BYTES = 8 * MiB  # below this, `workers=0` encodes in this process
+PARALLEL_MIN_BYTES = 16 * MiB  # below this, `workers=0` encodes in this process
 
 
 class Chunk(NamedTuple):

@@ -10,9 +10,9 @@ Notable:
   renamed into place; the JSON sidecars are written last, so a directory with sidecars is
   complete. Memory stays flat in corpus size. A failed or interrupted write leaves nothing
   half-written behind (in the cache, not even the folder).
-- `workers` processes encode the chunks (shard_encoder.py; default one per CPU core), and
-  the shards are byte-identical whatever the count: chunks are cut and written in corpus
-  order by this process. The sidecars differ only in `SIDECAR_TIMING_FIELDS`; every other
+- `workers` processes encode the chunks (shard_encoder.py; the commands default to one per
+  CPU core), and the shards are byte-identical whatever the count: chunks are cut and
+  written in corpus order by this process. The sidecars differ only in `SIDECAR_TIMING_FIELDS`; every other
   field (`SIDECAR_CONTENT_FIELDS`) is the same for the same source and tokenizer.
 - Cached by (source fingerprint, tokenizer fingerprint): a second run is free; shards from
   another source or tokenizer are never reused (rebuilt in the cache, refused elsewhere
@@ -88,22 +88,10 @@ SIDECAR_FIELDS = dict.fromkeys(("tokens", "bytes", "stories"), "int") | dict.fro
 # What a sidecar holds: fields that depend only on the source, the tokenizer and the split
 # rule (the same for any worker count, any machine), and when it was written.
 SIDECAR_CONTENT_FIELDS = (
-    "format",
-    "version",
-    "dtype",
-    "source_fingerprint",
-    "tokenizer_fingerprint",
-    "tokenizer_kind",
-    "vocab_size",
-    "bos_id",
-    "eos_id",
-    "source",
-    "split_rule",
-    "split",
-    "tokens",
-    "bytes",
-    "stories",
-)
+    "format", "version", "dtype", "source_fingerprint", "tokenizer_fingerprint",
+    "tokenizer_kind", "vocab_size", "bos_id", "eos_id", "source", "split_rule", "split",
+    "tokens", "bytes", "stories",
+)  # fmt: skip
 SIDECAR_TIMING_FIELDS = ("created",)
 
 

@@ -54,7 +54,7 @@ def data(
     workers: Annotated[
         int,
         typer.Option(
-            help="Processes that encode stories: 0 = one per CPU core (a corpus under 8 MB: "
+            help="Processes that encode stories: 0 = one per CPU core (a corpus under 16 MB: "
             "this process), 1 = this process only. The shards are the same for any count.",
         ),
     ] = 0,
