@@ -115,11 +115,12 @@ class WordCache:
         """Ids per text; words not seen before are encoded in one batch on `threads`."""
         split = [_WORD.findall(t) for t in texts]
         ids = self.ids
-        new = list({w: None for ws in split for w in ws if w not in ids})  # first-seen order
+        new = set().union(*split) - ids.keys()
         if new:
             if len(ids) + len(new) > MAX_WORDS:
                 ids.clear()
-                new = list({w: None for ws in split for w in ws})
-            ids.update(zip(new, self.sp.encode(new, num_threads=threads), strict=True))
-        chain = itertools.chain.from_iterable
-        return [list(chain([ids[w] for w in ws])) for ws in split]
+                new = set().union(*split)
+            words = sorted(new)  # the same order every run
+            ids.update(zip(words, self.sp.encode(words, num_threads=threads), strict=True))
+        chain, get = itertools.chain.from_iterable, ids.__getitem__
+        return [list(chain(map(get, ws))) for ws in split]
