@@ -213,9 +213,11 @@ def workers_section(args: argparse.Namespace, console) -> dict:
         # ABBA: drift on a shared machine (others' jobs starting, stopping) hits both alike.
         order = [m for r in range(reps) for m in ((1, n) if r % 2 == 0 else (n, 1))]
         runs: dict[int, list[dict]] = {1: [], n: []}
-        console.print(f"--workers 1 without the word cache (before) on {size / 1e6:.0f} MB...")
-        before = run_child("workers", "1", str(corpus), str(tok.path), str(w / "w0"), "before")
-        load.append(os.getloadavg()[0])
+        before = None
+        if not args.no_before:
+            console.print(f"--workers 1 without the word cache (before) on {size / 1e6:.0f} MB")
+            before = run_child("workers", "1", str(corpus), str(tok.path), str(w / "w0"), "before")
+            load.append(os.getloadavg()[0])
         for k in order:
             console.print(
                 f"--workers {k} on {size / 1e6:.0f} MB (load {os.getloadavg()[0]:.2f})..."
@@ -223,7 +225,9 @@ def workers_section(args: argparse.Namespace, console) -> dict:
             r = run_child("workers", str(k), str(corpus), str(tok.path), str(w / f"w{k}"))
             runs[k].append(r)
             load.append(os.getloadavg()[0])
-        identical = same_shards(w / "w1", w / f"w{n}") and same_shards(w / "w1", w / "w0")
+        identical = same_shards(w / "w1", w / f"w{n}")
+        if before is not None:
+            identical = identical and same_shards(w / "w1", w / "w0")
         console.print(f"--workers {n} on {size / 10e6:.0f} MB (memory flat?)...")
         flat = run_child("workers", str(n), str(small), str(tok.path), str(w / "small"))
     cases = {}
@@ -238,7 +242,8 @@ def workers_section(args: argparse.Namespace, console) -> dict:
             "peak_rss_sum_mb": max(r["peak_rss_sum_mb"] for r in rs),
         }
     flat["mb_per_s"] = flat["bytes"] / 1e6 / flat["seconds"]
-    before["mb_per_s"] = before["bytes"] / 1e6 / before["seconds"]
+    if before is not None:
+        before["mb_per_s"] = before["bytes"] / 1e6 / before["seconds"]
     one, many = cases["workers=1"], cases[f"workers={n}"]
     return {
         "corpus": what,
@@ -250,9 +255,9 @@ def workers_section(args: argparse.Namespace, console) -> dict:
         "load_average": [round(x, 2) for x in load],
         "cases": cases,
         "small_corpus": {**flat, "corpus_mb": size / 10e6},
-        "before": {**before, "corpus_mb": size / 1e6},
+        "before": {**before, "corpus_mb": size / 1e6} if before else None,
         "speedup": one["seconds"] / many["seconds"],
-        "speedup_vs_before": before["seconds"] / many["seconds"],
+        "speedup_vs_before": before["seconds"] / many["seconds"] if before else None,
         "identical": identical,
         "peak_memory_ratio_vs_small": many["peak_rss_sum_mb"] / flat["peak_rss_sum_mb"],
     }
@@ -271,7 +276,7 @@ def print_workers(section: dict) -> None:
     for col in ("case", "runs s", "best s", "MB/s", "CPU s", "peak RSS MB (all procs)"):
         table.add_column(col, justify="right" if col != "case" else "left")
     rows = [
-        ("workers=1, before (no word cache)", section["before"]),
+        *([("workers=1, before (no word cache)", section["before"])] if section["before"] else []),
         *section["cases"].items(),
         (f"workers={section['workers']}, {section['small_corpus']['corpus_mb']:.0f} MB",
          section["small_corpus"]),
@@ -286,9 +291,11 @@ def print_workers(section: dict) -> None:
             f"{r['peak_rss_sum_mb']:.0f}",
         )
     Console(width=120).print(table)
+    vs_before = section["speedup_vs_before"]
     Console().print(
-        f"speedup x{section['speedup']:.2f} (target >= 1.7 on 2 cores), "
-        f"x{section['speedup_vs_before']:.2f} over --workers 1 before the word cache; shards "
+        f"speedup x{section['speedup']:.2f} (target >= 1.7 on 2 cores)"
+        + (f", x{vs_before:.2f} over --workers 1 before the word cache" if vs_before else "")
+        + "; shards "
         f"{'byte-identical' if section['identical'] else 'DIFFERENT'}; peak memory vs a 10x "
         f"smaller corpus x{section['peak_memory_ratio_vs_small']:.2f}; load average during "
         f"the runs {section['load_average']}"
@@ -316,13 +323,20 @@ def headline(report: dict) -> list[dict]:
                 "target": ">= 1.7x on 2 cores",
                 "ok": wk["speedup"] >= 1.7 if cores == 2 else None,
             },
-            {
-                "what": f"slm-train data --workers {n} vs --workers 1 before the word cache",
-                "value": f"x{wk['speedup_vs_before']:.2f} "
-                f"({wk['before']['mb_per_s']:.1f} MB/s before)",
-                "target": "-",
-                "ok": None,
-            },
+            *(
+                [
+                    {
+                        "what": f"slm-train data --workers {n} vs --workers 1 before the word "
+                        "cache",
+                        "value": f"x{wk['speedup_vs_before']:.2f} "
+                        f"({wk['before']['mb_per_s']:.1f} MB/s before)",
+                        "target": "-",
+                        "ok": None,
+                    }
+                ]
+                if wk.get("before")
+                else []
+            ),
             {
                 "what": f"--workers {n} shards byte-identical to --workers 1 (and to before)",
                 "value": "yes" if wk["identical"] else "no",
@@ -446,6 +460,9 @@ def main() -> None:
     ap.add_argument("--size-mb", type=float, help="workers: corpus size (default 1000; quick 100)")
     ap.add_argument("--workers", type=int, help="workers: N to set against 1 (default: CPUs)")
     ap.add_argument("--reps", type=int, help="workers: runs of each (default 2; quick 3)")
+    ap.add_argument(
+        "--no-before", action="store_true", help="workers: skip the run without the word cache"
+    )
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     ap.add_argument("--workdir", help="where to put the corpora (default: a temp dir)")
     args = ap.parse_args()
