@@ -38,11 +38,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from slm_tui.config import MAX_SHARD_WORKERS
 from slm_tui.errors import DataError, SlmError
 from slm_tui.tokenizers import Tokenizer, load_tokenizer, register_tokenizer
 from slm_tui.untrusted import MiB, short_text
 
-MAX_WORKERS = 256  # a typo (--workers 2000) must not start thousands of processes
+MAX_WORKERS = MAX_SHARD_WORKERS
 PARALLEL_MIN_BYTES = 16 * MiB  # below this, `workers=0` encodes in this process
 
 

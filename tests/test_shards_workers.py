@@ -284,6 +284,10 @@ def test_model_shard_step_uses_data_workers(byte_dir, tmp_path) -> None:
     bad = invoke("model", *tiny, "--set", "data.workers=-2", "--tokenizer", byte_dir,
                  "--data-files", corpus, "--output", tmp_path / "bad")  # fmt: skip
     assert_one_line_error(bad, "data.workers must be 0 (one per CPU core)")
+    big = invoke("model", *tiny, "--set", "data.workers=300", "--data-files", corpus,
+                 "--output", tmp_path / "big")  # fmt: skip
+    assert_one_line_error(big, "up to 256, got 300")  # before a tokenizer is trained
+    assert not (tmp_path / "big").exists()
     res = invoke("model", *tiny, "--set", "data.workers=2", "--tokenizer", byte_dir,
                  "--data-files", corpus, "--output", tmp_path / "run")  # fmt: skip
     assert res.exit_code == 0, res.output
