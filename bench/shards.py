@@ -16,7 +16,7 @@ over the child and its workers (sampled every 20 ms), also on a corpus 10x small
 MB/s counts UTF-8 bytes of story text. Writes bench/results/shards.json (a section run on its
 own keeps the other's last results).
 
-    .venv/bin/python bench/shards.py                     # both: 50/500 MB; 1 GB (~10 min on 2 cores)
+    .venv/bin/python bench/shards.py              # both: 50/500 MB; 1 GB (~10 min, 2 cores)
     .venv/bin/python bench/shards.py --quick             # 5/50 MB; 100 MB
     .venv/bin/python bench/shards.py workers --size-mb 100 --workers 2 --reps 2
 """

@@ -12,8 +12,9 @@ Notable:
   half-written behind (in the cache, not even the folder).
 - `workers` processes encode the chunks (shard_encoder.py; the commands default to one per
   CPU core), and the shards are byte-identical whatever the count: chunks are cut and
-  written in corpus order by this process. The sidecars differ only in `SIDECAR_TIMING_FIELDS`; every other
-  field (`SIDECAR_CONTENT_FIELDS`) is the same for the same source and tokenizer.
+  written in corpus order by this process. The sidecars differ only in
+  `SIDECAR_TIMING_FIELDS`; every other field (`SIDECAR_CONTENT_FIELDS`) is the same for the
+  same source and tokenizer.
 - Cached by (source fingerprint, tokenizer fingerprint): a second run is free; shards from
   another source or tokenizer are never reused (rebuilt in the cache, refused elsewhere
   without `force`).

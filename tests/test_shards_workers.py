@@ -274,12 +274,15 @@ def test_story_the_tokenizer_refuses_one_line_nothing_left(workers, byte_dir, tm
     assert not any((tmp_path / "cache").rglob("*"))
 
 
-def test_model_shard_step_uses_data_workers(byte_dir, tmp_path) -> None:
+def test_model_shard_step_uses_data_workers(byte_dir, tmp_path, monkeypatch) -> None:
+    # A step this short shows no progress unless asked to (then: lines, and the totals).
+    monkeypatch.setattr("slm_tui.cli.train_model._PREPARE_LINE_EVERY", 0.0)
     corpus = write_txt(tmp_path / "c.txt", stories(400))
     tiny = ["--set", "model.d_model=32", "--set", "model.n_layer=1", "--set", "model.n_head=2",
             "--set", "model.context_length=32", "--set", "train.batch_size=4",
-            "--set", "train.max_steps=1", "--set", "train.warmup_steps=0", "--set", "train.eval_every=1", "--set",
-            "train.eval_batches=1", "--set", "train.sample_tokens=0", "--set", "train.threads=1",
+            "--set", "train.max_steps=1", "--set", "train.warmup_steps=0",
+            "--set", "train.eval_every=1", "--set", "train.eval_batches=1",
+            "--set", "train.sample_tokens=0", "--set", "train.threads=1",
             "--set", "train.device=cpu", "--set", "train.compile=false"]  # fmt: skip
     bad = invoke("model", *tiny, "--set", "data.workers=-2", "--tokenizer", byte_dir,
                  "--data-files", corpus, "--output", tmp_path / "bad")  # fmt: skip

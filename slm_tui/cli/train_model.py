@@ -159,13 +159,14 @@ class RichReporter(Reporter):
             self._print(f"{what}: {share}{p.bytes / 1e6:,.1f} MB, {speed['mbps']:.1f} MB/s")
 
     def _end_shards(self, totals: bool = True) -> None:
-        """Close the shard bar and keep one line with the totals (`totals`: the step went
-        on; after a refusal the error stays the one line)."""
+        """Close the shard bar; after a step long enough to have shown progress, keep one
+        line with its totals (`totals`: the step went on; after a refusal the error stays
+        the one line; a quick step keeps the run's opening lines as they are)."""
         if self.shards_bar is not None:
             self.shards_bar.stop()
             self.shards_bar = None
         p, self.shards = self.shards, None
-        if p is not None and totals:
+        if p is not None and totals and p.elapsed >= _PREPARE_LINE_EVERY:
             procs = f"{p.workers} processes" if p.workers > 1 else "1 process"
             self._print(
                 ("token shards", "bold"),
