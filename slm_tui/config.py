@@ -152,6 +152,11 @@ class TokenizerConfig:
             raise ConfigError(f"tokenizer.vocab_size must be positive, got {self.vocab_size}")
 
 
+# The most shard-writing processes (`data.workers`, `slm-train data --workers`): a typo such
+# as 2000 must not start thousands of processes.
+MAX_SHARD_WORKERS = 256
+
+
 @dataclass
 class DataConfig:
     """Where stories come from and where token shards go."""
@@ -165,11 +170,17 @@ class DataConfig:
     # plot use them; a story that is also in the training text is refused.
     val_files: list[str] = field(default_factory=list)
     shards_dir: str | None = None  # None: the user cache folder
+    workers: int = 0  # processes encoding the shards: 0 one per CPU core, 1 the trainer's own
 
     def validate(self) -> None:
         _finite(self, "data.")
         if not 0.0 < self.val_fraction < 0.5:
             raise ConfigError(f"data.val_fraction must be in (0, 0.5), got {self.val_fraction}")
+        if not 0 <= self.workers <= MAX_SHARD_WORKERS:
+            raise ConfigError(
+                "data.workers must be 0 (one per CPU core) or a number of processes up to "
+                f"{MAX_SHARD_WORKERS}, got {self.workers}"
+            )
 
 
 @dataclass

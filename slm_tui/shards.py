@@ -6,9 +6,15 @@ story is written as BOS + ids + EOS; where BOS and EOS are one token (GPT-2's
 `<|endoftext|>`), one of it stands between two stories: `<eot> a <eot> b <eot>`.
 
 Notable:
-- Written incrementally in batches of stories (encode_batch on all cores), to temporary
-  files that are renamed into place; the JSON sidecars are written last, so a directory
-  with sidecars is complete. Memory stays flat in corpus size.
+- Written incrementally in chunks of stories (~1 MB of text), to temporary files that are
+  renamed into place; the JSON sidecars are written last, so a directory with sidecars is
+  complete. Memory stays flat in corpus size. A failed or interrupted write leaves nothing
+  half-written behind (in the cache, not even the folder).
+- `workers` processes encode the chunks (shard_encoder.py; the commands default to one per
+  CPU core), and the shards are byte-identical whatever the count: chunks are cut and
+  written in corpus order by this process. The sidecars differ only in
+  `SIDECAR_TIMING_FIELDS`; every other field (`SIDECAR_CONTENT_FIELDS`) is the same for the
+  same source and tokenizer.
 - Cached by (source fingerprint, tokenizer fingerprint): a second run is free; shards from
   another source or tokenizer are never reused (rebuilt in the cache, refused elsewhere
   without `force`).
@@ -27,6 +33,7 @@ all speak the shard format defined here; split, the format would live in two pla
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -49,6 +56,7 @@ from slm_tui.corpus import (
     source_size,
 )
 from slm_tui.errors import DataError
+from slm_tui.shard_encoder import Chunk, ChunkEncoder, Part, check_workers, resolve_workers
 from slm_tui.tokenizers import Tokenizer
 from slm_tui.untrusted import JSON_LIMIT, check_fields, read_bounded, short_text
 
@@ -72,12 +80,20 @@ __all__ = [
 SHARD_FORMAT = "slm-tui-shard"
 SHARD_VERSION = 1
 SPLITS = ("train", "val")
-_BATCH_BYTES = 1 << 20  # stories per encode_batch call: ~1 MB of text keeps both cores busy
+_BATCH_BYTES = 1 << 20  # characters of text per chunk of stories (one encode_batch call)
 # A sidecar's fields and what each must be (checked on every load: a shard folder can be
 # copied from anywhere).
 SIDECAR_FIELDS = dict.fromkeys(("tokens", "bytes", "stories"), "int") | dict.fromkeys(
     ("format", "dtype", "tokenizer_fingerprint", "source_fingerprint"), "str"
 )
+# What a sidecar holds: fields that depend only on the source, the tokenizer and the split
+# rule (the same for any worker count, any machine), and when it was written.
+SIDECAR_CONTENT_FIELDS = (
+    "format", "version", "dtype", "source_fingerprint", "tokenizer_fingerprint",
+    "tokenizer_kind", "vocab_size", "bos_id", "eos_id", "source", "split_rule", "split",
+    "tokens", "bytes", "stories",
+)  # fmt: skip
+SIDECAR_TIMING_FIELDS = ("created",)
 
 
 class TokenShard:
@@ -133,10 +149,11 @@ class ShardProgress:
     """How far `prepare_shards` has got (sent after every batch of stories)."""
 
     stories: int  # stories written so far (both splits)
-    bytes: int  # characters of those stories (a cheap stand-in for UTF-8 bytes)
+    bytes: int  # UTF-8 bytes of those stories' text
     tokens: int  # tokens written so far (both splits, BOS/EOS included)
     total_bytes: int | None  # size of the training source on disk, when known
     elapsed: float  # seconds since writing began
+    workers: int = 1  # processes encoding stories (1: this one)
 
 
 @dataclass
@@ -183,26 +200,27 @@ def _cached(out: Path, key: dict[str, str]) -> Shards | None:
 
 
 class _Writer:
-    """Appends (BOS + ids + EOS) per story to a temporary .bin; counts what it wrote. A BOS
-    that is the EOS token is written once, at the start: the previous story's EOS is it."""
+    """Appends encoded parts (BOS + ids + EOS per story) to a temporary .bin; counts what it
+    wrote. A BOS that is the EOS token is written once, at the start: the previous story's
+    EOS is it (the parts then hold ids + EOS per story)."""
 
-    def __init__(self, out: Path, split: str, dtype: np.dtype, bos: int, eos: int) -> None:
+    def __init__(self, out: Path, split: str, dtype: np.dtype, tokenizer: Tokenizer) -> None:
         self.tmp = out / f".{split}.bin.tmp"
         self.f = open(self.tmp, "wb")  # noqa: SIM115 (closed in finish/abort)
-        self.dtype, self.bos, self.eos = dtype, bos, eos
+        self.dtype, self.bos = dtype, tokenizer.bos_id
+        self.sep_only = tokenizer.bos_id == tokenizer.eos_id
         self.tokens = self.bytes = self.stories = 0
 
-    def add(self, ids_list: list[list[int]], nbytes: int) -> None:
-        flat: list[int] = []
-        for ids in ids_list:
-            if self.bos != self.eos or (self.tokens == 0 and not flat):
-                flat.append(self.bos)
-            flat.extend(ids)
-            flat.append(self.eos)
-        np.asarray(flat, dtype=self.dtype).tofile(self.f)
-        self.tokens += len(flat)
-        self.bytes += nbytes
-        self.stories += len(ids_list)
+    def add(self, part: Part) -> None:
+        if not part.stories:
+            return
+        if self.sep_only and self.tokens == 0:
+            np.asarray([self.bos], dtype=self.dtype).tofile(self.f)
+            self.tokens += 1
+        part.tokens.tofile(self.f)
+        self.tokens += len(part.tokens)
+        self.bytes += part.nbytes
+        self.stories += part.stories
 
     def finish(self, final: Path) -> None:
         self.f.flush()
@@ -235,13 +253,18 @@ def prepare_shards(
     force: bool = False,
     progress: Callable[[ShardProgress], None] | None = None,
     refuse_overlap: bool = False,
+    workers: int = 1,
 ) -> Shards:
     """Tokenize `source` into train/val shards (cached; see module docstring).
 
-    `progress` gets a `ShardProgress` after every batch of stories. `refuse_overlap` (a
+    `progress` gets a `ShardProgress` after every chunk of stories. `refuse_overlap` (a
     validation file of the user's choice): a training story whose text is also in
-    `val_source` is a DataError before any shard is complete.
+    `val_source` is a DataError before any shard is complete. `workers`: processes that
+    encode stories: 1 (default) this process only, N that many, 0 one per CPU core (the
+    shards are the same either way). More than one are started with 'spawn', so a script
+    that calls this with workers != 1 needs the `if __name__ == "__main__":` guard.
     """
+    check_workers(workers)
     plan = plan_split(source, val_source, val_fraction)
     key = {"source_fingerprint": plan.fingerprint(), "tokenizer_fingerprint": tokenizer.fingerprint}
     in_cache = output_dir is None
@@ -255,56 +278,53 @@ def prepare_shards(
             f"{out} already holds files (shards of another source or tokenizer?); "
             "use --force to replace them, or choose another --output"
         )
+    total = source_size(plan.train)
+    held_out = _story_keys(plan.val) if refuse_overlap and plan.val is not None else None
     out.mkdir(parents=True, exist_ok=True)
     for split in SPLITS:  # from here on the directory is incomplete until the sidecars land
         (out / f"{split}.json").unlink(missing_ok=True)
 
-    dtype = _dtype_for(tokenizer)
-    writers = {s: _Writer(out, s, dtype, tokenizer.bos_id, tokenizer.eos_id) for s in SPLITS}
-    total = source_size(plan.train)
-    t0 = time.perf_counter()
-    done_bytes = done_tokens = done_stories = 0
-    try:
-        batch: list[tuple[bool, str]] = []
-        batch_bytes = 0
-
-        def flush() -> None:
-            nonlocal batch, batch_bytes, done_bytes, done_tokens, done_stories
-            encoded = tokenizer.encode_batch([s for _, s in batch])
-            for split, flag in (("train", False), ("val", True)):
-                picked = [i for i, (is_val, _) in enumerate(batch) if is_val is flag]
-                if picked:
-                    nbytes = sum(len(batch[i][1].encode("utf-8")) for i in picked)
-                    writers[split].add([encoded[i] for i in picked], nbytes)
-            done_stories += len(batch)
-            done_bytes += batch_bytes
-            done_tokens = writers["train"].tokens + writers["val"].tokens
-            batch, batch_bytes = [], 0
-            if progress is not None:
-                progress(
-                    ShardProgress(
-                        stories=done_stories,
-                        bytes=done_bytes,
-                        tokens=done_tokens,
-                        total_bytes=total,
-                        elapsed=time.perf_counter() - t0,
-                    )
-                )
-
-        held_out = _story_keys(plan.val) if refuse_overlap and plan.val is not None else None
-        for is_val, story in plan.iter_tagged():
-            if held_out is not None and not is_val and _story_key(story) in held_out:
+    def chunks() -> Iterator[Chunk]:
+        is_val: list[bool] = []
+        stories: list[str] = []
+        size = first = 0
+        for flag, story in plan.iter_tagged():
+            if held_out is not None and not flag and _story_key(story) in held_out:
                 raise DataError(
                     f"the validation text ({plan.val.describe()}) shares stories with the "
                     f'training text, e.g. "{short_text(" ".join(story.split()), 60)}"; validate on '
                     "stories kept out of training"
                 )
-            batch.append((is_val, story))
-            batch_bytes += len(story)  # characters: a cheap stand-in for bytes when batching
-            if batch_bytes >= _BATCH_BYTES:
-                flush()
-        if batch:
-            flush()
+            is_val.append(flag)
+            stories.append(story)
+            size += len(story)  # characters: a cheap stand-in for bytes when cutting chunks
+            if size >= _BATCH_BYTES:
+                yield Chunk(first, is_val, stories)
+                first += len(stories)
+                is_val, stories, size = [], [], 0
+        if stories:
+            yield Chunk(first, is_val, stories)
+
+    dtype = _dtype_for(tokenizer)
+    writers: dict[str, _Writer] = {}
+    try:
+        writers = {s: _Writer(out, s, dtype, tokenizer) for s in SPLITS}
+        t0 = time.perf_counter()
+        with ChunkEncoder(tokenizer, resolve_workers(workers, total), dtype) as encoder:
+            for parts in encoder.map(chunks()):
+                for split, part in zip(SPLITS, parts, strict=True):
+                    writers[split].add(part)
+                if progress is not None:
+                    progress(
+                        ShardProgress(
+                            stories=sum(w.stories for w in writers.values()),
+                            bytes=sum(w.bytes for w in writers.values()),
+                            tokens=sum(w.tokens for w in writers.values()),
+                            total_bytes=total,
+                            elapsed=time.perf_counter() - t0,
+                            workers=encoder.workers,
+                        )
+                    )
         for split in SPLITS:
             if writers[split].stories == 0:
                 what = "training" if split == "train" else "validation"
@@ -334,9 +354,21 @@ def prepare_shards(
         for w in writers.values():
             if not w.f.closed:
                 w.abort()
+        if in_cache:
+            _discard(out)
         raise
     train, val = (load_shard(out / s) for s in SPLITS)
     return Shards(out, train, val, cached=False)
+
+
+def _discard(out: Path) -> None:
+    """After a failed write into the cache: its shards (sidecars already gone) and, when
+    nothing else is left, the folder."""
+    for split in SPLITS:
+        if not (out / f"{split}.json").exists():
+            (out / f"{split}.bin").unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # something else is in there: leave it
+        out.rmdir()
 
 
 def _story_key(story: str) -> bytes:

@@ -2,7 +2,8 @@
 
 Thin: parse flags, call `slm_tui.shards.prepare_shards` (cached by source and tokenizer), show
 progress (stories/s, MB/s, ETA) and a summary on stderr; the shard folder's path is the one
-line on stdout. `--data-files` takes several files after one flag (`--data-files a.txt
+line on stdout. `--workers N` encodes in N processes (default: one per CPU core); the shards
+are byte-identical for any N. `--data-files` takes several files after one flag (`--data-files a.txt
 b.txt`, so shell globs work) or repeated flags; quoted globs are expanded by the corpus reader.
 """
 
@@ -50,6 +51,13 @@ def data(
     ] = None,
     val_fraction: ValFractionOpt = 0.005,
     force: ForceOpt = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            help="Processes that encode stories: 0 = one per CPU core (a corpus under 16 MB: "
+            "this process), 1 = this process only. The shards are the same for any count.",
+        ),
+    ] = 0,
 ) -> None:
     """Tokenize the corpus into train/val token shards (cached by source and tokenizer)."""
     with cli_errors():
@@ -63,10 +71,19 @@ def data(
             def report(p: ShardProgress) -> None:
                 last[:] = [p]
                 fields = rates(p.stories, p.bytes, p.elapsed)
-                progress.update(task, completed=p.bytes, total=p.total_bytes, **fields)
+                what = "tokenizing" + (f" ({p.workers} processes)" if p.workers > 1 else "")
+                progress.update(
+                    task, completed=p.bytes, total=p.total_bytes, description=what, **fields
+                )
 
             shards = prepare_shards(
-                source, tok, output, val_fraction=val_fraction, force=force, progress=report
+                source,
+                tok,
+                output,
+                val_fraction=val_fraction,
+                force=force,
+                progress=report,
+                workers=workers,
             )
             done = shards.train.num_bytes + shards.val.num_bytes
             progress.update(task, completed=done, total=done, description="done")
@@ -76,7 +93,11 @@ def data(
             speed = "cached: no work"
         else:
             r = rates(last[0].stories, last[0].bytes, last[0].elapsed)
-            speed = f"{r['rate']:,.0f} stories/s, {r['mbps']:.1f} MB/s of text"
+            procs = last[0].workers
+            speed = (
+                f"{r['rate']:,.0f} stories/s, {r['mbps']:.1f} MB/s of text "
+                f"({procs} {'processes' if procs > 1 else 'process'})"
+            )
         summary(
             "token shards" + (" (cached: nothing to do)" if shards.cached else ""),
             [

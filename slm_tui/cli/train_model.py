@@ -15,8 +15,9 @@ is imported when the command runs, so `--help` stays quick.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
@@ -34,11 +35,17 @@ from slm_tui.cli.common import (
     plural,
     shown_path,
 )
+from slm_tui.cli.progress import rates, stage_progress
 from slm_tui.trainer.pace import format_duration
 from slm_tui.trainer.report import EvalRecord, Reporter, RunStart, SamplesRecord, TrainRecord
 
 LABEL = 9  # the opening lines' labels are padded to this width
 YAML = (".yaml", ".yml")
+
+if TYPE_CHECKING:
+    from slm_tui.shards import ShardProgress
+
+_PREPARE_LINE_EVERY = 5.0  # seconds between shard progress lines without a terminal
 
 
 def _rank0() -> bool:
@@ -121,6 +128,9 @@ class RichReporter(Reporter):
         self.progress: Progress | None = None
         self.task: TaskID | None = None
         self.fields = {"loss": "-", "val": "-", "bpb": "-", "tps": "-", "mfu": "", "eta": "…"}
+        self.shards: ShardProgress | None = None  # the shard step's latest progress
+        self.shards_bar: Progress | None = None
+        self.shards_line = 0.0  # when the last progress line was printed (no terminal)
 
     def _print(self, *parts: str | tuple[str, str]) -> None:
         """One line from plain strings and (text, style) pairs."""
@@ -128,9 +138,44 @@ class RichReporter(Reporter):
         console.print(Text.assemble(*parts), highlight=False)
 
     def on_message(self, text: str) -> None:
+        self._end_shards()
         self._print((text, "cyan"))
 
+    def on_prepare(self, p: ShardProgress) -> None:
+        """The shard step: a bar with MB/s and ETA on a terminal, a line every 5 s without."""
+        self.shards = p
+        speed = rates(p.stories, p.bytes, p.elapsed)
+        what = "token shards" + (f" ({p.workers} processes)" if p.workers > 1 else "")
+        if self.live:
+            if self.shards_bar is None:
+                self.shards_bar = stage_progress()
+                self.shards_bar.start()
+                self.shards_bar.add_task(what, total=None, **speed)
+            task = self.shards_bar.task_ids[0]
+            self.shards_bar.update(task, completed=p.bytes, total=p.total_bytes, **speed)
+        elif min(p.elapsed, time.monotonic() - self.shards_line) >= _PREPARE_LINE_EVERY:
+            self.shards_line = time.monotonic()
+            share = f"{p.bytes / p.total_bytes:.0%} " if p.total_bytes else ""
+            self._print(f"{what}: {share}{p.bytes / 1e6:,.1f} MB, {speed['mbps']:.1f} MB/s")
+
+    def _end_shards(self, totals: bool = True) -> None:
+        """Close the shard bar; after a step long enough to have shown progress, keep one
+        line with its totals (`totals`: the step went on; after a refusal the error stays
+        the one line; a quick step keeps the run's opening lines as they are)."""
+        if self.shards_bar is not None:
+            self.shards_bar.stop()
+            self.shards_bar = None
+        p, self.shards = self.shards, None
+        if p is not None and totals and p.elapsed >= _PREPARE_LINE_EVERY:
+            procs = f"{p.workers} processes" if p.workers > 1 else "1 process"
+            self._print(
+                ("token shards", "bold"),
+                f" {p.bytes / 1e6:,.1f} MB of text, {p.tokens:,} tokens in {p.elapsed:.1f} s "
+                f"({rates(p.stories, p.bytes, p.elapsed)['mbps']:.1f} MB/s, {procs})",
+            )
+
     def on_start(self, info: RunStart) -> None:
+        self._end_shards()
         # Printed once every check has passed, so a refusal stays one line.
         self.start = info
         if self.print_config:
@@ -194,6 +239,7 @@ class RichReporter(Reporter):
             self._print((f"saved {kind} -> {shown_path(path)}", "dim"))
 
     def close(self) -> None:
+        self._end_shards(totals=False)
         if self.progress is not None:
             self.progress.stop()
             self.progress = None

@@ -29,6 +29,7 @@ import sentencepiece as spm
 
 from slm_tui.errors import TokenizerError
 from slm_tui.tokenizers.base import Tokenizer
+from slm_tui.tokenizers.spm_words import WordCache
 
 MODEL_FILE = "spm.model"
 _SPACE = "\u2581"  # SentencePiece's visible space
@@ -109,6 +110,8 @@ class _SentencePiece(Tokenizer):
                 self._text.append(piece.translate(_DISPLAY))
         self._space_ids = [sp.piece_to_id(f"<0x{b:02X}>") for b in _SPACE.encode("utf-8")]
         self._threads = os.cpu_count() or 1
+        # encode_batch word by word from a cache where that gives the same ids (spm_words.py)
+        self._words = WordCache.for_model(sp, model_bytes)
 
     # ---- training / loading -----------------------------------------------------------------
     @classmethod
@@ -216,15 +219,20 @@ class _SentencePiece(Tokenizer):
         # SentencePiece's batch encode runs on `num_threads` native threads.
         plain = [i for i, t in enumerate(texts) if _SPACE not in t]
         if len(plain) == len(texts):
-            return self._sp.encode(texts, num_threads=self._threads)
+            return self._encode_plain(texts)
         out: list[list[int]] = [[] for _ in texts]
-        encoded = self._sp.encode([texts[i] for i in plain], num_threads=self._threads)
+        encoded = self._encode_plain([texts[i] for i in plain])
         for i, ids in zip(plain, encoded, strict=True):
             out[i] = ids
         for i, t in enumerate(texts):
             if _SPACE in t:
                 out[i] = self._encode_with_literal_space(t)
         return out
+
+    def _encode_plain(self, texts: list[str]) -> list[list[int]]:
+        if self._words is not None:
+            return self._words.encode(texts, self._threads)
+        return self._sp.encode(texts, num_threads=self._threads)
 
     def decode(self, ids: Sequence[int]) -> str:
         if len(ids) and min(ids) < 0:  # a negative index would silently wrap around

@@ -121,6 +121,7 @@ def shards_for(
         val_fraction=cfg.data.val_fraction,
         progress=reporter.on_prepare if reporter is not None else None,
         refuse_overlap=bool(cfg.data.val_files),
+        workers=cfg.data.workers,
     )
     for shard in (shards.train, shards.val):
         fp = shard.meta.get("tokenizer_fingerprint")
