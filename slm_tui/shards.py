@@ -9,9 +9,14 @@ Notable:
 - Written incrementally in batches of stories (encode_batch on all cores), to temporary
   files that are renamed into place; the JSON sidecars are written last, so a directory
   with sidecars is complete. Memory stays flat in corpus size.
-- Cached by (source fingerprint, tokenizer fingerprint): a second run is free; shards from
-  another source or tokenizer are never reused (rebuilt in the cache, refused elsewhere
-  without `force`).
+- Cached by (source fingerprint, tokenizer fingerprint, briefs): a second run is free;
+  shards from another source, tokenizer or brief setting are never reused (rebuilt in the
+  cache, refused elsewhere without `force`).
+- With `briefs` (`briefing.TrainingBriefs`: `data.briefs`), a share of the training stories
+  is written after its brief block; each story's brief is fixed by its own text and the
+  seed, so the shards do not depend on how stories are batched. Validation stories are
+  always plain. Shards with briefs live in a cache folder of their own and record the
+  setting (`briefs` in the sidecars; `bytes` counts the text written, blocks included).
 - `BatchSampler` draws (T+1)-token windows at random offsets from a generator seeded by
   (seed, cursor), so a run resumes exactly from a saved cursor, and every rank takes its
   slice of the same global draw (DDP with N ranks sees what one process would).
@@ -39,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from slm_tui.briefing import TrainingBriefs
 from slm_tui.corpus import (
     CorpusSource,
     SplitPlan,
@@ -76,8 +82,9 @@ _BATCH_BYTES = 1 << 20  # stories per encode_batch call: ~1 MB of text keeps bot
 # A sidecar's fields and what each must be (checked on every load: a shard folder can be
 # copied from anywhere).
 SIDECAR_FIELDS = dict.fromkeys(("tokens", "bytes", "stories"), "int") | dict.fromkeys(
-    ("format", "dtype", "tokenizer_fingerprint", "source_fingerprint"), "str"
+    ("format", "dtype", "tokenizer_fingerprint", "source_fingerprint", "briefs"), "str"
 )
+CACHE_KEY = ("source_fingerprint", "tokenizer_fingerprint", "briefs")  # None: no briefs
 
 
 class TokenShard:
@@ -161,10 +168,16 @@ def _slug(source: CorpusSource) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")[:40] or "corpus"
 
 
-def default_shards_dir(source: CorpusSource, tokenizer: Tokenizer) -> Path:
-    """<cache>/<name>-<source fp>-<kind>-<tokenizer fp> (cache: $SLM_SHARDS_DIR or user cache)."""
+def default_shards_dir(
+    source: CorpusSource, tokenizer: Tokenizer, briefs: TrainingBriefs | None = None
+) -> Path:
+    """<cache>/<name>-<source fp>-<kind>-<tokenizer fp>[-briefs-<key hash>] (cache:
+    $SLM_SHARDS_DIR or the user cache)."""
     src = source_fingerprint(source)[:12]
-    return _cache_root() / f"{_slug(source)}-{src}-{tokenizer.kind}-{tokenizer.fingerprint[:12]}"
+    name = f"{_slug(source)}-{src}-{tokenizer.kind}-{tokenizer.fingerprint[:12]}"
+    if briefs is not None:
+        name += "-briefs-" + hashlib.sha256(briefs.key.encode()).hexdigest()[:8]
+    return _cache_root() / name
 
 
 def _dtype_for(tokenizer: Tokenizer) -> np.dtype:
@@ -177,7 +190,7 @@ def _cached(out: Path, key: dict[str, str]) -> Shards | None:
     except DataError:
         return None
     for shard in (train, val):
-        if any(shard.meta.get(k) != v for k, v in key.items()):
+        if any(shard.meta.get(k) != key.get(k) for k in CACHE_KEY):
             return None
     return Shards(out, train, val, cached=True)
 
@@ -235,24 +248,31 @@ def prepare_shards(
     force: bool = False,
     progress: Callable[[ShardProgress], None] | None = None,
     refuse_overlap: bool = False,
+    briefs: TrainingBriefs | None = None,
 ) -> Shards:
     """Tokenize `source` into train/val shards (cached; see module docstring).
 
     `progress` gets a `ShardProgress` after every batch of stories. `refuse_overlap` (a
     validation file of the user's choice): a training story whose text is also in
-    `val_source` is a DataError before any shard is complete.
+    `val_source` is a DataError before any shard is complete. `briefs`: training stories
+    with their briefs (module docstring).
     """
     plan = plan_split(source, val_source, val_fraction)
     key = {"source_fingerprint": plan.fingerprint(), "tokenizer_fingerprint": tokenizer.fingerprint}
+    if briefs is not None:
+        key["briefs"] = briefs.key
     in_cache = output_dir is None
-    out = default_shards_dir(source, tokenizer) if in_cache else Path(output_dir).expanduser()
+    out = (
+        default_shards_dir(source, tokenizer, briefs) if in_cache else Path(output_dir).expanduser()
+    )
     if out.exists() and not out.is_dir():
         raise DataError(f"{out} is a file; --output must be a directory")
     if not force and (hit := _cached(out, key)) is not None:
         return hit
     if not in_cache and not force and out.is_dir() and any(out.iterdir()):
         raise DataError(
-            f"{out} already holds files (shards of another source or tokenizer?); "
+            f"{out} already holds files (shards of another source, tokenizer or brief "
+            "setting?); "
             "use --force to replace them, or choose another --output"
         )
     out.mkdir(parents=True, exist_ok=True)
@@ -270,11 +290,12 @@ def prepare_shards(
 
         def flush() -> None:
             nonlocal batch, batch_bytes, done_bytes, done_tokens, done_stories
-            encoded = tokenizer.encode_batch([s for _, s in batch])
+            texts = [training_text(s, is_val, briefs) for is_val, s in batch]
+            encoded = tokenizer.encode_batch(texts)
             for split, flag in (("train", False), ("val", True)):
                 picked = [i for i, (is_val, _) in enumerate(batch) if is_val is flag]
                 if picked:
-                    nbytes = sum(len(batch[i][1].encode("utf-8")) for i in picked)
+                    nbytes = sum(len(texts[i].encode("utf-8")) for i in picked)
                     writers[split].add([encoded[i] for i in picked], nbytes)
             done_stories += len(batch)
             done_bytes += batch_bytes
@@ -337,6 +358,12 @@ def prepare_shards(
         raise
     train, val = (load_shard(out / s) for s in SPLITS)
     return Shards(out, train, val, cached=False)
+
+
+def training_text(story: str, is_val: bool, briefs: TrainingBriefs | None) -> str:
+    """What a story is written as: validation stories plain, training stories with their
+    brief when `briefs` gives them one (the same text for a story in any batch)."""
+    return story if is_val or briefs is None else briefs.apply(story)
 
 
 def _story_key(story: str) -> bytes:
