@@ -94,6 +94,12 @@ class TrainingBriefs:
         return with_brief(story, story_rng(story, self.seed), self.fraction, self.n_words)
 
 
+def training_text(story: str, is_val: bool, briefs: TrainingBriefs | None) -> str:
+    """What a story is written into shards as: validation stories plain, training stories
+    with their brief when `briefs` gives them one (the same text in any batch or process)."""
+    return story if is_val or briefs is None else briefs.apply(story)
+
+
 # ---- chat messages ------------------------------------------------------------------------
 
 _OPENERS = r"(?:(?:please|ok|okay|now|so|hi|hey|can you|could you|would you|will you|i want|" \

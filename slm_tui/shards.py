@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from slm_tui.briefing import TrainingBriefs
+from slm_tui.briefing import TrainingBriefs, training_text
 from slm_tui.corpus import (
     CorpusSource,
     SplitPlan,
@@ -358,12 +358,6 @@ def prepare_shards(
         raise
     train, val = (load_shard(out / s) for s in SPLITS)
     return Shards(out, train, val, cached=False)
-
-
-def training_text(story: str, is_val: bool, briefs: TrainingBriefs | None) -> str:
-    """What a story is written as: validation stories plain, training stories with their
-    brief when `briefs` gives them one (the same text for a story in any batch)."""
-    return story if is_val or briefs is None else briefs.apply(story)
 
 
 def _story_key(story: str) -> bytes:
