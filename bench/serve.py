@@ -209,7 +209,7 @@ def request(c: int, r: int, max_tokens: int) -> dict:
 
 
 def engine_rate(checkpoint: str, clients: int, requests_each: int, max_tokens: int,
-                max_batch: int, threads: int) -> float:  # fmt: skip
+                max_batch: int, threads: int, device: str = "cpu") -> float:  # fmt: skip
     """The engine's own tokens/s over the level's rows (`generate_batch`, best of two)."""
     import torch
 
@@ -219,7 +219,7 @@ def engine_rate(checkpoint: str, clients: int, requests_each: int, max_tokens: i
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        model = LocalModel.load(Path(checkpoint), "cpu")
+        model = LocalModel.load(Path(checkpoint), device)
         jobs = [request(c, r, max_tokens) for c in range(clients) for r in range(requests_each)]
         prompts, seeds = [j["prompt"] for j in jobs], [j["seed"] for j in jobs]
         settings = DEFAULTS.replace(max_new_tokens=max_tokens)
@@ -249,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--max-batch", type=int, default=64, help="the server's --max-batch")
     ap.add_argument("--client", choices=("raw", "httpx"), default="raw")
+    ap.add_argument("--device", default="cpu", help="the server's and the baseline's device")
     ap.add_argument("--output", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     if args.quick:
@@ -258,14 +259,15 @@ def main(argv: list[str] | None = None) -> int:
     engine = {}
     for clients in levels:  # before the server starts: the engine alone on the machine
         engine[clients] = engine_rate(args.checkpoint, clients, args.requests_each,
-                                      args.max_tokens, args.max_batch, args.threads or 1)  # fmt: skip
+                                      args.max_tokens, args.max_batch, args.threads or 1,
+                                      args.device)  # fmt: skip
         console.print(f"engine, {clients} rows: {engine[clients]:,.0f} tok/s", highlight=False)
     port = free_port()
     url = f"http://127.0.0.1:{port}/v1/completions"
     command = [sys.executable, "-m", "slm_tui.cli.serve", "--checkpoint", args.checkpoint,
                "--port", str(port), "--model-name", "bench", "--max-batch", str(args.max_batch),
-               "--max-queue", "512", "--device", "cpu"]  # fmt: skip
-    if args.threads:
+               "--max-queue", "1024", "--device", args.device]  # fmt: skip
+    if args.threads and args.device == "cpu":
         command += ["--threads", str(args.threads)]
     server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=REPO)
     try:

@@ -14,7 +14,9 @@ instead and is slower at batch 1 and 16 (bench/decode_step.py).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -113,7 +115,6 @@ class FusedDecoder:
                 return self._native(idx, cache, positions, key_mask)
         if slot >= cache.max_len:
             raise ValueError(f"{slot + 1} positions do not fit the KV cache of {cache.max_len}")
-        H, Hkv, hd = self.n_head, self.n_kv_head, self.head_dim
         x = F.embedding(idx.view(B), self.tok_emb)  # (B, C)
         pos = None if positions is None else positions.view(B)
         rot = None
@@ -126,14 +127,61 @@ class FusedDecoder:
         mask, _ = GPT._attn_mask(B, 1, slot, key_mask, idx.device)
         masks = {w: GPT._window_mask(mask, False, 1, slot, w, idx.device)[0]
                  for w in set(self.windows)}  # fmt: skip
+
+        def write(t: Tensor, new: Tensor) -> None:  # (B, Hkv, max_len, hd) <- (B, Hkv, 1, hd)
+            t[:, :, slot : slot + 1] = new
+
+        logits = self._blocks(x, rot, cache.k, cache.v, write, lambda t: t[:, :, : slot + 1], masks)
+        cache.length = slot + 1
+        return logits
+
+    def static(
+        self, idx: Tensor, k: Tensor, v: Tensor, slot: Tensor, positions: Tensor, key_mask: Tensor
+    ) -> Tensor:
+        """The same step with every shape fixed, so a CUDA graph can capture it: `k`, `v`
+        (L, b, Hkv, S, hd) the first b rows of a cache, `slot` a (1,) tensor (the slot every
+        row writes), `positions` (b,), `key_mask` (b, S) True = a real token. Attention runs
+        over all S slots, those after `slot` masked out; k/v are written with `index_copy_`.
+        Returns (b, V) logits; the caller advances the cache length."""
+        b, S = idx.size(0), k.size(3)
+        x = F.embedding(idx.view(b), self.tok_emb)  # (b, C)
+        rot = None
+        if self.pos_emb is not None:
+            x = x + self.pos_emb[positions]
+        else:
+            rot = self.rot[positions].unsqueeze(1)  # (b, 1, hd, hd)
+        slots = torch.arange(S, device=idx.device)
+        allowed = (key_mask & (slots <= slot)) | (slots == slot)  # (b, S): its own slot always
+        masks = {w: (allowed if w == 0 else allowed & (slots > slot - w)).view(b, 1, 1, S)
+                 for w in set(self.windows)}  # fmt: skip
+
+        def write(t: Tensor, new: Tensor) -> None:
+            t.index_copy_(2, slot, new)
+
+        return self._blocks(x, rot, k, v, write, lambda t: t, masks)
+
+    def _blocks(
+        self,
+        x: Tensor,
+        rot: Tensor | None,
+        cache_k: Tensor,
+        cache_v: Tensor,
+        write: Callable[[Tensor, Tensor], None],
+        keys: Callable[[Tensor], Tensor],
+        masks: dict[int, Tensor | None],
+    ) -> Tensor:
+        """The blocks and the head for x (B, C): each layer's new key and value go in with
+        `write`, attention reads `keys(cache slice)` under `masks[window]`."""
+        B = x.size(0)
+        H, Hkv, hd = self.n_head, self.n_kv_head, self.head_dim
         for i, (norm1, wqkv, bqkv, wo_t, bo, norm2, wfc, bfc, wp_t, bp) in enumerate(self.layers):
             qkv = F.linear(norm1(x), wqkv, bqkv).view(B, H + 2 * Hkv, 1, hd)
             qk = qkv[:, : H + Hkv] if rot is None else torch.matmul(qkv[:, : H + Hkv], rot)
-            ck, cv = cache.k[i], cache.v[i]  # (B, Hkv, max_len, hd)
-            ck[:, :, slot : slot + 1] = qk[:, H:]
-            cv[:, :, slot : slot + 1] = qkv[:, H + Hkv :]
-            y = attend(qk[:, :H], ck[:, :, : slot + 1], cv[:, :, : slot + 1],
-                       masks[self.windows[i]], scale=self.scale)  # fmt: skip  # (B, H, 1, hd)
+            ck, cv = cache_k[i], cache_v[i]  # (B, Hkv, max_len, hd)
+            write(ck, qk[:, H:])
+            write(cv, qkv[:, H + Hkv :])
+            y = attend(qk[:, :H], keys(ck), keys(cv), masks[self.windows[i]],
+                       scale=self.scale)  # fmt: skip  # (B, H, 1, hd)
             x = torch.addmm(x, y.view(B, -1), wo_t)  # x + proj(y)
             if bo is not None:
                 x = x + bo
@@ -146,5 +194,107 @@ class FusedDecoder:
             x = torch.addmm(x, h, wp_t)  # x + mlp(...)
             if bp is not None:
                 x = x + bp
-        cache.length = slot + 1
         return F.linear(self.norm_f(x), self.head).float()  # (B, V)
+
+
+BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)  # rows a captured step is made for
+
+
+def bucket(rows: int) -> int:
+    """The smallest bucket holding `rows` (rows past the last bucket: the rows themselves)."""
+    return next((b for b in BUCKETS if b >= rows), rows)
+
+
+@dataclass
+class _Captured:
+    """One bucket's fixed inputs and outputs (and its graph, where one was captured)."""
+
+    idx: Tensor  # (b, 1)
+    slot: Tensor  # (1,)
+    positions: Tensor  # (b,)
+    key_mask: Tensor  # (b, S)
+    cache_ptr: int  # the cache it was made for (a grown cache needs new ones)
+    logits: Tensor | None = None  # (b, V), written by each replay
+    graph: Any = None  # torch.cuda.CUDAGraph
+
+
+class GraphedSteps:
+    """The decode step of a GPU as CUDA graphs, one per batch bucket (1, 2, 4, ... rows): a
+    step is one graph replay (a few dozen kernels launched as one) instead of a Python call
+    per op. A batch of B rows runs in the bucket b >= B: the inputs are copied into the
+    bucket's fixed tensors (rows past B hold what they held: their cache rows are free and
+    their own slot is always visible, so they compute garbage, never NaN), the graph
+    replays `FusedDecoder.static` over the cache's first b rows, and the first B rows of
+    its logits come back. The first step of a bucket captures it (after two warm-up runs
+    on a side stream, all writing what the step writes); a cache that grew (more rows
+    joined) gets new graphs.
+
+    `capture=False` runs the same fixed-shape step without graphs (the eager path on a GPU
+    with `SLM_TUI_CUDA_GRAPHS=0`, and tests on a CPU): the same kernels, so the same
+    numbers, as the replay."""
+
+    def __init__(self, fused: FusedDecoder, *, capture: bool = True) -> None:
+        self.fused = fused
+        self.capture = capture
+        self._buckets: dict[int, _Captured] = {}
+        self._pool: Any = None
+
+    def __call__(
+        self, idx: Tensor, cache: KVCache, rows: int, slot: int, positions: Tensor,
+        key_mask: Tensor,
+    ) -> Tensor:  # fmt: skip
+        """Logits (rows, V) after `idx` (rows, 1), the tokens of the first `rows` rows of
+        `cache` (its full tensors, preallocated rows included) at `slot`; `positions`
+        (rows,), `key_mask` (rows, S) as the decoder keeps them. The caller advances the
+        cache length."""
+        if slot >= cache.max_len:
+            raise ValueError(f"{slot + 1} positions do not fit the KV cache of {cache.max_len}")
+        b = bucket(rows)
+        if b > cache.k.size(1):  # the cache has fewer rows than the bucket: exact shapes
+            b = rows
+        entry = self._buckets.get(b)
+        if entry is None or entry.cache_ptr != cache.k.data_ptr():
+            if entry is not None:  # the cache grew: its graphs point at freed memory
+                self._buckets.clear()
+            entry = self._make(cache, b, idx.device)
+        entry.idx[:rows].copy_(idx)
+        entry.positions[:rows].copy_(positions)
+        entry.key_mask[:rows].copy_(key_mask)
+        entry.slot.fill_(slot)
+        if entry.graph is None and self.capture:
+            entry.graph = self._capture(entry, cache.k[:, :b], cache.v[:, :b])
+        if entry.graph is not None:
+            entry.graph.replay()
+        else:
+            entry.logits = self.fused.static(entry.idx, cache.k[:, :b], cache.v[:, :b],
+                                             entry.slot, entry.positions, entry.key_mask)  # fmt: skip
+        assert entry.logits is not None
+        return entry.logits[:rows].clone()
+
+    def _make(self, cache: KVCache, b: int, device: torch.device) -> _Captured:
+        entry = _Captured(
+            idx=torch.zeros(b, 1, dtype=torch.long, device=device),
+            slot=torch.zeros(1, dtype=torch.long, device=device),
+            positions=torch.zeros(b, dtype=torch.long, device=device),
+            key_mask=torch.zeros(b, cache.max_len, dtype=torch.bool, device=device),
+            cache_ptr=cache.k.data_ptr(),
+        )
+        self._buckets[b] = entry
+        return entry
+
+    def _capture(self, entry: _Captured, k: Tensor, v: Tensor) -> Any:
+        """Warm up on a side stream, then capture the step into a graph (the inputs already
+        hold this step's values, so every run writes what the step writes)."""
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                self.fused.static(entry.idx, k, v, entry.slot, entry.positions, entry.key_mask)
+        torch.cuda.current_stream().wait_stream(side)
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool):
+            entry.logits = self.fused.static(entry.idx, k, v, entry.slot, entry.positions,
+                                             entry.key_mask)  # fmt: skip
+        return graph

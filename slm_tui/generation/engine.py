@@ -30,6 +30,7 @@ id tensors, each row is named by a caller's tag. `generate()` drives it with one
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Hashable, Sequence
 from typing import TYPE_CHECKING
@@ -38,6 +39,7 @@ import torch
 from torch import Tensor
 
 from slm_tui.briefing import brief_prompt
+from slm_tui.decode import GraphedSteps, bucket
 from slm_tui.errors import GenerationError
 from slm_tui.generation.samplers import sample_next
 from slm_tui.generation.settings import MAX_SEED, SamplingSettings
@@ -145,6 +147,7 @@ class Decoder:
         tags: Sequence[Hashable] | None = None,
         fused: bool = True,
         capacity: int = 0,
+        static: bool | None = None,
     ) -> None:
         if model.training:
             raise GenerationError("generation needs the model in eval mode (model.eval())")
@@ -153,6 +156,15 @@ class Decoder:
         self.keep = window_keep(self.context_length)
         self.device = model_device(model)
         self.step = model.fused_decoder() if fused else None  # None: GPT.forward
+        # On a GPU with SLM_TUI_CUDA_GRAPHS=1 the step has fixed shapes and is replayed as
+        # CUDA graphs (`GraphedSteps`); opt-in until a GPU run has measured and checked it
+        # (written and tested on CPUs: the fixed-shape step, not the capture). `static`
+        # forces the fixed-shape step without graphs (tests, on a CPU).
+        self.graphs: GraphedSteps | None = None
+        cuda_graphs = self.device.type == "cuda" and os.environ.get("SLM_TUI_CUDA_GRAPHS") == "1"
+        if self.step is not None and (static or (static is None and cuda_graphs)):
+            self.graphs = GraphedSteps(self.step, capture=cuda_graphs)
+            capacity = bucket(max(1, capacity, len(contexts)))  # whole buckets of rows
         # The cache, preallocated for `capacity` rows; `kv` is the view over the active ones.
         self.cache = model.new_cache(max(1, capacity, len(contexts)))
         self.kv = self.cache.rows(0)
@@ -414,7 +426,11 @@ class Decoder:
         # share one position: the cheaper, unmasked attention.
         if min(self.lengths) < slot:
             positions, key_mask = self.positions.view(-1, 1), self.key_mask[:, : slot + 1]
-        if self.step is not None:
+        if self.graphs is not None:  # every row's position and mask, fixed shapes
+            logits = self.graphs(idx, self.cache, self.batch, slot, self.positions,
+                                 self.key_mask)  # fmt: skip
+            self.kv.length = slot + 1
+        elif self.step is not None:
             logits = self.step(idx, self.kv, positions, key_mask)  # (B, V)
         else:
             out, _ = self.model(

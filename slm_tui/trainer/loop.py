@@ -55,12 +55,11 @@ from slm_tui.trainer.report import (
     TrainRecord,
     plot_loss,
 )
-from slm_tui.trainer.run import PEAK_BF16, Run, RunState, peak_flops, save, start_run
+from slm_tui.trainer.run import Run, RunState, save, start_run
 
 EVALS_DIR = "evals"  # train.keep_every_eval: <output>/evals/step-NNNNNN/
 
-# bench/train_gpu.py imports the MFU peaks from here.
-__all__ = ["PEAK_BF16", "TrainResult", "peak_flops", "train", "train_loop"]
+__all__ = ["TrainResult", "train", "train_loop"]
 
 
 @dataclass
