@@ -14,6 +14,13 @@ batch of stories as `GenerationResult`s.
   request), a batch is one request per story, `batch_size` at a time (the server batches
   them); the first failure cancels the requests still out.
 
+A brief travels in the settings (`SamplingSettings.brief`): `LocalModel`'s engine puts its
+block before the prompt, `ServerModel` sends it in the request body; either way the story
+written back is the story only. A batch takes one settings for all prompts or one per
+prompt (each its own brief). `brief_note(handle)` is the line a front end says once when a
+brief goes to a model trained without briefs (the handle knows, the front end says it:
+library code never prints).
+
 Torch-free: this module imports neither torch nor the engine.
 """
 
