@@ -58,6 +58,9 @@ from typing import Any, NoReturn
 
 from slm_tui.errors import ConfigError, GenerationError
 
+# The version of the training text a brief makes (the block's format above and `with_brief`'s
+# choices): shards built with briefs are cached under it, so a change here must bump it.
+FORMAT_VERSION = 1
 MAX_WORDS = 6
 MAX_WORD_LEN = 20
 FEATURES: dict[str, str] = {
@@ -126,6 +129,7 @@ IRREGULAR: dict[str, str] = {
 _WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*")
 _LETTERS = re.compile(r"[^\W\d_]+")
 _NAME = re.compile(r"[A-Z][a-z]+")
+_NAME_RUN = re.compile(r"(?<![^\W\d_])[A-Z][a-z]+(?![^\W\d_])")  # a run of letters that is _NAME
 _OPEN_QUOTES = "\"“'‘"
 _CLOSE = "\"”'’) \t"
 _SPEECH = re.compile(r'"[^"\n]*?[^\W\d_][^"\n]*?"|“[^”]*?[^\W\d_][^”]*?”')
@@ -291,19 +295,20 @@ def _name_counts(story: str) -> Counter:
     """Capitalised words seen at least once where no sentence starts -> occurrences."""
     counts: Counter = Counter()
     mid = set()
-    for m in _LETTERS.finditer(story):
+    for m in _NAME_RUN.finditer(story):
         w = m.group()
-        if _NAME.fullmatch(w) and w not in NON_NAMES and len(w) <= MAX_WORD_LEN:
+        if w not in NON_NAMES and len(w) <= MAX_WORD_LEN:
             counts[w] += 1
             if not _sentence_initial(story, m.start()):
                 mid.add(w)
     return Counter({w: c for w, c in counts.items() if w in mid})
 
 
-def main_name(story: str, min_count: int = 2) -> str | None:
+def main_name(story: str, min_count: int = 2, *, counts: Counter | None = None) -> str | None:
     """The main character's name: the most frequent name-like word (first seen wins a tie),
-    if it occurs at least `min_count` times (a main character is named more than once)."""
-    counts = _name_counts(story)
+    if it occurs at least `min_count` times (a main character is named more than once).
+    `counts`: the story's `_name_counts`, when the caller has them."""
+    counts = _name_counts(story) if counts is None else counts
     best = max(counts, key=counts.get) if counts else None  # Counter keeps first-seen order
     return best if best and counts[best] >= min_count else None
 
@@ -319,11 +324,11 @@ def _plain(token: str) -> str | None:
     return token
 
 
-def content_words(story: str) -> list[str]:
+def content_words(story: str, *, counts: Counter | None = None) -> list[str]:
     """The story's candidate brief words, in order of first occurrence (see module doc)."""
-    names = {w.lower() for w in _name_counts(story)}
+    names = {w.lower() for w in (_name_counts(story) if counts is None else counts)}
     out: dict[str, None] = {}
-    for token in _WORD.findall(story):
+    for token in dict.fromkeys(_WORD.findall(story)):  # each token once, in order
         if not token[0].islower():
             continue
         w = _plain(token)
@@ -352,9 +357,11 @@ def brief_of(story: str, rng: random.Random, n_words: int = 3) -> Brief:
     its main character's name, its detectable features."""
     if not 0 <= n_words <= MAX_WORDS:
         _fail(f"n_words must be between 0 and {MAX_WORDS}, got {n_words}")
-    words = content_words(story)
+    counts = _name_counts(story)  # (the slow part: once for the words and the name)
+    words = content_words(story, counts=counts)
     picked = rng.sample(words, min(n_words, len(words)))
-    return Brief(words=tuple(picked), name=main_name(story), features=features_of(story))
+    name = main_name(story, counts=counts)
+    return Brief(words=tuple(picked), name=name, features=features_of(story))
 
 
 # ---- checking stories -----------------------------------------------------------------
@@ -438,7 +445,8 @@ def with_brief(story: str, rng: random.Random, fraction: float, n_words: int = 3
 
 REQUEST_WORDS = _table("""
 story stories tale tales write tell make create give please named called name want wants
-short long kids kid children bedtime
+short long kids kid children bedtime word words use uses using include includes including
+contain contains containing featuring feature features character characters
 """)
 FEATURE_WORDS = {
     "dialogue": _table("dialogue dialog conversation talking talk talks speech speaking quotes"),

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import yaml
 
+from slm_tui.briefs import MAX_WORDS as MAX_BRIEF_WORDS
 from slm_tui.errors import ConfigError, GenerationError
 from slm_tui.generation.settings import SamplingSettings
 from slm_tui.untrusted import (
@@ -171,6 +172,11 @@ class DataConfig:
     val_files: list[str] = field(default_factory=list)
     shards_dir: str | None = None  # None: the user cache folder
     workers: int = 0  # processes encoding the shards: 0 one per CPU core, 1 the trainer's own
+    # Story briefs (slm_tui/briefing.py): the fraction of training stories written after
+    # their brief ("Words: ...\nName: ...\nFeatures: ...\nStory:\n"), and the words a
+    # whole brief names. Validation text stays plain. 0: no briefs.
+    briefs: float = 0.0
+    brief_words: int = 3
 
     def validate(self) -> None:
         _finite(self, "data.")
@@ -180,6 +186,12 @@ class DataConfig:
             raise ConfigError(
                 "data.workers must be 0 (one per CPU core) or a number of processes up to "
                 f"{MAX_SHARD_WORKERS}, got {self.workers}"
+            )
+        if not 0.0 <= self.briefs <= 1.0:
+            raise ConfigError(f"data.briefs must be a fraction in [0, 1], got {self.briefs}")
+        if not 0 <= self.brief_words <= MAX_BRIEF_WORDS:
+            raise ConfigError(
+                f"data.brief_words must be from 0 to {MAX_BRIEF_WORDS}, got {self.brief_words}"
             )
 
 

@@ -14,6 +14,13 @@ batch of stories as `GenerationResult`s.
   request), a batch is one request per story, `batch_size` at a time (the server batches
   them); the first failure cancels the requests still out.
 
+A brief travels in the settings (`SamplingSettings.brief`): `LocalModel`'s engine puts its
+block before the prompt, `ServerModel` sends it in the request body; either way the story
+written back is the story only. A batch takes one settings for all prompts or one per
+prompt (each its own brief). `brief_note(handle)` is the line a front end says once when a
+brief goes to a model trained without briefs (the handle knows, the front end says it:
+library code never prints).
+
 Torch-free: this module imports neither torch nor the engine.
 """
 
@@ -26,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from slm_tui.briefing import untrained_note
 from slm_tui.checkpoint.format import CheckpointInfo
 from slm_tui.errors import GenerationError
 from slm_tui.generation.events import Event, GenerationResult
@@ -81,13 +89,14 @@ class ModelHandle(Protocol):
     def generate_batch(
         self,
         prompts: Sequence[str],
-        settings: SamplingSettings,
+        settings: SamplingSettings | Sequence[SamplingSettings],
         batch_size: int = 8,
         *,
         seeds: Sequence[int],
         progress: Progress | None = None,
     ) -> list[GenerationResult]:
-        """One story per prompt (story i seeded `seeds[i]`), in the order of `prompts`."""
+        """One story per prompt (story i seeded `seeds[i]`), in the order of `prompts`;
+        `settings` for all, or one per prompt (each with its own brief, say)."""
         ...
 
 
@@ -143,7 +152,7 @@ class LocalModel:
     def generate_batch(
         self,
         prompts: Sequence[str],
-        settings: SamplingSettings,
+        settings: SamplingSettings | Sequence[SamplingSettings],
         batch_size: int = 8,
         *,
         seeds: Sequence[int],
@@ -238,22 +247,23 @@ class ServerModel:
     def generate_batch(
         self,
         prompts: Sequence[str],
-        settings: SamplingSettings,
+        settings: SamplingSettings | Sequence[SamplingSettings],
         batch_size: int = 8,
         *,
         seeds: Sequence[int],
         progress: Progress | None = None,
     ) -> list[GenerationResult]:
-        """One request per story, `batch_size` at a time. The first failure (or Ctrl-C)
+        """One request per story, `batch_size` at a time (a brief goes in its body). The first failure (or Ctrl-C)
         cancels the requests still out: their sockets are closed, so the call ends at once
         instead of waiting for every request to time out."""
         if len(seeds) != len(prompts):
             raise GenerationError(f"got {len(seeds)} seeds for {len(prompts)} prompts")
+        per_row = _per_row(settings, len(prompts))
         cancel = threading.Event()
 
         def one(j: int) -> GenerationResult:
             done = self.remote.complete(
-                self.model_id, prompts[j], settings.replace(seed=seeds[j]), cancel=cancel
+                self.model_id, prompts[j], per_row[j].replace(seed=seeds[j]), cancel=cancel
             )
             return GenerationResult(
                 prompt=prompts[j],
@@ -282,6 +292,24 @@ class ServerModel:
         if first is not None or failed:
             raise (first or failed[0]).exception()  # type: ignore[misc]
         return [f.result() for f in futures]
+
+
+def _per_row(settings: SamplingSettings | Sequence[SamplingSettings], n: int) -> list:
+    if isinstance(settings, SamplingSettings):
+        return [settings] * n
+    if len(settings) != n:
+        raise GenerationError(f"got {len(settings)} settings for {n} prompts")
+    return list(settings)
+
+
+def brief_note(handle: ModelHandle) -> str | None:
+    """The line a front end says (once) before a brief goes to a model trained without
+    briefs; None when it was trained with them, or when that is not known (a server's
+    model: a server does not say how its model was trained)."""
+    info = handle.info
+    if isinstance(info, ServerModelInfo) or info.briefs:
+        return None
+    return untrained_note(info.name)
 
 
 def folder_identity(path: Path) -> Path:

@@ -16,6 +16,9 @@ Notable:
 - A story the tokenizer refuses is a DataError naming it (its number and opening words); a
   worker that dies (killed, out of memory) is a DataError too. Workers ignore Ctrl-C (the
   parent stops them) and leave as soon as the parent is gone, however it ended.
+- With `briefs`, `encode_chunk` writes each training story with its brief
+  (`briefing.training_text`) before encoding it: in the workers, so the briefs are built on
+  every core, and the same in any process (a story's brief depends on its text and the seed).
 - `workers=0` means one per CPU core, except for a corpus under 16 MiB, which is encoded
   here: starting the workers (~0.5 s each) would cost more than they save.
 """
@@ -38,6 +41,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from slm_tui.briefing import TrainingBriefs, training_text
 from slm_tui.config import MAX_SHARD_WORKERS
 from slm_tui.errors import DataError, SlmError
 from slm_tui.tokenizers import Tokenizer, load_tokenizer, register_tokenizer
@@ -93,13 +97,21 @@ def resolve_workers(workers: int, corpus_bytes: int | None) -> int:
 
 
 def encode_chunk(
-    tokenizer: Tokenizer, chunk: Chunk, dtype: np.dtype, sep_only: bool
+    tokenizer: Tokenizer,
+    chunk: Chunk,
+    dtype: np.dtype,
+    sep_only: bool,
+    briefs: TrainingBriefs | None = None,
 ) -> tuple[Part, Part]:
     """(train part, validation part) of `chunk`. Each story is BOS + ids + EOS; with
-    `sep_only` (BOS is EOS) it is ids + EOS, and the writer puts one BOS before the first."""
+    `sep_only` (BOS is EOS) it is ids + EOS, and the writer puts one BOS before the first.
+    With `briefs`, training stories are written with their briefs (`training_text`)."""
     try:
-        encoded = tokenizer.encode_batch(chunk.stories)
-        sizes = [len(story.encode("utf-8")) for story in chunk.stories]
+        texts = [
+            training_text(s, v, briefs) for s, v in zip(chunk.stories, chunk.is_val, strict=True)
+        ]
+        encoded = tokenizer.encode_batch(texts)
+        sizes = [len(text.encode("utf-8")) for text in texts]
     except Exception as exc:  # some story in the chunk: find which, for the message
         raise _refused(tokenizer, chunk, exc) from None
     parts = []
@@ -175,10 +187,12 @@ def _exit_with_parent() -> None:
         os._exit(1)
 
 
-def _work(chunk: Chunk, dtype: str, sep_only: bool) -> tuple[Part, Part]:
+def _work(
+    chunk: Chunk, dtype: str, sep_only: bool, briefs: TrainingBriefs | None
+) -> tuple[Part, Part]:
     if "error" in _worker:
         raise _worker["error"]
-    return encode_chunk(_worker["tokenizer"], chunk, np.dtype(dtype), sep_only)
+    return encode_chunk(_worker["tokenizer"], chunk, np.dtype(dtype), sep_only, briefs)
 
 
 def _spawnable(tokenizer: Tokenizer) -> bool:
@@ -195,8 +209,14 @@ def _spawnable(tokenizer: Tokenizer) -> bool:
 class ChunkEncoder:
     """Encodes chunks in order, here or in `workers` processes (a context manager)."""
 
-    def __init__(self, tokenizer: Tokenizer, workers: int, dtype: np.dtype) -> None:
-        self.tokenizer, self.dtype = tokenizer, dtype
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        workers: int,
+        dtype: np.dtype,
+        briefs: TrainingBriefs | None = None,
+    ) -> None:
+        self.tokenizer, self.dtype, self.briefs = tokenizer, dtype, briefs
         self.sep_only = tokenizer.bos_id == tokenizer.eos_id
         self.workers = workers if workers > 1 and _spawnable(tokenizer) else 1
         self._pool: ProcessPoolExecutor | None = None
@@ -222,7 +242,7 @@ class ChunkEncoder:
         """(train part, validation part) of each chunk, in the order of `chunks`."""
         if self._pool is None:
             for chunk in chunks:
-                yield encode_chunk(self.tokenizer, chunk, self.dtype, self.sep_only)
+                yield encode_chunk(self.tokenizer, chunk, self.dtype, self.sep_only, self.briefs)
             return
         window = 2 * self.workers
         pending: deque[Future] = deque()
@@ -236,7 +256,7 @@ class ChunkEncoder:
     def _submit(self, chunk: Chunk) -> Future:
         assert self._pool is not None
         try:
-            return self._pool.submit(_work, chunk, self.dtype.str, self.sep_only)
+            return self._pool.submit(_work, chunk, self.dtype.str, self.sep_only, self.briefs)
         except BrokenProcessPool:
             raise _broken() from None
 

@@ -15,9 +15,15 @@ Notable:
   written in corpus order by this process. The sidecars differ only in
   `SIDECAR_TIMING_FIELDS`; every other field (`SIDECAR_CONTENT_FIELDS`) is the same for the
   same source and tokenizer.
-- Cached by (source fingerprint, tokenizer fingerprint): a second run is free; shards from
-  another source or tokenizer are never reused (rebuilt in the cache, refused elsewhere
-  without `force`).
+- Cached by (source fingerprint, tokenizer fingerprint, briefs): a second run is free;
+  shards from another source, tokenizer or brief setting are never reused (rebuilt in the
+  cache, refused elsewhere without `force`).
+- With `briefs` (`briefing.TrainingBriefs`: `data.briefs`), a share of the training stories
+  is written after its brief block, in the worker that encodes them; each story's brief is
+  fixed by its own text and the seed, so the shards are the same for any worker count.
+  Validation stories are always plain. Shards with briefs live in a cache folder of their
+  own and record the setting (`briefs` in the sidecars; `bytes` counts the text written,
+  blocks included).
 - `BatchSampler` draws (T+1)-token windows at random offsets from a generator seeded by
   (seed, cursor), so a run resumes exactly from a saved cursor, and every rank takes its
   slice of the same global draw (DDP with N ranks sees what one process would).
@@ -46,6 +52,7 @@ from typing import Any
 
 import numpy as np
 
+from slm_tui.briefing import TrainingBriefs
 from slm_tui.corpus import (
     CorpusSource,
     SplitPlan,
@@ -84,16 +91,18 @@ _BATCH_BYTES = 1 << 20  # characters of text per chunk of stories (one encode_ba
 # A sidecar's fields and what each must be (checked on every load: a shard folder can be
 # copied from anywhere).
 SIDECAR_FIELDS = dict.fromkeys(("tokens", "bytes", "stories"), "int") | dict.fromkeys(
-    ("format", "dtype", "tokenizer_fingerprint", "source_fingerprint"), "str"
+    ("format", "dtype", "tokenizer_fingerprint", "source_fingerprint", "briefs"), "str"
 )
 # What a sidecar holds: fields that depend only on the source, the tokenizer and the split
-# rule (the same for any worker count, any machine), and when it was written.
+# rule (the same for any worker count, any machine), and when it was written; shards written
+# with briefs also hold `briefs` (the setting: `TrainingBriefs.key`).
 SIDECAR_CONTENT_FIELDS = (
     "format", "version", "dtype", "source_fingerprint", "tokenizer_fingerprint",
     "tokenizer_kind", "vocab_size", "bos_id", "eos_id", "source", "split_rule", "split",
     "tokens", "bytes", "stories",
 )  # fmt: skip
 SIDECAR_TIMING_FIELDS = ("created",)
+CACHE_KEY = ("source_fingerprint", "tokenizer_fingerprint", "briefs")  # None: no briefs
 
 
 class TokenShard:
@@ -178,10 +187,16 @@ def _slug(source: CorpusSource) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")[:40] or "corpus"
 
 
-def default_shards_dir(source: CorpusSource, tokenizer: Tokenizer) -> Path:
-    """<cache>/<name>-<source fp>-<kind>-<tokenizer fp> (cache: $SLM_SHARDS_DIR or user cache)."""
+def default_shards_dir(
+    source: CorpusSource, tokenizer: Tokenizer, briefs: TrainingBriefs | None = None
+) -> Path:
+    """<cache>/<name>-<source fp>-<kind>-<tokenizer fp>[-briefs-<key hash>] (cache:
+    $SLM_SHARDS_DIR or the user cache)."""
     src = source_fingerprint(source)[:12]
-    return _cache_root() / f"{_slug(source)}-{src}-{tokenizer.kind}-{tokenizer.fingerprint[:12]}"
+    name = f"{_slug(source)}-{src}-{tokenizer.kind}-{tokenizer.fingerprint[:12]}"
+    if briefs is not None:
+        name += "-briefs-" + hashlib.sha256(briefs.key.encode()).hexdigest()[:8]
+    return _cache_root() / name
 
 
 def _dtype_for(tokenizer: Tokenizer) -> np.dtype:
@@ -194,7 +209,7 @@ def _cached(out: Path, key: dict[str, str]) -> Shards | None:
     except DataError:
         return None
     for shard in (train, val):
-        if any(shard.meta.get(k) != v for k, v in key.items()):
+        if any(shard.meta.get(k) != key.get(k) for k in CACHE_KEY):
             return None
     return Shards(out, train, val, cached=True)
 
@@ -254,6 +269,7 @@ def prepare_shards(
     progress: Callable[[ShardProgress], None] | None = None,
     refuse_overlap: bool = False,
     workers: int = 1,
+    briefs: TrainingBriefs | None = None,
 ) -> Shards:
     """Tokenize `source` into train/val shards (cached; see module docstring).
 
@@ -263,19 +279,25 @@ def prepare_shards(
     encode stories: 1 (default) this process only, N that many, 0 one per CPU core (the
     shards are the same either way). More than one are started with 'spawn', so a script
     that calls this with workers != 1 needs the `if __name__ == "__main__":` guard.
+    `briefs`: training stories with their briefs (module docstring).
     """
     check_workers(workers)
     plan = plan_split(source, val_source, val_fraction)
     key = {"source_fingerprint": plan.fingerprint(), "tokenizer_fingerprint": tokenizer.fingerprint}
+    if briefs is not None:
+        key["briefs"] = briefs.key
     in_cache = output_dir is None
-    out = default_shards_dir(source, tokenizer) if in_cache else Path(output_dir).expanduser()
+    out = (
+        default_shards_dir(source, tokenizer, briefs) if in_cache else Path(output_dir).expanduser()
+    )
     if out.exists() and not out.is_dir():
         raise DataError(f"{out} is a file; --output must be a directory")
     if not force and (hit := _cached(out, key)) is not None:
         return hit
     if not in_cache and not force and out.is_dir() and any(out.iterdir()):
         raise DataError(
-            f"{out} already holds files (shards of another source or tokenizer?); "
+            f"{out} already holds files (shards of another source, tokenizer or brief "
+            "setting?); "
             "use --force to replace them, or choose another --output"
         )
     total = source_size(plan.train)
@@ -310,7 +332,8 @@ def prepare_shards(
     try:
         writers = {s: _Writer(out, s, dtype, tokenizer) for s in SPLITS}
         t0 = time.perf_counter()
-        with ChunkEncoder(tokenizer, resolve_workers(workers, total), dtype) as encoder:
+        count = resolve_workers(workers, total)
+        with ChunkEncoder(tokenizer, count, dtype, briefs) as encoder:
             for parts in encoder.map(chunks()):
                 for split, part in zip(SPLITS, parts, strict=True):
                     writers[split].add(part)

@@ -38,6 +38,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from slm_tui.briefing import trained_with_briefs
 from slm_tui.checkpoint.lock import RECORD_WAIT, folder_lock
 from slm_tui.checkpoint.records import RecordedEval, quality_line, recorded_evals, with_recorded
 from slm_tui.config import Config
@@ -114,6 +115,9 @@ class CheckpointInfo:
     weights_sha256: str | None = None  # of model.safetensors, from meta.json (None: older)
     # The run's dtype/compile/attention record from meta.json (trainer.speed reads it).
     speed: dict[str, Any] | None = None
+    # Trained with story briefs (config.yaml's data.briefs above 0): a front end says so
+    # when a brief goes to a model trained without them.
+    briefs: bool = False
 
     def quality(self) -> str:
         """Recorded held-out figures with their corpora, else the in-run one, said so."""
@@ -314,6 +318,7 @@ def info_from(p: Path, cfg: Config, meta: dict[str, Any], header: dict[str, Any]
         evaluations=recorded_evals(meta),
         weights_sha256=meta.get("weights_sha256"),
         speed=meta.get("speed"),
+        briefs=trained_with_briefs(cfg),
     )
 
 

@@ -18,6 +18,15 @@ TUI shows them; a file or a pipe gets the text unchanged. JSONL output: one obje
 with prompt, sample, text, finish_reason, tokens, seed and settings (DEL and C1 controls
 written as \\u escapes, like the other control characters JSON escapes).
 
+Briefs: `--words a,b,c`, `--name Lily`, `--features dialogue` ask every story for what it
+must contain (`slm_tui/briefs.py`); a JSONL prompts row's own `"brief"` object overrides
+them for that row (`{}`: no brief). The model reads the brief's block before the prompt;
+the output is the prompt and the story, and JSONL rows carry `brief`. A brief that cannot
+be one (an unknown feature, too many words, a word that is not letters) is a one-line
+error; a model trained without briefs, and brief words the model's tokenizer splits into
+more than two tokens or spells in bytes, get a one-line warning each (a local model: a
+server does not say how it was trained or tokenizes).
+
 Flags are typed (numbers are parsed by click); a value click refuses, like one the sampler
 refuses, is one line on stderr and exit code 2 (`cli.common.Command`). JSONL rows also carry
 `model`: the checkpoint's name and step and its recorded held-out bits per byte by corpus
@@ -39,6 +48,8 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from slm_tui.briefing import word_warnings
+from slm_tui.briefs import Brief
 from slm_tui.cli.common import Command, cli_errors, err, for_terminal, plural, warn
 from slm_tui.errors import GenerationError
 from slm_tui.fileio import write_output
@@ -49,12 +60,18 @@ from slm_tui.generation import (
     SamplingSettings,
 )
 from slm_tui.generation.engine import row_seeds
-from slm_tui.generation.prompts import PROMPTS_LIMIT, parse_prompts, read_prompts_file
-from slm_tui.handle import LocalModel, ModelHandle, ServerModel
+from slm_tui.generation.prompts import (
+    PROMPTS_LIMIT,
+    PromptRow,
+    parse_prompt_rows,
+    read_prompt_rows,
+)
+from slm_tui.handle import LocalModel, ModelHandle, ServerModel, brief_note
 
 SEPARATOR = "<|endoftext|>"
 MAX_STORIES = 100_000  # stories one run writes (all are held until the output is written)
 MAX_BATCH = 1024
+MAX_WORD_WARNINGS = 10  # lines about badly tokenized brief words, then a count
 _JSON_CONTROLS = {c: f"\\u{c:04x}" for c in range(0x7F, 0xA0)}  # json.dumps keeps these raw
 
 app = typer.Typer(
@@ -131,6 +148,13 @@ def main_command(
             help="Write past the end-of-story token, to --max-new-tokens (for benchmarks)."
         ),
     ] = False,
+    words: Annotated[
+        str | None, _opt("Brief: words every story must use, comma-separated (dog,cake,happy)")
+    ] = None,
+    name: Annotated[str | None, _opt("Brief: the main character's name (Lily)")] = None,
+    features: Annotated[
+        str | None, _opt("Brief: features, comma-separated (dialogue, moral)")
+    ] = None,
     num_samples: Annotated[int, typer.Option(help="Stories per prompt.")] = 1,
     batch_size: Annotated[int, typer.Option(help="Stories decoded together.")] = 8,
     format: Annotated[Format, typer.Option(help="Output format.")] = Format.text,
@@ -175,6 +199,7 @@ def main_command(
             "stop": tuple(stop) if stop else None,
             "ignore_eos": ignore_eos or None,
         }
+        changes["brief"] = _flag_brief(words, name, features)
         settings = DEFAULTS.replace(**{k: v for k, v in changes.items() if v is not None})
         samples, batch = num_samples, batch_size
         if samples < 1:
@@ -186,7 +211,11 @@ def main_command(
                 f"--num-samples {samples:,} is more than the {MAX_STORIES:,} stories one run "
                 "writes; split the job into several runs"
             )
-        texts = _collect_prompts(prompt, prompts)
+        rows = _collect_prompts(prompt, prompts)
+        texts = [row.prompt for row in rows]
+        # A row's own brief overrides the flags' (an empty one: no brief for that row).
+        per_prompt = [settings if r.brief is None else settings.replace(brief=r.brief)
+                      for r in rows]  # fmt: skip
         if len(texts) * samples > MAX_STORIES:
             raise GenerationError(
                 f"{len(texts):,} prompts x --num-samples {samples:,} is "
@@ -209,26 +238,31 @@ def main_command(
             handle = LocalModel.load(_checkpoint_path(checkpoint), device)
             about = _about(handle.info)
         settings.validate(handle.vocab_size)  # a server checks its own
+        _warn_briefs(handle, per_prompt)
         if stream:
-            _warn_truncated(handle, 0, _too_long(handle, texts[0]))
-            _print_stream(texts[0], handle.stream(texts[0], settings))
+            _warn_truncated(handle, 0, _too_long(handle, texts[0], per_prompt[0].brief))
+            _print_stream(texts[0], handle.stream(texts[0], per_prompt[0]))
             return
         jobs = [t for t in texts for _ in range(samples)]
+        job_settings = [s for s in per_prompt for _ in range(samples)]
         seeds = row_seeds(len(jobs), settings.seed)
-        results = _run(handle, jobs, settings, batch, seeds)
+        same = all(s is settings for s in per_prompt)
+        results = _run(handle, jobs, settings if same else job_settings, batch, seeds)
         for i in range(len(texts)):
             _warn_truncated(handle, i, results[i * samples].prompt_truncated)
         if format == Format.jsonl:
             lines = []
             for j, r in enumerate(results):
+                used = job_settings[j]
                 row = {
                     "prompt": r.prompt,
+                    "brief": used.brief.to_dict() if used.brief is not None else None,
                     "sample": j % samples,
                     "text": r.text,
                     "finish_reason": r.finish_reason,
                     "tokens": r.num_tokens,
                     "seed": r.seed,
-                    "settings": settings.replace(seed=r.seed).to_dict(),
+                    "settings": used.replace(seed=r.seed).to_dict(),
                     "model": about,
                 }
                 lines.append(json.dumps(row, ensure_ascii=False).translate(_JSON_CONTROLS) + "\n")
@@ -247,10 +281,45 @@ def main_command(
             err.print(f"wrote {plural(n, 'story', 'stories')} to {output}", highlight=False)
 
 
-def _collect_prompts(prompt: list[str] | None, prompts: Path | None) -> list[str]:
-    texts = list(prompt or [])
+def _flag_brief(words: str | None, name: str | None, features: str | None) -> Brief | None:
+    """The brief the --words/--name/--features flags ask for (None: none given); an error
+    names the flag."""
+    if words is None and name is None and features is None:
+        return None
+    parts = {}
+    for flag, key, value in (("--words", "words", words), ("--name", "name", name),
+                             ("--features", "features", features)):  # fmt: skip
+        if value is None:
+            continue
+        parts[key] = value if key == "name" else tuple(value.split(","))
+        try:
+            Brief(**{key: parts[key]})
+        except GenerationError as exc:
+            raise GenerationError(f"{flag}: {exc}") from None
+    return Brief(**parts)
+
+
+def _warn_briefs(handle: ModelHandle, settings: list[SamplingSettings]) -> None:
+    """Once: a model trained without briefs; brief words its tokenizer splits badly."""
+    briefs = list(dict.fromkeys(s.brief for s in settings if s.brief is not None))
+    if not briefs:
+        return
+    note = brief_note(handle)
+    if note is not None:
+        warn(note)
+    if handle.tokenizer is None:
+        return
+    lines = list(dict.fromkeys(line for b in briefs for line in word_warnings(b, handle.tokenizer)))
+    for line in lines[:MAX_WORD_WARNINGS]:
+        warn(line)
+    if len(lines) > MAX_WORD_WARNINGS:
+        warn(f"... and {len(lines) - MAX_WORD_WARNINGS} more brief words like these")
+
+
+def _collect_prompts(prompt: list[str] | None, prompts: Path | None) -> list[PromptRow]:
+    texts = [PromptRow(p) for p in prompt or []]
     if prompts is not None:
-        texts += read_prompts_file(prompts)
+        texts += read_prompt_rows(prompts)
     if prompt is None and prompts is None:
         if sys.stdin is None or sys.stdin.isatty():
             raise GenerationError(
@@ -261,7 +330,7 @@ def _collect_prompts(prompt: list[str] | None, prompts: Path | None) -> list[str
             raise GenerationError(
                 f"stdin holds more than {PROMPTS_LIMIT >> 20} MiB of prompts; give fewer"
             )
-        texts = parse_prompts(data, "stdin")
+        texts = parse_prompt_rows(data, "stdin")
     return texts
 
 
@@ -276,13 +345,13 @@ def _about(info) -> dict:
     return about
 
 
-def _too_long(handle: ModelHandle, prompt: str) -> bool:
+def _too_long(handle: ModelHandle, prompt: str, brief: Brief | None) -> bool:
     """Whether a local model will keep only the end of `prompt` (a server says so itself)."""
     if handle.tokenizer is None or handle.context_length is None:
         return False
     from slm_tui.generation.engine import prepare_prompt
 
-    return prepare_prompt(handle.tokenizer, prompt, handle.context_length)[1]
+    return prepare_prompt(handle.tokenizer, prompt, handle.context_length, brief=brief)[1]
 
 
 def _warn_truncated(handle: ModelHandle, i: int, truncated: bool) -> None:
@@ -303,7 +372,11 @@ def _checkpoint_path(checkpoint: Path | None) -> Path:
 
 
 def _run(
-    handle: ModelHandle, jobs: list[str], settings: SamplingSettings, batch: int, seeds: list[int]
+    handle: ModelHandle,
+    jobs: list[str],
+    settings: SamplingSettings | list[SamplingSettings],
+    batch: int,
+    seeds: list[int],
 ) -> list[GenerationResult]:
     """Every story, with a progress bar on stderr when there are several."""
     columns = (TextColumn("generating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())

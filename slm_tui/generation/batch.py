@@ -10,6 +10,11 @@ Seeds: row i of the job (the i-th prompt in `prompts`) uses `seeds[i]` when give
 reports its seed. So `generate_batch(prompts, s)[i]` is the same story as
 `generate(prompts[i], s.replace(seed=s.seed + i))`, whatever the batch size or the order
 rows joined in: each row has its own generator and sees only its own tokens.
+
+Settings: one for every prompt, or one per prompt (a sequence, e.g. each with its own
+brief; the default seeds then come from the first's seed). A brief's block goes before its
+prompt (`prepare_prompt`); rows whose settings differ only in their brief share one sampler
+call.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ def generate_batch(
     model: GPT,
     tokenizer: Tokenizer,
     prompts: Sequence[str],
-    settings: SamplingSettings,
+    settings: SamplingSettings | Sequence[SamplingSettings],
     batch_size: int = 8,
     *,
     seeds: Sequence[int] | None = None,
@@ -46,15 +51,32 @@ def generate_batch(
     progress(done, total) is called as rows finish."""
     if batch_size < 1:
         raise GenerationError(f"batch size must be at least 1, got {batch_size}")
-    settings.validate(model.cfg.vocab_size)
     n = len(prompts)
+    if isinstance(settings, SamplingSettings):
+        per_row = [settings] * n
+    else:
+        per_row = list(settings)
+        if len(per_row) != n:
+            raise GenerationError(
+                f"got {len(per_row)} settings for {n} prompts; give one per prompt"
+            )
+    # The brief is spent on the prompt; the rows sample with one object per distinct rest.
+    sampling: dict[SamplingSettings, SamplingSettings] = {}
+    for s in per_row:
+        if s not in sampling:
+            plain = s.validate(model.cfg.vocab_size).replace(brief=None) if s.brief else s
+            sampling[s] = sampling.setdefault(plain, plain)
     if seeds is None:
-        seeds = row_seeds(n, settings.seed)
+        seeds = row_seeds(n, per_row[0].seed if per_row else None)
     elif len(seeds) != n:
         raise GenerationError(f"got {len(seeds)} seeds for {n} prompts; give one per prompt")
-    prepared = [prepare_prompt(tokenizer, p, model.cfg.context_length) for p in prompts]
-    jobs = [Row(ids=ids, settings=settings, seed=int(s), probs=False)
-            for (ids, _), s in zip(prepared, seeds, strict=True)]  # fmt: skip
+    for s in sampling.values():
+        s.validate(model.cfg.vocab_size)
+    context = model.cfg.context_length
+    prepared = [prepare_prompt(tokenizer, p, context, brief=s.brief)
+                for p, s in zip(prompts, per_row, strict=True)]  # fmt: skip
+    jobs = [Row(ids=ids, settings=sampling[r], seed=int(s), probs=False)
+            for (ids, _), r, s in zip(prepared, per_row, seeds, strict=True)]  # fmt: skip
     index = {id(row): i for i, row in enumerate(jobs)}
     texts: list[list[str]] = [[] for _ in range(n)]
     waiting = deque(sorted(range(n), key=lambda i: len(prepared[i][0])))

@@ -38,12 +38,14 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from slm_tui.briefing import brief_prompt
 from slm_tui.decode import GraphedSteps, bucket
 from slm_tui.errors import GenerationError
 from slm_tui.generation.samplers import sample_next
 from slm_tui.generation.settings import MAX_SEED, SamplingSettings
 
 if TYPE_CHECKING:
+    from slm_tui.briefs import Brief
     from slm_tui.tokenizers.base import Tokenizer
 
 # Each row's generator draws this many uniforms at a time (one is used per token): fewer
@@ -60,10 +62,16 @@ def window_keep(context_length: int) -> int:
 
 
 def prepare_prompt(
-    tokenizer: Tokenizer, prompt: str, context_length: int, *, truncate: bool = True
+    tokenizer: Tokenizer,
+    prompt: str,
+    context_length: int,
+    *,
+    brief: Brief | None = None,
+    truncate: bool = True,
 ) -> tuple[list[int], bool]:
     """[BOS] + ids of `prompt` (an empty prompt is BOS alone), and whether it is longer than
-    the context.
+    the context. With a `brief`, its block comes first (`briefing.brief_prompt`): every
+    path to the model (`generate`, `generate_batch`, the server) builds its prompt here.
 
     A prompt longer than the context keeps its last `window_keep(context_length)` tokens
     (so there is room to write); the caller warns the user when the flag is True. With
@@ -71,7 +79,7 @@ def prepare_prompt(
     """
     if not isinstance(prompt, str):
         raise GenerationError(f"a prompt must be text, got {type(prompt).__name__}")
-    ids = [tokenizer.bos_id, *tokenizer.encode(prompt)]
+    ids = [tokenizer.bos_id, *tokenizer.encode(brief_prompt(brief, prompt))]
     if len(ids) > context_length:
         return (ids[-window_keep(context_length) :] if truncate else ids), True
     return ids, False

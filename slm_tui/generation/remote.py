@@ -12,7 +12,10 @@ work unchanged on top of it. Torch-free; HTTP through the standard library.
   always sent (0 = off) because llama.cpp's server otherwise applies its own 40.
 - A settings change in a `LiveSettings` while a story streams applies from the next token:
   the stream is closed and the story continued by a new request whose prompt is the prompt
-  plus the text so far, with the new settings and the tokens left.
+  plus the text so far, with the new settings and the tokens left (and the story's first
+  brief: a brief is read once, at the start, as the local engine reads it).
+- A brief (`settings.brief`) is sent as `brief` in the body (slm-serve puts its block before
+  the prompt; a server that does not know the field ignores it).
 - A stream stops at `max_new_tokens` itself, whatever the server goes on sending.
 - Every answer is read with bounds and a deadline, cancellation closes the socket, and a
   redirect is not followed (`remote_http`). Every field read from an answer is checked for
@@ -88,6 +91,8 @@ def request_body(prompt: str, settings: SamplingSettings, model: str) -> dict[st
         body["stop"] = list(settings.stop)
     if settings.ignore_eos:
         body["ignore_eos"] = True  # vLLM's and llama.cpp's name, and ours
+    if settings.brief is not None:
+        body["brief"] = settings.brief.to_dict()  # slm-serve's; other servers ignore it
     return body
 
 
@@ -208,7 +213,10 @@ class Remote:
                             reason = finish_reason(finish, current)
                             break
                         if live is not None and live.version != version:
+                            brief = current.brief  # read once, at the start (as locally)
                             current, version = live.snapshot()
+                            if current.brief != brief:
+                                current = current.replace(brief=brief)
                             restarted = True  # continue the story with the new settings
                             break
                         if index >= current.max_new_tokens:

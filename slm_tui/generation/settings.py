@@ -17,6 +17,11 @@ tokens stops the loops ("and they played and they played") that small models fal
 without banning the names a story keeps repeating. Lower temperatures read blander and loop
 more. (Demo v1 read best at temperature 1.0 / min-p 0.1; v2, re-checked, at 0.9 / 0.05.)
 
+`brief` (a `briefs.Brief`, or None) is what the story must contain: the engine puts its block
+before the prompt (`prepare_prompt`, `briefing.brief_prompt`). It is read once, when the story
+starts (like the seed): a change while a story streams applies to the next story. A dict
+(the JSON brief) is taken too and becomes a `Brief`; an empty brief is None.
+
 `LiveSettings` is shared between a UI and a running story: the engine reads it before every
 token, so a change applies to the next token; `version` bumps on each update and is reported
 in events.
@@ -30,6 +35,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from slm_tui.briefs import Brief
 from slm_tui.errors import GenerationError
 
 MAX_SEED = 2**63 - 1
@@ -78,6 +84,7 @@ class SamplingSettings:
     seed None: a fresh random seed is drawn per story and reported in its events.
     ignore_eos: the end-of-story token is written like any other and the story goes on to
     max_new_tokens (a stop string still ends it).
+    brief: what the story must contain (module docstring); None: nothing asked.
     """
 
     temperature: float = 0.9
@@ -90,6 +97,7 @@ class SamplingSettings:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     ignore_eos: bool = False  # go on past the end-of-story token (vLLM's name): for benchmarks
+    brief: Brief | None = None
 
     def __post_init__(self) -> None:
         # Accept any sequence of stop strings (a list from JSON, one string) but store a tuple.
@@ -107,6 +115,12 @@ class SamplingSettings:
             object.__setattr__(self, "seed", _integer("seed", self.seed))
         if not isinstance(self.ignore_eos, bool):
             raise GenerationError(f"ignore_eos must be true or false, got {self.ignore_eos!r}")
+        brief = self.brief
+        if isinstance(brief, dict):
+            brief = Brief.from_dict(brief)
+        if brief is not None and not isinstance(brief, Brief):
+            raise GenerationError(f"brief must be a brief object or none, got {brief!r:.60}")
+        object.__setattr__(self, "brief", None if brief is None or brief.empty else brief)
         self._check()
 
     def _check(self) -> None:
@@ -150,9 +164,10 @@ class SamplingSettings:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict (stop as a list)."""
-        d = dataclasses.asdict(self)
+        """JSON-safe dict (stop as a list, the brief as its JSON object or None)."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["stop"] = list(self.stop)
+        d["brief"] = self.brief.to_dict() if self.brief is not None else None
         return d
 
     @property

@@ -6,7 +6,8 @@ the settings version it was sampled with); the story ends with one "done" event 
 the finish reason: "eos" | "stop" | "length" | "cancelled" and any text that was held back.
 
 Settings are read before every token (`LiveSettings.snapshot()`), so a change applies to the
-next token. The seed is read once, at the start: it fixes the story's generator. The EOS
+next token. The seed and the brief are read once, at the start: the seed fixes the story's
+generator, the brief's block goes before the prompt (the events carry the story only). The EOS
 token is not emitted as a token: the "done" event names it (`token_id`, `prob`).
 
 Work is lazy: nothing runs until the first event is asked for, and the next token is only
@@ -68,7 +69,7 @@ def generate(
     read = _reader(settings, vocab)
     first, version = read()
     seed = first.seed if first.seed is not None else fresh_seed()
-    ids, _truncated = prepare_prompt(tokenizer, prompt, model.cfg.context_length)
+    ids, _truncated = prepare_prompt(tokenizer, prompt, model.cfg.context_length, brief=first.brief)
     row = Row(
         ids=ids,
         settings=first,

@@ -18,6 +18,8 @@ Endpoints: `GET /v1/models` (and `/v1/models/{id}`), `POST /v1/completions`,
 - A request that asks for more choices (prompts × `n`) than the queue can ever hold is a
   400 before any prompt is tokenized; one that only has to wait is a 429. A long prompt
   is tokenized on a worker thread, so the event loop keeps answering meanwhile.
+- A brief (the body's `brief`, or the one a chat message asks for: protocol.py) becomes
+  the block before the prompt's ids (`prepare_prompt`); the text sent back is the story.
 - `/health` and `/metrics` report the rows decoding now (0 once the last one has ended).
 - `logprobs` are under the model's raw softmax (before penalties, filters and temperature),
   as the TUI's token view shows them; a token's string is its own bytes decoded (a
@@ -40,6 +42,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from slm_tui.briefs import Brief
 from slm_tui.generation.engine import fresh_seed, prepare_prompt
 from slm_tui.generation.events import Event
 from slm_tui.generation.settings import MAX_SEED
@@ -126,11 +129,19 @@ class Server:
             )
 
     async def start_rows(
-        self, prompts: list[str], body: Sampling, top_n: int, param: str
+        self,
+        prompts: list[str],
+        body: Sampling,
+        top_n: int,
+        param: str,
+        brief: Brief | None = None,
     ) -> tuple[asyncio.Queue, list[Row], int]:
-        """Queue one row per prompt × n; (the events queue, the rows, prompt tokens)."""
+        """Queue one row per prompt × n; (the events queue, the rows, prompt tokens).
+        `brief`: one the request implies (a chat request), in place of the body's."""
         self.check_model(body.model)
         settings = body.settings(self.max_tokens_cap, self.model.cfg.vocab_size)
+        if brief is not None:
+            settings = settings.replace(brief=brief)
         # What the queue can hold is known before any prompt is read: a request that can
         # never fit is the client's error (400), one that must wait its turn a 429.
         count, max_queue = len(prompts) * body.n, self.scheduler.max_queue
@@ -146,11 +157,13 @@ class Server:
             raise _busy(f"room for {max(0, self.scheduler.room())} more choices, "
                         f"{count} asked")  # fmt: skip
         if sum(len(p) for p in prompts) > THREAD_TOKENIZE_CHARS:
-            encoded = await asyncio.to_thread(self._encode, prompts, param)
+            encoded = await asyncio.to_thread(self._encode, prompts, param, settings.brief)
         else:
-            encoded = self._encode(prompts, param)
+            encoded = self._encode(prompts, param, settings.brief)
         base_seed = settings.seed if settings.seed is not None else fresh_seed()
-        settings = settings.replace(seed=None)  # each row's seed is its own (below)
+        # Each row's seed is its own (below); the brief is in the prompt's ids now, so rows
+        # of requests that differ only in their briefs share one sampler call.
+        settings = settings.replace(seed=None, brief=None)
         self._loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[int, Event | None]] = asyncio.Queue()
         rows, prompt_tokens = [], sum(len(ids) for ids in encoded)
@@ -175,13 +188,16 @@ class Server:
             raise ApiError(503, str(exc), type="server_error", code="shutting_down") from None
         return queue, rows, prompt_tokens
 
-    def _encode(self, prompts: list[str], param: str) -> list[list[int]]:
-        """Each prompt's ids (BOS first), checked: Unicode text, within the context."""
+    def _encode(self, prompts: list[str], param: str, brief: Brief | None) -> list[list[int]]:
+        """Each prompt's ids (BOS first, then the brief's block), checked: Unicode text,
+        within the context."""
         encoded = []
         for i, prompt in enumerate(prompts):
             where = f"{param}[{i}]" if len(prompts) > 1 else param
             text = unicode_text(prompt, where, param)
-            ids, too_long = prepare_prompt(self.tokenizer, text, self.context, truncate=False)
+            ids, too_long = prepare_prompt(
+                self.tokenizer, text, self.context, brief=brief, truncate=False
+            )
             if too_long:
                 raise ApiError(
                     400,
@@ -372,7 +388,10 @@ def create_app(
     async def chat(body: ChatRequest, request: Request):
         top_n = (body.top_logprobs or 0) if body.logprobs else 0
         prompt = body.story_prompt()
-        queue, rows, prompt_tokens = await server.start_rows([prompt], body, top_n, "messages")
+        brief = body.requested_brief()  # a request for a story: written from its brief alone
+        queue, rows, prompt_tokens = await server.start_rows(
+            ["" if brief is not None else prompt], body, top_n, "messages", brief
+        )
         meta = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion",
                 "created": int(time.time()), "model": server.model_name}  # fmt: skip
         if body.stream:

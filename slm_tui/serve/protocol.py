@@ -13,9 +13,20 @@ Sampling fields: OpenAI's `temperature`, `top_p`, `seed`, `stop`, `max_tokens`
 look-back window) and `ignore_eos`. An omitted field takes the engine's default (README
 "Sampling defaults"); `max_tokens` defaults to 256.
 
+Briefs: `brief` (both endpoints; `extra_body={"brief": {...}}` in the openai client) is an
+object `{"words": [...], "name": "...", "features": [...]}` (`briefs.Brief`: a 400 naming
+`brief` when it is not one); its block goes before the prompt and the reply is the story.
+
 Chat: the model writes stories and follows no instructions, so `messages` become one story
 prompt: system messages are dropped, and the user and assistant messages are joined in
-order with a newline (as paragraphs of one story). The reply continues that story.
+order with a newline (as paragraphs of one story). The reply continues that story. Except
+when the last message is the user's and asks for a story ("a story about a dragon named Max
+who finds a cake": `briefing.request_brief`, judged on its first sentence) and names
+something a brief holds (content words, a name, feature words): then the reply is a new
+story written from that brief alone, with no seed text (the request is not story text: as a
+prompt, the model would continue "a story about a dragon..." as prose). A request that
+names nothing usable ("tell me a story") keeps the plain behaviour; a request body with its
+own `brief` takes the messages as the story so far, like `/v1/completions`.
 """
 
 from __future__ import annotations
@@ -24,6 +35,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 
+from slm_tui.briefing import request_brief
+from slm_tui.briefs import Brief
 from slm_tui.errors import GenerationError
 from slm_tui.generation.settings import DEFAULTS, SamplingSettings
 
@@ -126,6 +139,16 @@ class Sampling(BaseModel):
     presence_penalty: Float | None = None
     frequency_penalty: Float | None = None
     ignore_eos: Bool = False  # vLLM's: write past the end-of-story token, to max_tokens
+    brief: dict[str, Any] | None = None  # ours: what the story must contain
+
+    def the_brief(self) -> Brief | None:
+        """The request's `brief`, validated (a 400 naming `brief`)."""
+        if self.brief is None:
+            return None
+        try:
+            return Brief.from_dict(self.brief)
+        except GenerationError as exc:
+            raise ApiError(400, f"brief: {exc}", param="brief") from None
 
     def requested_tokens(self) -> int | None:
         return None
@@ -176,6 +199,7 @@ class Sampling(BaseModel):
             "seed": self.seed,
             "stop": stop,
             "ignore_eos": self.ignore_eos,
+            "brief": self.the_brief(),
         }
         try:
             chosen = {k: v for k, v in changes.items() if v is not None}
@@ -249,3 +273,13 @@ class ChatRequest(Sampling):
         if not kept:
             raise ApiError(400, "no user or assistant message to continue", param="messages")
         return "\n".join(kept)
+
+    def requested_brief(self) -> Brief | None:
+        """The brief the last message asks for (module docstring); None when the body has its
+        own `brief`, the last message is not the user's, or it asks for no usable brief."""
+        if self.brief is not None:
+            return None
+        spoken = [m for m in self.messages if m.role in ("user", "assistant")]
+        if not spoken or spoken[-1].role != "user":
+            return None
+        return request_brief(spoken[-1].text())

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from slm_tui.briefing import TrainingBriefs
 from slm_tui.checkpoint.format import is_checkpoint, read_info
 from slm_tui.config import Config, ModelConfig
 from slm_tui.corpus import CorpusSource
@@ -111,7 +112,8 @@ def shards_for(
     tokenizer: Tokenizer,
     reporter: Reporter | None = None,
 ) -> Shards:
-    """Token shards for (source, tokenizer): cached, built when missing; checked to match."""
+    """Token shards for (source, tokenizer, data.briefs): cached, built when missing;
+    checked to match."""
     out = Path(cfg.data.shards_dir).expanduser() if cfg.data.shards_dir else None
     shards = prepare_shards(
         source,
@@ -122,6 +124,7 @@ def shards_for(
         progress=reporter.on_prepare if reporter is not None else None,
         refuse_overlap=bool(cfg.data.val_files),
         workers=cfg.data.workers,
+        briefs=TrainingBriefs.of(cfg),
     )
     for shard in (shards.train, shards.val):
         fp = shard.meta.get("tokenizer_fingerprint")
