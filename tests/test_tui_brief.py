@@ -415,3 +415,12 @@ async def _story_with_a_brief(pilot) -> None:
 def test_the_brief_row_snapshot(snap_compare, tui_checkpoints, tui_env, monkeypatch, size):
     app = _snapshot_app(tui_checkpoints, tui_env, monkeypatch)
     assert snap_compare(app, terminal_size=size, run_before=_story_with_a_brief)
+
+
+def test_a_damaged_brief_in_history_is_no_brief():
+    for bad in ("dog", ["dog"], {"words": ["two words"]}, {"colour": "red"}, 3, {}):
+        story = Story.from_dict({"prompt": "Once", "text": " upon", "settings": {"brief": bad}})
+        assert story.brief is None and story.title == "Once"
+    good = {"words": ["dog"], "name": "Max", "features": []}
+    story = Story.from_dict({"prompt": "", "text": " x", "settings": {"brief": good}})
+    assert story.brief == Brief(("dog",), "Max") and story.title == "[dog · name: Max]"
