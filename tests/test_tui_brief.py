@@ -29,7 +29,7 @@ from slm_tui.tui.app import SlmApp
 from slm_tui.tui.brief import BriefMarks, brief_text, parse_brief_text
 from slm_tui.tui.screens.export import ExportScreen
 from slm_tui.tui.story import Story
-from slm_tui.tui.widgets.brief_row import BriefRow
+from slm_tui.tui.widgets.brief_row import MAX_CHARS, BriefRow
 from slm_tui.tui.widgets.history_list import HistoryList
 from slm_tui.tui.widgets.prompt_area import PromptArea
 from slm_tui.tui.widgets.sampling_panel import SamplingPanel
@@ -212,6 +212,10 @@ async def test_a_wrong_brief_is_said_in_place_and_writes_nothing(tui_checkpoints
         await pilot.pause()
         assert app.current is None and error in notes  # the error again, nothing written
         assert app.query_one(PromptArea).text == "Once upon a time"  # the seed is kept
+        row.input.insert_text_at_cursor("x" * 100_000)  # a paste no brief needs: refused
+        assert row.text == "dog name: max smith" and subtitle(row) == error.removeprefix("brief ")
+        row.input.insert_text_at_cursor("x" * (MAX_CHARS - len(row.text) + 1))
+        assert len(row.text) <= MAX_CHARS
         row.input.focus()
         await pilot.press("ctrl+u", *"dog name: Max")
         assert not row.has_class("-invalid") and row.brief == Brief(("dog",), "Max")

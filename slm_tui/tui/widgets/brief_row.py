@@ -40,6 +40,12 @@ def model_notes(handle: ModelHandle, brief: Brief | None) -> list[str]:
     return [*([note] if note else []), *warnings]
 
 
+# 6 words of 20 letters, a name, both features and the labels fit in far less: an edit that
+# would pass it (a paste of megabytes) is refused, so neither the row nor an error quoting a
+# word can grow with it.
+MAX_CHARS = 240
+
+
 class BriefRow(Vertical):
     """`brief` is what a new story is asked for: None while hidden, blank or wrong."""
 
@@ -52,7 +58,13 @@ class BriefRow(Vertical):
         self.warnings: list[str] = []
 
     def compose(self) -> ComposeResult:
-        yield Input(placeholder=PLACEHOLDER, id="brief-input", compact=True, select_on_focus=False)
+        yield Input(
+            placeholder=PLACEHOLDER,
+            id="brief-input",
+            compact=True,
+            select_on_focus=False,
+            max_length=MAX_CHARS,
+        )
 
     def on_mount(self) -> None:
         self._check()
