@@ -38,6 +38,8 @@ WRITE_KEYS: tuple[Binding, ...] = (
     Binding("ctrl+t", "app.train", "train", id="train", priority=True),
     Binding("ctrl+r", "regenerate", "again", id="regenerate", priority=True),
     Binding("ctrl+o", "continue_story", "continue", id="continue", priority=True),
+    # Ctrl+B, or F12 where a terminal multiplexer (tmux) takes Ctrl+B for itself
+    Binding("ctrl+b,f12", "toggle_brief", "brief", id="brief", priority=True),
     Binding("ctrl+l", "pin_seed", "pin seed", id="pin_seed", show=False, priority=True),
     Binding("escape", "cancel", "stop", id="cancel"),
 )
