@@ -61,7 +61,7 @@ def parse_brief_text(text: str) -> Brief | None:
     name = " ".join(_items(parts.get("name", ""))) or None
     if name is not None and name.isalpha() and name.islower():
         name = name.capitalize()  # "name: max" means Max
-    brief = Brief(_items(parts["words"]), name, _items(parts.get("features", "")))
+    brief = Brief(tuple(_items(parts["words"])), name, tuple(_items(parts.get("features", ""))))
     return None if brief.empty else brief
 
 

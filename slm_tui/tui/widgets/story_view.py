@@ -184,10 +184,13 @@ class StoryView(ScrollView, can_focus=True):
             return
         self._tally = tally
         parts: list = ["brief "] if tally else []
+        signs: dict[bool | None, tuple[str, str]] = {
+            True: (" ✓", "$text-success"),
+            False: (" ✗", "$text-error"),
+            None: ("", "$foreground"),  # not judged yet
+        }
         for n, (item, ok) in enumerate(tally):
-            sign, style = {True: (" ✓", "$text-success"), False: (" ✗", "$text-error")}.get(
-                ok, ("", "$foreground")
-            )
+            sign, style = signs[ok]
             parts += [" · " if n else "", (item + sign, style)]
         self.border_subtitle = Content.assemble(*parts) if parts else None
 
