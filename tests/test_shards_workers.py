@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from typer.testing import CliRunner
 import slm_tui.shards as shards_mod
 from slm_tui.cli.train import app
 from slm_tui.errors import DataError
-from slm_tui.shard_encoder import PARALLEL_MIN_BYTES, cpu_count, resolve_workers
+from slm_tui.shard_encoder import PARALLEL_MIN_BYTES, ChunkEncoder, cpu_count, resolve_workers
 from slm_tui.shards import (
     SIDECAR_CONTENT_FIELDS,
     SIDECAR_TIMING_FIELDS,
@@ -228,35 +227,51 @@ def test_data_workers_flag_writes_the_same_shards(byte_dir, tmp_path) -> None:
     assert content(metas[0]) == content(metas[1])
 
 
-def _kill_first_worker(stop: threading.Event, killed: list[int]) -> None:
-    me = psutil.Process()
-    while not stop.is_set():
-        for child in me.children():
-            try:
-                if "spawn_main" in " ".join(child.cmdline()):
-                    child.kill()
-                    killed.append(child.pid)
-                    return
-            except psutil.Error:
-                continue
-        time.sleep(0.005)
+def _workers(before: set[int] = frozenset()) -> list[psutil.Process]:
+    """This process's spawned children, but those in `before` (other tests' leftovers)."""
+    found = []
+    for child in psutil.Process().children():
+        try:
+            if child.pid not in before and "spawn_main" in " ".join(child.cmdline()):
+                found.append(child)
+        except psutil.Error:
+            continue
+    return found
 
 
-def test_worker_killed_mid_run_one_line_nothing_left(byte_dir, tmp_path) -> None:
+def _dead(proc: psutil.Process, timeout: float = 10.0) -> None:
+    """Wait until `proc` has died, without reaping it: the pool must see it as its parent
+    would after any kill (psutil's wait() would reap it, and multiprocessing would then
+    take the pid for a child still starting)."""
+    deadline = time.monotonic() + timeout
+    with contextlib.suppress(psutil.NoSuchProcess):
+        while proc.status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+
+def test_worker_killed_mid_run_one_line_nothing_left(byte_dir, tmp_path, monkeypatch) -> None:
+    # A real SIGKILL to a real worker, at a fixed point: once the first chunk is written
+    # (~100 chunks remain), so the run cannot have finished before the kill lands.
     corpus = write_txt(tmp_path / "c.txt", stories(600))
-    stop, killed = threading.Event(), []
-    watcher = threading.Thread(target=_kill_first_worker, args=(stop, killed))
-    watcher.start()
-    try:
-        res = invoke("data", "--tokenizer", byte_dir, "--data-files", corpus, "--workers", "2")
-    finally:
-        stop.set()
-        watcher.join()
+    before = {p.pid for p in _workers()}
+    killed: list[int] = []
+    encode = ChunkEncoder.map
+
+    def kill_after_the_first_chunk(self, chunks):
+        for parts in encode(self, chunks):
+            if not killed:
+                victim = _workers(before)[0]
+                victim.kill()
+                killed.append(victim.pid)
+                _dead(victim)
+            yield parts
+
+    monkeypatch.setattr(ChunkEncoder, "map", kill_after_the_first_chunk)
+    res = invoke("data", "--tokenizer", byte_dir, "--data-files", corpus, "--workers", "2")
     assert killed
     assert_one_line_error(res, "a shard worker process stopped unexpectedly")
     assert not any((tmp_path / "cache").rglob("*"))  # not even an empty folder
-    left = [c for c in psutil.Process().children() if "spawn_main" in " ".join(c.cmdline())]
-    assert not left  # the other worker is gone too
+    assert not _workers(before)  # the other worker is gone too
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
