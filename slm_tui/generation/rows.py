@@ -152,37 +152,10 @@ class Rows(Generic[R]):
             row.index += 1
             if row.ttft is None:
                 row.ttft = now - row.started
-            if not self.tokens:
-                if row.settings.stop:
-                    row.held.append(row.stream.push(tokenizer.token_bytes(tok), row.settings.stop))
-                if row.stream.stopped:
-                    events.append((row, self._done(row, "stop", now)))
-                    ended.append(tag)
-                elif row.index >= row.settings.max_new_tokens:
-                    events.append((row, self._done(row, "length", now)))
-                    ended.append(tag)
-                continue
-            delta = row.stream.push(tokenizer.token_bytes(tok), row.settings.stop)
-            elapsed = max(now - row.started, 1e-9)
-            alts = tuple(
-                TokenAlt(token_id=t, text=tokenizer.token_text(t), prob=p)
-                for t, p in top[: row.top_n]
-            )
-            event = Event(
-                kind="token",
-                index=row.index,
-                seed=row.seed,
-                token_id=tok,
-                text=delta,
-                piece=tokenizer.token_text(tok),
-                prob=prob,
-                top=alts,
-                ttft=row.ttft,
-                tokens_per_s=row.index / elapsed,
-                elapsed=elapsed,
-                settings_version=row.settings_version,
-            )
-            events.append((row, event))
+            if self.tokens:
+                events.append((row, self._token_event(row, tok, prob, top, now)))
+            elif row.settings.stop:  # no events, but stop strings are still watched for
+                row.held.append(row.stream.push(tokenizer.token_bytes(tok), row.settings.stop))
             if row.stream.stopped:
                 events.append((row, self._done(row, "stop", now)))
                 ended.append(tag)
@@ -193,6 +166,31 @@ class Rows(Generic[R]):
         if ended:
             self._leave(ended)
         return events
+
+    def _token_event(
+        self, row: R, tok: int, prob: float | None, top: Sequence[tuple[int, float]], now: float
+    ) -> Event:
+        """A row's "token" event (its text delta through the row's TextStream)."""
+        tokenizer = self.tokenizer
+        delta = row.stream.push(tokenizer.token_bytes(tok), row.settings.stop)
+        elapsed = max(now - row.started, 1e-9)
+        alts = tuple(
+            TokenAlt(token_id=t, text=tokenizer.token_text(t), prob=p) for t, p in top[: row.top_n]
+        )
+        return Event(
+            kind="token",
+            index=row.index,
+            seed=row.seed,
+            token_id=tok,
+            text=delta,
+            piece=tokenizer.token_text(tok),
+            prob=prob,
+            top=alts,
+            ttft=row.ttft,
+            tokens_per_s=row.index / elapsed,
+            elapsed=elapsed,
+            settings_version=row.settings_version,
+        )
 
     def fail(self, extra: Iterable[R] = ()) -> list[R]:
         """A step raised: every row (and `extra`, rows that were joining) ends with "error";
