@@ -26,8 +26,10 @@ serve: setup ## the OpenAI-compatible server on the bundled demo model (127.0.0.
 test: setup ## the test suite (a few minutes on 2 cores)
 	$(PY) -m pytest -q $(ARGS)
 
-lint: setup
+lint: setup ## ruff (lint + format), mypy (pyproject [tool.mypy]), the torch-free import contracts
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 format: setup
 	$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .
@@ -36,4 +38,4 @@ bench: setup ## every benchmark in bench/, one table, JSON in bench/results/
 	$(PY) bench/run_all.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .import_linter_cache build *.egg-info

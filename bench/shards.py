@@ -362,7 +362,8 @@ def headline(report: dict) -> list[dict]:
                 else []
             ),
             {
-                "what": f"--workers {n} shards byte-identical to --workers 1 (and to before)",
+                "what": f"--workers {n} shards byte-identical to --workers 1"
+                + (" (and to before)" if wk.get("before") else ""),
                 "value": "yes" if wk["identical"] else "no",
                 "target": "yes",
                 "ok": wk["identical"],

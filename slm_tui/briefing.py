@@ -136,7 +136,8 @@ def request_brief(message: str) -> Brief | None:
 
 
 class _Tokenizer(Protocol):
-    kind: str
+    @property
+    def kind(self) -> str: ...
 
     def encode(self, text: str) -> list[int]: ...
 

@@ -309,7 +309,7 @@ def main_name(story: str, min_count: int = 2, *, counts: Counter | None = None) 
     if it occurs at least `min_count` times (a main character is named more than once).
     `counts`: the story's `_name_counts`, when the caller has them."""
     counts = _name_counts(story) if counts is None else counts
-    best = max(counts, key=counts.get) if counts else None  # Counter keeps first-seen order
+    best = max(counts, key=counts.__getitem__) if counts else None  # first seen wins a tie
     return best if best and counts[best] >= min_count else None
 
 

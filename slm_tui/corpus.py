@@ -38,7 +38,7 @@ from urllib.parse import urlparse
 
 from slm_tui.config import DEFAULT_DATASET
 from slm_tui.errors import DataError
-from slm_tui.untrusted import MiB, read_bounded, size_text
+from slm_tui.untrusted import MiB, json_problem, read_bounded, size_text
 
 STORY_SEPARATOR = b"<|endoftext|>"
 MAX_STORY_BYTES = 8 * MiB  # a TinyStories story is ~1 KB; a whole novel fits
@@ -181,8 +181,8 @@ def _iter_jsonl(path: Path) -> Iterator[str]:
                 continue
             try:
                 obj = json.loads(text)
-            except ValueError as exc:
-                raise DataError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
+            except (ValueError, RecursionError) as exc:
+                raise DataError(f"{path}:{lineno}: invalid JSON ({json_problem(exc)})") from None
             story = _text_field(obj, f"{path}:{lineno}")
             if story:
                 yield story
@@ -411,7 +411,7 @@ def plan_split(
     """The dataset's own validation split when it has one, else a held-out fraction."""
     if val_source is not None:
         return SplitPlan(source, val_source)
-    hub = not source.data_files and source.dataset
-    if hub and val_split != source.split and val_split in dataset_splits(source.dataset):
-        return SplitPlan(source, CorpusSource(source.dataset, (), val_split))
+    hub = source.dataset if not source.data_files else None
+    if hub and val_split != source.split and val_split in dataset_splits(hub):
+        return SplitPlan(source, CorpusSource(hub, (), val_split))
     return SplitPlan(source, None, holdout_every(val_fraction))

@@ -28,8 +28,9 @@ import re
 import shutil
 import stat
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeGuard
 
 
 def json_safe(value: Any) -> Any:
@@ -62,7 +63,7 @@ def fsync_dir(path: Path) -> None:
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
-def is_disk_full(exc: BaseException) -> bool:
+def is_disk_full(exc: BaseException) -> TypeGuard[OSError]:
     """Whether `exc` is a write refused for lack of space (or a file-size limit)."""
     return isinstance(exc, OSError) and exc.errno in DISK_FULL
 
@@ -128,7 +129,8 @@ def temp_dir(parent: Path, prefix: str, suffix: str = ".tmp") -> Path:
 
 
 USE_EXCHANGE = True  # False: always the two-rename fallback (tests exercise it on Linux)
-_renameat2 = None  # libc's renameat2, looked up on first use (False: not available)
+# libc's renameat2, looked up on first use (False: not available)
+_renameat2: Callable[..., int] | Literal[False] | None = None
 
 
 def _exchange(a: Path, b: Path) -> bool:

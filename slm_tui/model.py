@@ -230,7 +230,16 @@ class Block(nn.Module):
         self.norm2 = _norm(cfg)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, cos, sin, mask, is_causal, kv, start) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        cos: Tensor | None,
+        sin: Tensor | None,
+        mask: Tensor | None,
+        is_causal: bool,
+        kv: tuple[Tensor, Tensor] | None,
+        start: int,
+    ) -> Tensor:
         x = x + self.attn(self.norm1(x), cos, sin, mask, is_causal, kv, start)
         return x + self.mlp(self.norm2(x))
 

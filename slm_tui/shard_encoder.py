@@ -233,10 +233,23 @@ class ChunkEncoder:
             )
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+    def __exit__(self, kind: object, *exc: object) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        if kind is None:
+            pool.shutdown(wait=True)
+            return
+        # An error (a worker that died, a refused story, Ctrl-C): the workers may still wait
+        # on work nobody will read, and a broken pool joins them without stopping them
+        # (CPython < 3.14), which hangs forever. Stop them, then let the pool go.
+        procs = list((getattr(pool, "_processes", None) or {}).values())  # no public way yet
+        pool.shutdown(wait=False, cancel_futures=True)
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()
+        for proc in procs:
+            proc.join(5)
 
     def map(self, chunks: Iterable[Chunk]) -> Iterator[tuple[Part, Part]]:
         """(train part, validation part) of each chunk, in the order of `chunks`."""

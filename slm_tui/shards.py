@@ -288,7 +288,9 @@ def prepare_shards(
         key["briefs"] = briefs.key
     in_cache = output_dir is None
     out = (
-        default_shards_dir(source, tokenizer, briefs) if in_cache else Path(output_dir).expanduser()
+        default_shards_dir(source, tokenizer, briefs)
+        if output_dir is None
+        else Path(output_dir).expanduser()
     )
     if out.exists() and not out.is_dir():
         raise DataError(f"{out} is a file; --output must be a directory")
@@ -312,6 +314,7 @@ def prepare_shards(
         size = first = 0
         for flag, story in plan.iter_tagged():
             if held_out is not None and not flag and _story_key(story) in held_out:
+                assert plan.val is not None  # held_out holds its stories
                 raise DataError(
                     f"the validation text ({plan.val.describe()}) shares stories with the "
                     f'training text, e.g. "{short_text(" ".join(story.split()), 60)}"; validate on '

@@ -11,10 +11,13 @@ and memory:
 - `check_fields`: the types (and ranges) of a JSON object's fields.
 - `short_repr` / `short_text`: a value in a message, cut to a few dozen characters however
   big it is.
+- `json_problem`: why `json.loads` refused a text, in a few words (its `ValueError`s are not
+  all `JSONDecodeError`s, and deep nesting is a `RecursionError`).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import reprlib
@@ -44,6 +47,16 @@ def short_text(value: Any, limit: int = 60) -> str:
     """`str(value)` cut to `limit` characters (a key or name from a file, in a message)."""
     text = str(value) if isinstance(value, str) else short_repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def json_problem(exc: ValueError | RecursionError) -> str:
+    """Why `json.loads` refused a text: the parser's message (no position), a number too
+    long to convert (Python's digit limit), or nesting too deep."""
+    if isinstance(exc, json.JSONDecodeError):
+        return exc.msg
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return str(exc).split(";")[0]
 
 
 def size_text(n: int) -> str:

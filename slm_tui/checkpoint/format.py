@@ -294,6 +294,7 @@ def read_info(path: str | os.PathLike[str]) -> CheckpointInfo:
 
 
 def info_from(p: Path, cfg: Config, meta: dict[str, Any], header: dict[str, Any]) -> CheckpointInfo:
+    assert cfg.model.vocab_size is not None  # read_config refuses a config without it
     params = meta.get("params")
     if not isinstance(params, int):
         params = sum(math.prod(v["shape"]) for k, v in header.items() if k != "__metadata__")

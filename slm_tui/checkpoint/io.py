@@ -40,6 +40,7 @@ import io
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -105,7 +106,7 @@ class LoadedCheckpoint:
     path: Path
     device: torch.device
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Any]:  # model, tokenizer, config = loaded
         yield self.model
         yield self.tokenizer
         yield self.config

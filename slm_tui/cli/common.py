@@ -100,9 +100,12 @@ class _OneLineErrors:
         prog_name: str | None = None,
         complete_var: str | None = None,
         standalone_mode: bool = True,
+        windows_expand_args: bool = True,
         **extra: Any,
     ) -> Any:
         run = super().main  # type: ignore[misc]
+        if not windows_expand_args:  # (passed on only when given: click 8.0.0 lacks it)
+            extra["windows_expand_args"] = False
         if not standalone_mode:
             return run(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
@@ -145,7 +148,8 @@ def spread_file_flags(args: Sequence[str]) -> list[str]:
 class Command(_OneLineErrors, TyperCommand):
     """`@app.command(cls=Command)`: a one-command app with one-line flag errors."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    # ctx: click's Context, or that of the click copy recent typer vendors (typer._click)
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         return super().parse_args(ctx, spread_file_flags(args))
 
 

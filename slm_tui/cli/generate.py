@@ -43,13 +43,14 @@ import sys
 from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from slm_tui.briefing import word_warnings
 from slm_tui.briefs import Brief
+from slm_tui.checkpoint.format import CheckpointInfo
 from slm_tui.cli.common import Command, cli_errors, err, for_terminal, plural, warn
 from slm_tui.errors import GenerationError
 from slm_tui.fileio import write_output
@@ -188,7 +189,7 @@ def main_command(
 ) -> None:
     """Write stories from prompts with a trained checkpoint (or on a server)."""
     with cli_errors():
-        changes = {
+        changes: dict[str, Any] = {  # SamplingSettings.replace's keywords
             "temperature": temperature,
             "top_k": top_k,
             "top_p": top_p,
@@ -286,17 +287,20 @@ def _flag_brief(words: str | None, name: str | None, features: str | None) -> Br
     names the flag."""
     if words is None and name is None and features is None:
         return None
-    parts = {}
-    for flag, key, value in (("--words", "words", words), ("--name", "name", name),
-                             ("--features", "features", features)):  # fmt: skip
-        if value is None:
+    word_list = () if words is None else tuple(words.split(","))
+    feature_list = () if features is None else tuple(features.split(","))
+    for flag, given, part in (
+        ("--words", words, lambda: Brief(words=word_list)),
+        ("--name", name, lambda: Brief(name=name)),
+        ("--features", features, lambda: Brief(features=feature_list)),
+    ):
+        if given is None:
             continue
-        parts[key] = value if key == "name" else tuple(value.split(","))
         try:
-            Brief(**{key: parts[key]})
+            part()  # each flag checked alone, so an error names it
         except GenerationError as exc:
             raise GenerationError(f"{flag}: {exc}") from None
-    return Brief(**parts)
+    return Brief(words=word_list, name=name, features=feature_list)
 
 
 def _warn_briefs(handle: ModelHandle, settings: list[SamplingSettings]) -> None:
@@ -334,10 +338,10 @@ def _collect_prompts(prompt: list[str] | None, prompts: Path | None) -> list[Pro
     return texts
 
 
-def _about(info) -> dict:
+def _about(info: CheckpointInfo) -> dict[str, Any]:
     """What the JSONL says of the model: its name and step, and its quality as honestly as
     known: recorded held-out figures with their corpora, else the in-run figure, named so."""
-    about: dict = {"checkpoint": info.name, "step": info.step}
+    about: dict[str, Any] = {"checkpoint": info.name, "step": info.step}
     if info.evaluations:
         about["bits_per_byte"] = {e.name: round(e.bpb, 4) for e in info.evaluations}
     elif info.val_bpb is not None:

@@ -6,6 +6,8 @@ then a two-column summary table that keeps the totals. stdout stays for the resu
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.progress import (
     BarColumn,
     Progress,
@@ -17,6 +19,10 @@ from rich.progress import (
 from rich.table import Table
 
 from slm_tui.cli.common import err
+
+# A rich task's own fields (`{task.fields[rate]}` in a column). Rich takes them as
+# `**fields: Any`; a dict typed narrower would be checked against its named parameters too.
+TaskFields = dict[str, Any]
 
 
 def stage_progress() -> Progress:
@@ -34,7 +40,7 @@ def stage_progress() -> Progress:
     )
 
 
-def rates(stories: int, nbytes: int, seconds: float) -> dict[str, float]:
+def rates(stories: int, nbytes: int, seconds: float) -> TaskFields:
     """The bar's fields: stories so far, stories/s, MB/s."""
     seconds = max(1e-9, seconds)
     return {"stories": stories, "rate": stories / seconds, "mbps": nbytes / 1e6 / seconds}

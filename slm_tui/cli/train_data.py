@@ -62,6 +62,7 @@ def data(
     """Tokenize the corpus into train/val token shards (cached by source and tokenizer)."""
     with cli_errors():
         tok = load_tokenizer(tokenizer)
+        assert tok.path is not None  # load_tokenizer sets it
         source = corpus_source(dataset, data_files_from(data_files, more_files), split)
         t0 = time.perf_counter()
         with stage_progress() as progress:

@@ -35,7 +35,7 @@ from slm_tui.cli.common import (
     plural,
     shown_path,
 )
-from slm_tui.cli.progress import rates, stage_progress
+from slm_tui.cli.progress import TaskFields, rates, stage_progress
 from slm_tui.trainer.pace import format_duration
 from slm_tui.trainer.report import EvalRecord, Reporter, RunStart, SamplesRecord, TrainRecord
 
@@ -127,7 +127,14 @@ class RichReporter(Reporter):
         self.start: RunStart | None = None
         self.progress: Progress | None = None
         self.task: TaskID | None = None
-        self.fields = {"loss": "-", "val": "-", "bpb": "-", "tps": "-", "mfu": "", "eta": "…"}
+        self.fields: TaskFields = {
+            "loss": "-",
+            "val": "-",
+            "bpb": "-",
+            "tps": "-",
+            "mfu": "",
+            "eta": "…",
+        }
         self.shards: ShardProgress | None = None  # the shard step's latest progress
         self.shards_bar: Progress | None = None
         self.shards_line = 0.0  # when the last progress line was printed (no terminal)

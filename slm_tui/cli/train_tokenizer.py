@@ -31,7 +31,7 @@ from slm_tui.cli.common import (
     shown_path,
     warn,
 )
-from slm_tui.cli.progress import rates, stage_progress, summary
+from slm_tui.cli.progress import TaskFields, rates, stage_progress, summary
 from slm_tui.corpus import corpus_source, plan_split, source_size
 from slm_tui.tokenizers import DEFAULT_KIND, Tokenizer, get_tokenizer_class, train_tokenizer
 
@@ -43,7 +43,7 @@ def _counted(
     progress: Progress,
     task: TaskID,
     total: int | None,
-    stats: dict[str, float],
+    stats: TaskFields,
 ) -> Iterator[str]:
     """Pass stories through, updating the progress bar every few hundred; totals to `stats`."""
     t0 = time.perf_counter()
@@ -132,7 +132,7 @@ def tokenizer(
         total = source_size(source)
         with stage_progress() as progress:
             task = progress.add_task("reading", total=total, stories=0, rate=0.0, mbps=0.0)
-            read: dict[str, float] = {}
+            read: TaskFields = {}
             stories = _counted(plan.iter_train(), progress, task, total, read)
 
             def then_train() -> Iterator[str]:
@@ -145,6 +145,7 @@ def tokenizer(
             progress.update(task, description="measuring")
             bpt, n_val = _bytes_per_token(tok, plan.iter_val())
             progress.update(task, description="done")
+        assert tok.path is not None  # training saves the tokenizer to `dest`
         summary(
             "tokenizer",
             [

@@ -64,14 +64,14 @@ def generate_batch(
     sampling: dict[SamplingSettings, SamplingSettings] = {}
     for s in per_row:
         if s not in sampling:
-            plain = s.validate(model.cfg.vocab_size).replace(brief=None) if s.brief else s
+            plain = s.validate(model.vocab_size).replace(brief=None) if s.brief else s
             sampling[s] = sampling.setdefault(plain, plain)
     if seeds is None:
         seeds = row_seeds(n, per_row[0].seed if per_row else None)
     elif len(seeds) != n:
         raise GenerationError(f"got {len(seeds)} seeds for {n} prompts; give one per prompt")
     for s in sampling.values():
-        s.validate(model.cfg.vocab_size)
+        s.validate(model.vocab_size)
     context = model.cfg.context_length
     prepared = [prepare_prompt(tokenizer, p, context, brief=s.brief)
                 for p, s in zip(prompts, per_row, strict=True)]  # fmt: skip
@@ -80,7 +80,7 @@ def generate_batch(
     index = {id(row): i for i, row in enumerate(jobs)}
     texts: list[list[str]] = [[] for _ in range(n)]
     waiting = deque(sorted(range(n), key=lambda i: len(prepared[i][0])))
-    rows = Rows(model, tokenizer, capacity=min(batch_size, n), tokens=False)
+    rows = Rows[Row](model, tokenizer, capacity=min(batch_size, n), tokens=False)
     finished = 0
     with torch.inference_mode():
         while waiting or len(rows):

@@ -46,6 +46,7 @@ from slm_tui.generation.settings import MAX_SEED, SamplingSettings
 
 if TYPE_CHECKING:
     from slm_tui.briefs import Brief
+    from slm_tui.model import GPT
     from slm_tui.tokenizers.base import Tokenizer
 
 # Each row's generator draws this many uniforms at a time (one is used per token): fewer
@@ -97,7 +98,7 @@ def row_seeds(n: int, seed: int | None) -> list[int]:
     return [(seed + i) % (MAX_SEED + 1) for i in range(n)]
 
 
-def model_device(model) -> torch.device:
+def model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
@@ -140,7 +141,7 @@ class Decoder:
     @torch.inference_mode()
     def __init__(
         self,
-        model,
+        model: GPT,
         contexts: Sequence[Sequence[int]] = (),
         seeds: Sequence[int] = (),
         *,
@@ -185,7 +186,7 @@ class Decoder:
         self.window_kept = HISTORY_KEEP  # how many newest tokens `hist` keeps per row
         self._uniforms = torch.zeros(0, UNIFORM_BLOCK, device=self.device)  # (B, BLOCK)
         self._drawn: list[int] = []  # uniforms each row has used of its block
-        self.logits = torch.zeros(0, model.cfg.vocab_size, device=self.device)  # (B, V)
+        self.logits = torch.zeros(0, model.vocab_size, device=self.device)  # (B, V)
         if contexts:
             self.add(contexts, seeds, tags=tags)
 

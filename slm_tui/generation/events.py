@@ -16,7 +16,7 @@ from dataclasses import dataclass
 FINISH_REASONS = ("eos", "stop", "length", "cancelled", "error")
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True, slots=True)
 class TokenAlt:
     """One token the model considered for a position, with its probability."""
 
@@ -25,9 +25,13 @@ class TokenAlt:
     prob: float
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True, slots=True)
 class Event:
-    """A "token" event per generated token, then one "done" event with the finish reason."""
+    """A "token" event per generated token, then one "done" event with the finish reason.
+
+    Read-only by convention, not `frozen`: a frozen dataclass sets each of its 14 fields
+    through `object.__setattr__`, 5.6 vs 1.0 us an event here, on the per-token path of
+    every row (256 rows a step on a GPU)."""
 
     kind: str  # "token" | "done"
     index: int  # tokens generated so far (this one included)

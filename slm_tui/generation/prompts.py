@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 from slm_tui.briefs import Brief
 from slm_tui.errors import GenerationError
-from slm_tui.untrusted import read_bounded
+from slm_tui.untrusted import json_problem, read_bounded
 
 PROMPTS_LIMIT = 64 << 20  # bytes of a prompts file or of stdin
 
@@ -68,8 +68,10 @@ def parse_prompt_rows(data: bytes, origin: str) -> list[PromptRow]:
             continue
         try:
             obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise GenerationError(f"{origin} line {n} is not valid JSON ({exc.msg})") from None
+        except (ValueError, RecursionError) as exc:
+            raise GenerationError(
+                f"{origin} line {n} is not valid JSON ({json_problem(exc)})"
+            ) from None
         if not isinstance(obj, dict) or not isinstance(obj.get("prompt"), str):
             raise GenerationError(f'{origin} line {n} has no "prompt" text field')
         brief = None

@@ -172,9 +172,14 @@ class Remote:
     ) -> Iterator[Event]:
         """Stream one story as `Event`s (a "token" event per text chunk, then "done"); it
         ends at `max_new_tokens` chunks whatever the server sends after them."""
-        live = settings if isinstance(settings, LiveSettings) else None
-        current, version = settings.snapshot() if live else (settings, 0)
-        start, ttft, index, text = time.perf_counter(), None, 0, ""
+        live: LiveSettings | None = None
+        if isinstance(settings, LiveSettings):
+            live = settings
+            current, version = settings.snapshot()
+        else:
+            current, version = settings, 0
+        ttft: float | None = None
+        start, index, text = time.perf_counter(), 0, ""
         reason = "length"
         while index < current.max_new_tokens:
             if cancel is not None and cancel.is_set():

@@ -19,6 +19,7 @@ size and in time, cancellable from another thread. Standard library only.
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.client
 import json
 import socket
@@ -283,7 +284,7 @@ class _HTTPHandler(urllib.request.HTTPHandler):
         self._exchange = exchange
 
     def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        return self.do_open(_Connection, req, exchange=self._exchange)
+        return self.do_open(functools.partial(_Connection, exchange=self._exchange), req)
 
 
 class _HTTPSHandler(urllib.request.HTTPSHandler):
@@ -293,7 +294,8 @@ class _HTTPSHandler(urllib.request.HTTPSHandler):
 
     def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
         context = getattr(self, "_context", None)
-        return self.do_open(_TLSConnection, req, context=context, exchange=self._exchange)
+        connection = functools.partial(_TLSConnection, exchange=self._exchange)
+        return self.do_open(connection, req, context=context)
 
 
 class _RefuseRedirects(urllib.request.HTTPRedirectHandler):

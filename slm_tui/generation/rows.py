@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Generic, TypeVar
 
@@ -89,7 +89,7 @@ class Rows(Generic[R]):
         self.tokens = tokens
         self.decoder = Decoder(model, capacity=capacity)
         self.eos = tokenizer.eos_id
-        self._rows: dict[int, R] = {}  # by decoder tag
+        self._rows: dict[Hashable, R] = {}  # by decoder tag (ints from _next_tag)
         self._next_tag = 0
         self._pending: tuple[torch.Tensor, list[int]] | None = None  # chosen, not yet fed
 
@@ -134,13 +134,15 @@ class Rows(Generic[R]):
         first = rows[0].settings
         same = all(r.settings is first for r in rows)  # one job's rows: one sampler call
         next_ids = decoder.sample(first if same else [r.settings for r in rows])  # (B,)
+        # each row's (id, probability or None, top alternatives)
+        choices: Sequence[tuple[int, float | None, Sequence[tuple[int, float]]]]
         if any(r.probs for r in rows):
             top_n = max(r.top_n for r in rows)
             choices = read_choices(decoder.logits, next_ids, top_n)  # the one host sync
         else:
             choices = [(tok, None, ()) for tok in next_ids.tolist()]  # the one host sync
         now = time.perf_counter()
-        ended: list[int] = []
+        ended: list[Hashable] = []
         for tag, row, (tok, prob, top) in zip(decoder.tags, rows, choices, strict=True):
             if tok == self.eos and not row.settings.ignore_eos:
                 events.append((row, self._done(row, "eos", now, token_id=tok, prob=prob)))
@@ -210,7 +212,7 @@ class Rows(Generic[R]):
             self._pending = None
             self.decoder.advance(next_ids, toks)
 
-    def _leave(self, tags: list[int]) -> None:
+    def _leave(self, tags: Sequence[Hashable]) -> None:
         """Take rows out of the decoder (and out of the tokens waiting to be fed)."""
         pending = self._pending
         by_tag = dict(zip(self.decoder.tags, pending[1], strict=True)) if pending else {}
@@ -222,7 +224,15 @@ class Rows(Generic[R]):
             ids = torch.tensor(toks, dtype=torch.long, device=self.decoder.device)
             self._pending = (ids, toks) if toks else None
 
-    def _done(self, row: R, reason: str, now: float, **extra) -> Event:
+    def _done(
+        self,
+        row: R,
+        reason: str,
+        now: float,
+        *,
+        token_id: int | None = None,
+        prob: float | None = None,
+    ) -> Event:
         row.finish_reason = reason
         elapsed = max(now - row.started, 1e-9)
         if self.tokens:
@@ -242,5 +252,6 @@ class Rows(Generic[R]):
             elapsed=elapsed,
             settings_version=row.settings_version,
             finish_reason=reason,
-            **extra,
+            token_id=token_id,
+            prob=prob,
         )

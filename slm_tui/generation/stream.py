@@ -65,7 +65,7 @@ def generate(
 ) -> Iterator[Event]:
     """Stream one story. Raises `GenerationError` for invalid settings (on the first event)."""
     start = time.perf_counter()
-    vocab = model.cfg.vocab_size
+    vocab = model.vocab_size
     read = _reader(settings, vocab)
     first, version = read()
     seed = first.seed if first.seed is not None else fresh_seed()
@@ -79,7 +79,7 @@ def generate(
         settings_version=version,
         started=start,
     )
-    rows = Rows(model, tokenizer, capacity=1)
+    rows = Rows[Row](model, tokenizer, capacity=1)
     rows.join([row])
     while not row.done:
         row.settings, row.settings_version = read()  # a change applies to the next token

@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +92,7 @@ def check_apart(source: Path, dest: Path, what: str) -> None:
         )
 
 
-def check_destination(dest: Path, force: bool, *, is_ours) -> None:
+def check_destination(dest: Path, force: bool, *, is_ours: Callable[[Path], bool]) -> None:
     """Refuse an existing `dest` unless `force`, and never replace something that is not
     one of our outputs (`is_ours(dest)`), even with `force`."""
     if not dest.exists() and not dest.is_symlink():

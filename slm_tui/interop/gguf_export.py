@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -46,6 +47,10 @@ from slm_tui.interop.hf_bytelevel import BYTELEVEL_KINDS, bytelevel_parts
 from slm_tui.interop.hf_tokenizer import check_exportable, sentencepiece_model
 from slm_tui.interop.sp_model import UNKNOWN
 from slm_tui.model import mlp_hidden_size
+from slm_tui.tokenizers import Tokenizer
+
+if TYPE_CHECKING:
+    from gguf import GGUFWriter  # imported where it is used: an optional dependency
 
 GGUF_DTYPES = ("float32", "float16", "bfloat16", "q8_0")
 Q8_BLOCK = 32
@@ -159,7 +164,7 @@ def write_gguf(loaded: LoadedCheckpoint, path: Path, dtype: str = "float32") -> 
         w.add_layer_norm_rms_eps(RMS_EPS)
         w.add_rope_freq_base(cfg.rope_theta)
         w.add_rope_dimension_count(cfg.d_model // cfg.n_head)
-        w.add_vocab_size(cfg.vocab_size)
+        w.add_vocab_size(loaded.model.vocab_size)
         w.add_file_type(ftype)
         if dtype == "q8_0":
             w.add_quantization_version(gguf.GGML_QUANT_VERSION)
@@ -191,7 +196,7 @@ def write_gguf(loaded: LoadedCheckpoint, path: Path, dtype: str = "float32") -> 
         w.close()
 
 
-def _add_sentencepiece_tokenizer(w, tok) -> None:
+def _add_sentencepiece_tokenizer(w: GGUFWriter, tok: Tokenizer) -> None:
     """llama.cpp's SentencePiece tokenizer ("llama"): pieces, scores, types, ids."""
     sp, _ = sentencepiece_model(tok)
     w.add_tokenizer_model("llama")
@@ -209,7 +214,7 @@ def _add_sentencepiece_tokenizer(w, tok) -> None:
     w.add_add_space_prefix(sp.add_dummy_prefix)
 
 
-def _add_bytelevel_tokenizer(w, tok) -> None:
+def _add_bytelevel_tokenizer(w: GGUFWriter, tok: Tokenizer) -> None:
     """llama.cpp's byte-level BPE ("gpt2", pre-tokenizer "gpt-2": GPT-2's split pattern):
     pieces in GPT-2's byte spelling, the merges in order, specials CONTROL (3), the rest
     NORMAL (1), as llama.cpp's convert_hf_to_gguf.py writes GPT-2's tokenizer."""

@@ -150,18 +150,21 @@ def import_bytelevel(
     if not isinstance(vocab, dict):
         raise _refuse("tokenizer.json has no vocabulary")
     try:
-        merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m)
-                  for m in model.get("merges") or []]  # fmt: skip
-        merges = read_merges("".join(f"{a} {b}\n" for a, b in merges))
+        pairs = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m)
+                 for m in model.get("merges") or []]  # fmt: skip
+        merges = read_merges("".join(f"{a} {b}\n" for a, b in pairs))
     except (TypeError, ValueError, SlmError):
         raise _refuse("its merges are not pairs of pieces") from None
-    specials, vocab = {}, dict(vocab)
+    specials: dict[str, int] = {}
+    vocab = dict(vocab)
     for added in spec.get("added_tokens") or []:
         if not isinstance(added, dict):
             raise _refuse("an added token is not an object")
         content, i = added.get("content"), added.get("id")
         if not added.get("special"):
             raise _refuse(f"the added token {content!r:.30} is read out of text")
+        if not isinstance(content, str) or not isinstance(i, int) or isinstance(i, bool):
+            raise _refuse(f"the added token {content!r:.30} has no text or no whole-number id")
         if vocab.get(content, i) != i:
             raise _refuse(f"the added token {content!r:.30} has two ids")
         vocab[content] = i
@@ -188,6 +191,7 @@ def import_bytelevel(
             tok.save(work / tok.kind)
             return tok
         first_bad = first_bad or bad
+    assert first_bad is not None  # the last candidate always builds
     raise _refuse(f"transformers segments {first_bad[:40]!r} differently from ours")
 
 
@@ -222,7 +226,12 @@ def _gpt2_if_same_merges(
     return tok if list(merges) == ours else None
 
 
-def _bytelevel(vocab, merges, ids, specials) -> Tokenizer:
+def _bytelevel(
+    vocab: dict[str, int],
+    merges: list[tuple[str, str]],
+    ids: dict[str, int],
+    specials: dict[str, int],
+) -> Tokenizer:
     names = {f"special_{i}": i for i in specials.values()}
     try:
         return ByteLevelBPE(vocab, merges, {**names, **ids}, None, {"imported": True})

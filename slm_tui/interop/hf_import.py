@@ -36,7 +36,7 @@ import dataclasses
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -56,7 +56,7 @@ from slm_tui.model import GPT, mlp_hidden_size
 
 CONFIG_LIMIT = 4 << 20
 RMS_EPS = 1e-5  # our RMSNorm's and LayerNorm's epsilon
-BUFFERS = (".attn.bias", ".attn.masked_bias", ".rotary_emb.inv_freq")
+BUFFERS: tuple[str, ...] = (".attn.bias", ".attn.masked_bias", ".rotary_emb.inv_freq")
 BUFFERS += (".attn.attention.bias", ".attn.attention.masked_bias")  # GPT-Neo's masks
 
 
@@ -192,7 +192,7 @@ def _gpt2(c: dict[str, Any]) -> ModelConfig:
     return _with_mlp(cfg, c["n_inner"] if c.get("n_inner") is not None else 4 * d)
 
 
-def _gelu(act: Any) -> str:
+def _gelu(act: Any) -> Literal["gelu", "gelu_tanh"]:
     """Our MLP for GPT-2's and GPT-Neo's `activation_function`: exact or tanh GELU."""
     if act == "gelu":
         return "gelu"

@@ -142,10 +142,12 @@ def sentencepiece_tokenizer_json(model: SentencePieceModel, kind: str) -> dict[s
         if i in specials or p.type == USER_DEFINED
     ]  # fmt: skip
     space = " " if literal else SPACE
-    steps = [{"type": "Prepend", "prepend": space}] if model.add_dummy_prefix else []
+    steps: list[dict[str, Any]] = (
+        [{"type": "Prepend", "prepend": space}] if model.add_dummy_prefix else []
+    )
     if not literal:
         steps.append({"type": "Replace", "pattern": {"String": " "}, "content": SPACE})
-    decoders = [{"type": "ByteFallback"}, {"type": "Fuse"}]
+    decoders: list[dict[str, Any]] = [{"type": "ByteFallback"}, {"type": "Fuse"}]
     if not literal:
         decoders.insert(0, {"type": "Replace", "pattern": {"String": SPACE}, "content": " "})
     if model.add_dummy_prefix:
@@ -161,7 +163,7 @@ def byte_tokenizer_json(tok: Tokenizer) -> dict[str, Any]:
     vocab = {f"<0x{b:02X}>": b for b in range(256)}
     names = {tok.pad_id: "<pad>", tok.unk_id: "<unk>", tok.bos_id: "<bos>", tok.eos_id: "<eos>"}
     vocab.update({name: i for i, name in names.items()})
-    tok_model = {
+    tok_model: dict[str, Any] = {
         "type": "BPE",
         "dropout": None,
         "unk_token": "<unk>",

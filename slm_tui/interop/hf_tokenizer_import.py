@@ -36,8 +36,10 @@ from slm_tui.interop.common import InteropError, check_size, read_json, read_lim
 from slm_tui.interop.hf_bytelevel import import_bytelevel, is_bytelevel, read_spec
 from slm_tui.interop.hf_tokenizer import byte_tokenizer_json
 from slm_tui.interop.sp_model import UNUSED, SentencePieceModel, parse_model
-from slm_tui.tokenizers import Tokenizer, get_tokenizer_class
+from slm_tui.tokenizers import Tokenizer
 from slm_tui.tokenizers.byte import ByteTokenizer
+from slm_tui.tokenizers.spm import SentencePieceBPE, SentencePieceUnigram
+from slm_tui.tokenizers.spm_model import SentencePieceModel as AsFound  # the kind
 
 SP_LIMIT = 64 << 20
 # tokenizer.json: a 256k-piece vocabulary with its merges is ~35 MB; transformers holds
@@ -149,12 +151,18 @@ def _disagreement(tok: Tokenizer, ref: Any, dummy_prefix: bool) -> str | None:
     return None
 
 
+_CONVENTIONAL = {
+    "sentencepiece-bpe": SentencePieceBPE,
+    "sentencepiece-unigram": SentencePieceUnigram,
+}
+
+
 def _build(kind: str, data: bytes, sp: SentencePieceModel, out: Path) -> Tokenizer:
-    cls = get_tokenizer_class(kind)
+    tok: Tokenizer
     if kind == "sentencepiece":
-        tok = cls(data, None, {"imported": True})
+        tok = AsFound(data, None, {"imported": True})
     else:
-        tok = cls(data, None, {"model_type": sp.model_type, "imported": True})
+        tok = _CONVENTIONAL[kind](data, None, {"model_type": sp.model_type, "imported": True})
     tok.save(out)
     return tok
 
@@ -188,6 +196,7 @@ def import_tokenizer(folder: Path, work: Path) -> Tokenizer:
             if bad is None:
                 return tok
             first_bad = first_bad or bad
+        assert first_bad is not None  # "sentencepiece" is always tried
         raise InteropError(
             f"the folder's tokenizer.json and tokenizer.model segment text differently (e.g. "
             f"{first_bad[:40]!r}); its tokenization cannot be held exactly"

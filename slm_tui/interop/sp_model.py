@@ -14,6 +14,7 @@ skipped, so newer files still read.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from slm_tui.errors import TokenizerError
@@ -77,12 +78,14 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
             raise ValueError("varint too long")
 
 
-def _fields(buf: bytes):
-    """(field number, wire type, value) for each field of one message."""
+def _fields(buf: bytes) -> Iterator[tuple[int, int, int | bytes]]:
+    """(field number, wire type, value) for each field of one message: a number for a
+    varint, bytes for the others."""
     pos = 0
     while pos < len(buf):
         key, pos = _varint(buf, pos)
         number, wire = key >> 3, key & 7
+        value: int | bytes
         if wire == 0:
             value, pos = _varint(buf, pos)
         elif wire == 1:
@@ -99,9 +102,23 @@ def _fields(buf: bytes):
         yield number, wire, value
 
 
-def _int32(value: int) -> int:
+def _data(value: int | bytes) -> bytes:
+    """A field that must be bytes (text, a sub-message, a float): a number is a damaged file."""
+    if not isinstance(value, bytes):
+        raise ValueError("a number where bytes belong")
+    return value
+
+
+def _number(value: int | bytes) -> int:
+    """A field that must be a varint: bytes are a damaged file."""
+    if not isinstance(value, int):
+        raise ValueError("bytes where a number belongs")
+    return value
+
+
+def _int32(value: int | bytes) -> int:
     """A protobuf int32 sent as a 64-bit varint (negative numbers are 10 bytes)."""
-    value &= (1 << 64) - 1
+    value = _number(value) & ((1 << 64) - 1)
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
@@ -109,11 +126,11 @@ def _piece(buf: bytes) -> Piece:
     p = Piece("")
     for number, _wire, value in _fields(buf):
         if number == 1:
-            p.text = value.decode("utf-8")
+            p.text = _data(value).decode("utf-8")
         elif number == 2:
-            (p.score,) = struct.unpack("<f", value)
+            (p.score,) = struct.unpack("<f", _data(value))
         elif number == 3:
-            p.type = value
+            p.type = _number(value)
     return p
 
 
@@ -133,25 +150,26 @@ def parse_model(data: bytes, where: str = "the SentencePiece model") -> Sentence
     try:
         for number, wire, value in _fields(data):
             if number == 1 and wire == 2:
-                model.pieces.append(_piece(value))
+                model.pieces.append(_piece(_data(value)))
             elif number == 2 and wire == 2:
-                for n, _w, v in _fields(value):
+                for n, _w, v in _fields(_data(value)):
                     if n == 3:
-                        model.model_type = MODEL_TYPES.get(v, f"type {v}")
+                        kind = _number(v)
+                        model.model_type = MODEL_TYPES.get(kind, f"type {kind}")
                     elif n in _TRAINER_BOOLS:
                         setattr(model, _TRAINER_BOOLS[n], bool(v))
                     elif n in _TRAINER_IDS:
                         setattr(model, _TRAINER_IDS[n], _int32(v))
             elif number == 3 and wire == 2:
-                for n, _w, v in _fields(value):
+                for n, _w, v in _fields(_data(value)):
                     if n == 1:
-                        model.normalizer_name = v.decode("utf-8")
+                        model.normalizer_name = _data(v).decode("utf-8")
                     elif n == 2:
-                        model.precompiled_charsmap = bytes(v)
+                        model.precompiled_charsmap = _data(v)
                     elif n in _NORMALIZER_BOOLS:
                         setattr(model, _NORMALIZER_BOOLS[n], bool(v))
                     elif n == 6:
-                        model.normalization_rule_tsv = v.decode("utf-8")
+                        model.normalization_rule_tsv = _data(v).decode("utf-8")
     except (ValueError, UnicodeDecodeError, struct.error) as exc:
         raise TokenizerError(f"{where} is not a valid SentencePiece model ({exc})") from None
     if not model.pieces:

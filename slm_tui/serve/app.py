@@ -139,7 +139,7 @@ class Server:
         """Queue one row per prompt × n; (the events queue, the rows, prompt tokens).
         `brief`: one the request implies (a chat request), in place of the body's."""
         self.check_model(body.model)
-        settings = body.settings(self.max_tokens_cap, self.model.cfg.vocab_size)
+        settings = body.settings(self.max_tokens_cap, self.model.vocab_size)
         if brief is not None:
             settings = settings.replace(brief=brief)
         # What the queue can hold is known before any prompt is read: a request that can

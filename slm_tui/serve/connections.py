@@ -201,6 +201,7 @@ def uvicorn_config(
     import uvicorn
 
     limits = limits or Limits()
+    # uvicorn annotates both timeouts `int` but uses them as asyncio timeouts, fractions and all
     return uvicorn.Config(
         app,
         host=host,
@@ -208,8 +209,8 @@ def uvicorn_config(
         http=guarded_protocol(limits),
         loop="asyncio",
         log_level=log_level,
-        timeout_keep_alive=limits.keep_alive,
+        timeout_keep_alive=limits.keep_alive,  # type: ignore[arg-type]
         backlog=limits.backlog,
-        timeout_graceful_shutdown=drain_seconds,
+        timeout_graceful_shutdown=drain_seconds,  # type: ignore[arg-type]
         lifespan="on",
     )

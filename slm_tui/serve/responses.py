@@ -18,7 +18,7 @@ import asyncio
 import json
 import math
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi.responses import StreamingResponse
 
@@ -26,13 +26,16 @@ from slm_tui.generation.events import Event
 from slm_tui.serve.protocol import ApiError
 from slm_tui.serve.scheduler import Row
 
+if TYPE_CHECKING:
+    from slm_tui.serve.app import Server
+
 FINISH = {"eos": "stop", "stop": "stop", "length": "length"}  # ours -> OpenAI's
 
 
 def sse(
     frames: AsyncIterator[str],
     rows: list[Row],
-    server: Any,
+    server: Server,
     prompt_tokens: int,
     meta: dict[str, Any],
     include_usage: bool,
@@ -88,7 +91,7 @@ def _text(value: str) -> str:
 
 
 async def completion_chunks(
-    server: Any, queue: asyncio.Queue, rows: list[Row], meta: dict[str, Any], logprobs: bool
+    server: Server, queue: asyncio.Queue, rows: list[Row], meta: dict[str, Any], logprobs: bool
 ) -> AsyncIterator[str]:
     """Completion chunks as SSE frames, one per token (a token still holding back part of a
     character is skipped unless logprobs were asked for), then each choice's finish reason;
@@ -113,7 +116,7 @@ async def completion_chunks(
 
 
 async def chat_chunks(
-    server: Any, queue: asyncio.Queue, rows: list[Row], meta: dict[str, Any], logprobs: bool
+    server: Server, queue: asyncio.Queue, rows: list[Row], meta: dict[str, Any], logprobs: bool
 ) -> AsyncIterator[str]:
     """Chat chunks as SSE frames: the assistant role first, then as `completion_chunks`
     (a content delta per token), then each choice's finish reason."""
@@ -146,7 +149,7 @@ async def chat_chunks(
             yield "".join(frames)
 
 
-def completion_logprobs(server: Any, events: list[Event]) -> dict[str, Any]:
+def completion_logprobs(server: Server, events: list[Event]) -> dict[str, Any]:
     """OpenAI's legacy completions logprobs: tokens, their logprobs, the top alternatives as
     {token: logprob}, and each token's offset in the text."""
     tokens, logprobs, tops, offsets = [], [], [], []
@@ -163,7 +166,7 @@ def completion_logprobs(server: Any, events: list[Event]) -> dict[str, Any]:
             "text_offset": offsets}  # fmt: skip
 
 
-def chat_logprobs(server: Any, events: list[Event]) -> list[dict[str, Any]]:
+def chat_logprobs(server: Server, events: list[Event]) -> list[dict[str, Any]]:
     """OpenAI's chat logprobs content: token, logprob, bytes, top_logprobs."""
     out = []
     for e in events:

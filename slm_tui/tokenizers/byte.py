@@ -6,7 +6,7 @@ token). `vocab_size` passed to `train` is ignored: the vocabulary is fixed.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,7 @@ class ByteTokenizer(Tokenizer):
             return chr(id)
         return f"<0x{id:02X}>"
 
-    def decode(self, ids) -> str:
+    def decode(self, ids: Sequence[int]) -> str:
         data = bytearray()
         for i in ids:
             i = int(i)

@@ -38,6 +38,14 @@ _BYTE_PIECE = re.compile(r"^<0x([0-9A-F]{2})>$")
 _DISPLAY = str.maketrans({"\n": "\\n", "\r": "\\r", "\t": "\\t"})
 
 
+def byte_piece(piece: str) -> bytes:
+    """The byte a byte-fallback piece (`<0x0A>`) stands for."""
+    m = _BYTE_PIECE.match(piece)
+    if m is None:
+        raise TokenizerError(f"the byte piece {piece!r} is not of the form <0xXX>")
+    return bytes([int(m.group(1), 16)])
+
+
 def _translate_error(exc: Exception, vocab_size: int) -> TokenizerError:
     """SentencePiece's CHECK failures as one sentence that says what to do."""
     msg = " ".join(str(exc).split())
@@ -100,7 +108,7 @@ class _SentencePiece(Tokenizer):
                 self._bytes.append(b"")
                 self._text.append(names[i])
             elif sp.is_byte(i):
-                self._bytes.append(bytes([int(_BYTE_PIECE.match(piece).group(1), 16)]))
+                self._bytes.append(byte_piece(piece))
                 self._text.append(piece)
             elif sp.is_control(i) or sp.is_unknown(i):
                 self._bytes.append(b"")

@@ -20,7 +20,6 @@ no pad piece. This kind holds such a model without changing it:
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,10 +28,10 @@ import sentencepiece as spm
 
 from slm_tui.errors import TokenizerError
 from slm_tui.tokenizers.base import Tokenizer
+from slm_tui.tokenizers.spm import byte_piece
 
 MODEL_FILE = "spm.model"
 _SPACE = "\u2581"
-_BYTE_PIECE = re.compile(r"^<0x([0-9A-F]{2})>$")
 _DISPLAY = str.maketrans({"\n": "\\n", "\r": "\\r", "\t": "\\t"})
 
 
@@ -80,7 +79,7 @@ class SentencePieceModel(Tokenizer):
             piece = sp.id_to_piece(i)
             special = sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i)
             if sp.is_byte(i):
-                self._bytes.append(bytes([int(_BYTE_PIECE.match(piece).group(1), 16)]))
+                self._bytes.append(byte_piece(piece))
                 self._text.append(piece)
             elif special:
                 self._bytes.append(b"")

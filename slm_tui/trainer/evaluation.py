@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -195,7 +196,9 @@ class _StoryTokens:
         self.stories = self.bytes = self.tokens = 0
 
     def _full(self) -> bool:
-        return bool(self.max_tokens) and self.tokens >= self.max_tokens
+        if not self.max_tokens:
+            return False
+        return self.tokens >= self.max_tokens
 
     def _encode(self, batch: list[str]) -> np.ndarray:
         parts = []
@@ -225,6 +228,20 @@ class _StoryTokens:
             yield self._encode(batch)
 
 
+TrainDtype = Literal["auto", "float32", "bfloat16"]
+_DTYPES: tuple[TrainDtype, ...] = ("auto", "float32", "bfloat16")
+
+
+def _dtype_choice(value: str | None) -> TrainDtype | None:
+    """`--dtype` as `train.dtype` takes it (None: the checkpoint's own); ConfigError if not one."""
+    if value is None:
+        return None
+    for choice in _DTYPES:
+        if value == choice:
+            return choice
+    raise ConfigError(f"--dtype must be auto, float32 or bfloat16, got {value!r}")
+
+
 def evaluate(
     checkpoint: str | Path,
     *,
@@ -244,8 +261,7 @@ def evaluate(
     `max_tokens` stops reading once that many tokens are collected (whole stories from a
     corpus; a prefix of the shard). `dtype` (auto, float32, bfloat16) overrides the
     checkpoint's `train.dtype`. `progress(targets, mean loss)` as windows are scored."""
-    if dtype is not None and dtype not in ("auto", "float32", "bfloat16"):
-        raise ConfigError(f"--dtype must be auto, float32 or bfloat16, got {dtype!r}")
+    chosen = _dtype_choice(dtype)
     dev = resolve_device(device)
     path = resolve_checkpoint(checkpoint)
     loaded = load_checkpoint(path, device=dev)
@@ -261,8 +277,8 @@ def evaluate(
     if max_tokens is not None and max_tokens < 2:
         raise ConfigError(f"--max-tokens must be at least 2, got {max_tokens}")
     model.eval()
-    if dtype is not None:
-        cfg.train.dtype = dtype
+    if chosen is not None:
+        cfg.train.dtype = chosen
     # What the in-run validation computed in: the run's recorded dtype (on this kind of
     # device) and training's matmul precision.
     dtype = eval_dtype(cfg.train, dev, model.cfg, batch_size, loaded.info.speed)

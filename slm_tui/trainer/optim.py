@@ -118,7 +118,11 @@ def build_optimizers(model: nn.Module, cfg: TrainConfig, device: torch.device) -
     """AdamW (or Muon + AdamW) over `model`'s parameters, as `cfg.optimizer` says."""
     matrices, decay, no_decay = _split_params(model)
     fused = _fused_ok(device)
-    adam_kw = {"lr": cfg.lr, "betas": (cfg.beta1, cfg.beta2), "eps": cfg.eps}
+
+    def adamw(groups: list[dict[str, Any]]) -> torch.optim.AdamW:
+        betas = (cfg.beta1, cfg.beta2)
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, eps=cfg.eps, fused=fused)
+
     if cfg.optimizer == "muon":
         if not hasattr(torch.optim, "Muon"):
             raise ConfigError(
@@ -130,7 +134,7 @@ def build_optimizers(model: nn.Module, cfg: TrainConfig, device: torch.device) -
             {"params": no_decay, "weight_decay": 0.0},
         ]
         opts: list[torch.optim.Optimizer] = [
-            torch.optim.AdamW(adam_groups, fused=fused, **adam_kw),
+            adamw(adam_groups),
             torch.optim.Muon(matrices, lr=cfg.muon_lr, weight_decay=cfg.weight_decay),
         ]
     else:
@@ -138,5 +142,5 @@ def build_optimizers(model: nn.Module, cfg: TrainConfig, device: torch.device) -
             {"params": matrices + decay, "weight_decay": cfg.weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
         ]
-        opts = [torch.optim.AdamW(groups, fused=fused, **adam_kw)]
+        opts = [adamw(groups)]
     return Optimizers(opts)

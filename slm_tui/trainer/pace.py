@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 WINDOW = 10  # log intervals in the moving rate
 SETTLE = 3  # intervals measured after the warm-up before a rate is given
@@ -113,9 +113,9 @@ def format_duration(seconds: float | None, unknown: str = "…") -> str:
     return f"{s // 3600}h {s % 3600 // 60:02d}m"
 
 
-def _whole(value: Any) -> bool:
+def _whole(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _number(value: Any) -> bool:
+def _number(value: Any) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value

@@ -174,10 +174,12 @@ def start_run(plan: RunPlan, dist: D.DistInfo, rep: Reporter, resume: bool) -> t
     micro = tc.micro_batch_size(dist.world_size)
     configure_runtime(tc, device)
 
+    latest = plan.resume_from if resume else None  # the checkpoint a resumed run continues
+    assert latest is not None or not resume  # prepare_run found it (or refused to resume)
     saved: dict[str, Any] = {}
-    if resume:
-        saved = load_trainer_state(plan.resume_from)
-        check_saved(saved, plan.resume_from)
+    if latest is not None:
+        saved = load_trainer_state(latest)
+        check_saved(saved, latest)  # so `saved` holds step, optimizer, sampler, rng
     # Decided once, before the random state is seeded or restored: a resumed run keeps the
     # dtype, compile and attention kernel it started with, whatever the machine would pick
     # now; the whole run's length decides compile. Rank 0 decides (a probe measures once)
@@ -190,8 +192,8 @@ def start_run(plan: RunPlan, dist: D.DistInfo, rep: Reporter, resume: bool) -> t
     speed = D.from_rank0(speed, dist)
 
     torch.manual_seed(tc.seed)  # the initial weights (and rank 0's dropout) draw from here
-    if resume:
-        model = load_checkpoint(plan.resume_from, device=device).model.train()
+    if latest is not None:
+        model = load_checkpoint(latest, device=device).model.train()
     else:
         model = GPT(cfg.model).to(device)
     if dist.rank:
@@ -204,12 +206,12 @@ def start_run(plan: RunPlan, dist: D.DistInfo, rep: Reporter, resume: bool) -> t
     state = RunState(loss_sum=torch.zeros((), device=device))
     metrics = plan.output / "metrics.jsonl"
     log = MetricsLog(metrics if dist.is_main else Path("/dev/null"))
-    if saved:
+    if latest is not None:
         try:
             opt.load_state_dict(saved["optimizer"])
         except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as exc:
             raise CheckpointError(
-                f"{plan.resume_from}: the optimizer state in trainer_state.pt does not fit "
+                f"{latest}: the optimizer state in trainer_state.pt does not fit "
                 f"this model and optimizer ({type(exc).__name__}); it cannot be resumed"
             ) from None
         sampler.load_state_dict(saved["sampler"])
@@ -218,7 +220,7 @@ def start_run(plan: RunPlan, dist: D.DistInfo, rep: Reporter, resume: bool) -> t
         state.best_val_loss = math.inf if best is None else float(best)
         state.elapsed_before = float(saved.get("elapsed", 0.0))
         if dist.is_main:  # metrics continue from the save, not from any steps logged after it
-            log = MetricsLog(metrics, MetricsLog.read(plan.resume_from / "metrics.jsonl"))
+            log = MetricsLog(metrics, MetricsLog.read(latest / "metrics.jsonl"))
         if dist.rank == 0:
             _set_rng_state(saved["rng"], device)
     if dist.is_main:

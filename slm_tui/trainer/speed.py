@@ -302,7 +302,7 @@ def _measure(dtype: str, model_cfg: ModelConfig, micro: int, steps: int = 3) -> 
         torch.manual_seed(0)
         model = GPT(model_cfg)
         T = model_cfg.context_length
-        idx = torch.randint(0, model_cfg.vocab_size, (micro, T + 1))
+        idx = torch.randint(0, model.vocab_size, (micro, T + 1))
         x, y = idx[:, :-1], idx[:, 1:]
         times = []
         for i in range(steps + 1):

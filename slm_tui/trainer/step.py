@@ -16,11 +16,13 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+from typing import cast
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from slm_tui.config import TrainConfig
 from slm_tui.trainer.evaluation import autocast_for
@@ -85,10 +87,8 @@ def wrap_for_training(model: nn.Module, speed: SpeedChoice, device: torch.device
     wrapped: nn.Module = LossOnly(model, speed.math_attention)
     if speed.compile:
         use_inductor_cache()
-        wrapped = torch.compile(wrapped)
+        wrapped = cast(nn.Module, torch.compile(wrapped))  # a module in, a module out
     if distributed:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
         ids = [device.index] if device.type == "cuda" else None
         wrapped = DDP(wrapped, device_ids=ids)
     return wrapped
@@ -119,8 +119,9 @@ class TrainStep:
             chunk = rows[i * self.micro : (i + 1) * self.micro]
             x, y = chunk[:, :-1], chunk[:, 1:].contiguous()  # (b, T)
             last = i == tc.grad_accum - 1
-            sync = contextlib.nullcontext()
+            sync: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
             if self.distributed and not last:
+                assert isinstance(self.train_model, DDP)  # wrap_for_training's, distributed
                 sync = self.train_model.no_sync()  # all-reduce once, on the last micro-batch
             with sync, autocast_for(self.device, self.dtype):
                 loss = self.train_model(x, y)

@@ -61,8 +61,13 @@ WRITE_KEYS: tuple[Binding, ...] = (
     _key("ctrl+o", "continue_story", "continue",
          "continue the story where it stopped (at max tokens, or where Esc stopped it)",
          "continue"),
+    # Ctrl+B, or F12 where a terminal multiplexer (tmux) takes Ctrl+B for itself
+    _key("ctrl+b,f12", "toggle_brief", "brief",
+         "the brief row: words, a name and features the story is to have", "brief"),
+    # Not in the footer: at 80 columns it holds the keys above, stop (or continue), quit and
+    # the palette, no more (F1 and the palette list it).
     _key("ctrl+t", "app.train", "train", "the Train screen: start, watch, stop, resume runs",
-         "train"),
+         "train", False),
     _key("f4", "toggle_side", "side panel",
          "hide or show the side panel (checkpoint, sampling, history)", "side_panel", False),
     _key("f5", "preset('greedy')", "greedy",

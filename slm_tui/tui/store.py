@@ -11,10 +11,12 @@ line, which loading skips. Deleting one story rewrites the file without its line
 most `STORED_TEXT_LIMIT` characters of text there (marked `truncated`): a server that
 floods one story cannot write a line of hundreds of MB. Exports go to the data folder's
 `exports/` unless told otherwise, and say which sampling settings wrote which tokens: the
-start's, then each change with the token it applied from. Clearing and preference writes
-are atomic (temp sibling + fsync + os.replace). Nothing here raises for a damaged file: the
-app starts with what it can read and reports the rest (undecodable bytes, lines that are
-not story objects, a key map with YAML aliases or over 1 MiB).
+start's, then each change with the token it applied from; and a story's brief (Markdown: a
+line with what of it the story has; JSONL: a "brief" object, as slm-generate's rows).
+Clearing and preference writes are atomic (temp sibling + fsync + os.replace). Nothing
+here raises for a damaged file: the app starts with what it can read and reports the rest
+(undecodable bytes, lines that are not story objects, a key map with YAML aliases or over
+1 MiB).
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ from typing import Any
 
 from platformdirs import user_config_dir, user_data_dir
 
+from slm_tui.briefs import satisfies
 from slm_tui.errors import ConfigError
 from slm_tui.fileio import atomic_write_bytes, atomic_write_text
+from slm_tui.tui.brief import brief_text, stored_brief
 from slm_tui.tui.story import Story
 from slm_tui.untrusted import YAML_LIMIT, decode_text, load_yaml, read_bounded
 
@@ -209,7 +213,26 @@ def _settings_line(settings: dict[str, Any], every: bool = False) -> str:
     keys = [k for k in SETTINGS_ORDER if k in settings]
     if every:
         keys += sorted(k for k in settings if k not in SETTINGS_ORDER)
-    return " · ".join(f"{k} {settings[k]}" for k in keys)
+    return " · ".join(f"{k} {_value(settings, k)}" for k in keys)
+
+
+def _value(settings: dict[str, Any], key: str) -> Any:
+    if key == "brief":  # a brief changed for a continuation: in the row's words
+        return f"[{brief_text(stored_brief(settings))}]" if settings[key] else "none"
+    return settings[key]
+
+
+def _brief_line(story: Story) -> list[str]:
+    """The story's brief as a Markdown quote line, with what of it the story lacks."""
+    brief = story.brief
+    if brief is None:
+        return []
+    got = satisfies(story.prompt + story.text, brief)
+    missing = [w for w, ok in got["words"].items() if not ok]
+    missing += [brief.name] if got["name"] is False else []
+    missing += [f for f, ok in got["features"].items() if not ok]
+    has = f"missing: {', '.join(missing)}" if missing else "all there"
+    return [f"> brief: {brief_text(brief)} ({has})"]
 
 
 def _changes_lines(story: Story) -> list[str]:
@@ -228,8 +251,9 @@ def stories_to_markdown(stories: list[Story]) -> str:
             "",
             f"*{s.checkpoint or 'unknown checkpoint'} · seed {s.seed} · {s.created}*",
             "",
-            f"**{s.prompt.strip()}**{s.text}",
+            f"**{s.prompt.strip()}**{s.text}" if s.prompt.strip() else s.text.lstrip(),
             "",
+            *_brief_line(s),
             f"> {_settings_line(s.settings)} · {s.num_tokens} tokens · "
             f"finished: {s.finish_reason or 'streaming'}",
         ]
@@ -242,7 +266,11 @@ def stories_to_markdown(stories: list[Story]) -> str:
 
 
 def stories_to_jsonl(stories: list[Story]) -> str:
-    return "".join(json.dumps(s.to_dict(tokens=False), ensure_ascii=False) + "\n" for s in stories)
+    """One object a story: the history's fields, and its brief (or null) as slm-generate's
+    rows carry it."""
+    rows = ({**s.to_dict(tokens=False), "brief": s.brief.to_dict() if s.brief else None}
+            for s in stories)  # fmt: skip
+    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
 
 
 def export_stories(stories: list[Story], path: Path) -> Path:

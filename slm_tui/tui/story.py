@@ -5,7 +5,8 @@ Plain data, no Textual and no torch, so history, export and tests can use it dir
 `slm_tui.generation.events`) into the story: a "token" event adds a `TokenRecord`, the
 "done" event sets the finish reason (and the error, when the engine failed).
 
-`settings` are the sampling settings the story started with; `changes` records every
+`settings` are the sampling settings the story started with (its brief too: `brief`
+reads it back, None when a stored one is damaged); `changes` records every
 change made after that, each with the first token it applied to (`record_change`), so an
 export says which settings wrote which tokens. What is stored is bounded: `to_dict(limit=)`
 keeps at most `limit` characters of text (and the tokens that wrote them) and says so
@@ -19,7 +20,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from slm_tui.briefs import Brief
 from slm_tui.generation.events import Event, TokenAlt
+from slm_tui.tui.brief import brief_text, stored_brief
 
 FINISH_LABELS = {
     "eos": "end of story",
@@ -79,9 +82,18 @@ class Story:
         return self.finish_reason is None
 
     @property
+    def brief(self) -> Brief | None:
+        """What the story was asked to contain (the brief it started with), if anything."""
+        return stored_brief(self.settings)
+
+    @property
     def title(self) -> str:
-        """One line for lists: the seed sentence, shortened."""
-        line = " ".join(self.prompt.split()) or "(empty seed)"
+        """One line for lists: the seed sentence (a story from a brief alone: the brief),
+        shortened."""
+        line = " ".join(self.prompt.split())
+        if not line:
+            brief = self.brief
+            line = f"[{brief_text(brief)}]" if brief is not None else "(empty seed)"
         return line if len(line) <= 60 else line[:59] + "…"
 
     def apply(self, event: Event) -> None:

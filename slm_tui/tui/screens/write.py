@@ -16,6 +16,11 @@ drives it:
   mid-story applies from the next token (`LiveSettings.update`) and the status line says
   from which (`applied_log` keeps the same facts for tests); the note belongs to its story
   (a new story, a preset chosen between stories, a story picked from history clear it).
+- The brief row (Ctrl+B, `widgets/brief_row.py`) sits above the seed sentence: while shown,
+  its brief goes into the settings of the stories written (`SamplingSettings.brief`; a
+  brief alone, with no seed sentence, writes a story too), a wrong one stops a story with
+  its one-line error, and what a model says about briefs (trained without them, words its
+  tokenizer splits badly) is notified once per model.
 - The prompt is inspected once per burst of edits (a 50 KB paste typed in as keys queues
   one inspection) and holds what the model can read (`prompt_area.prompt_limit`).
 - Continue (Ctrl+O) goes on from where a story stopped (max tokens, Esc); a story the model
@@ -47,6 +52,7 @@ from slm_tui.tui.keys import HELP, QUIT_SHOWN, WRITE_KEYS
 from slm_tui.tui.screens.help import EDITING_KEYS
 from slm_tui.tui.story import Story
 from slm_tui.tui.streamer import Streamer
+from slm_tui.tui.widgets.brief_row import BriefRow, model_notes
 from slm_tui.tui.widgets.checkpoint_card import CheckpointCard
 from slm_tui.tui.widgets.empty_state import EmptyState
 from slm_tui.tui.widgets.history_list import HistoryList
@@ -86,6 +92,7 @@ class WriteScreen(Screen[None]):
         self._scan_note: str | None = None
         self._after_load: Callable[[], None] | None = None  # see load_checkpoint
         self._inspect_pending = False  # an inspection is queued; edits until then join it
+        self._brief_said: set[tuple[object, str]] = set()  # (model, line) notified once
 
     @property
     def slm(self) -> SlmApp:
@@ -102,6 +109,7 @@ class WriteScreen(Screen[None]):
                 # The status line sits right under the story: the two change on every flush,
                 # and the compositor repaints the rectangle around everything that changed.
                 yield StatusBar(id="status")
+                yield BriefRow(id="brief")
                 yield PromptArea(id="prompt")
                 yield TokenInspector(id="inspector")
             with Vertical(id="side"):
@@ -125,6 +133,10 @@ class WriteScreen(Screen[None]):
     @property
     def prompt(self) -> PromptArea:
         return self.query_one(PromptArea)
+
+    @property
+    def brief_row(self) -> BriefRow:
+        return self.query_one(BriefRow)
 
     @property
     def inspector(self) -> TokenInspector:
@@ -152,8 +164,8 @@ class WriteScreen(Screen[None]):
 
     @property
     def settings(self) -> SamplingSettings:
-        """The sampling settings a new story starts with."""
-        return self.sampling_panel.settings
+        """The sampling settings a new story starts with (the brief row's brief too)."""
+        return self.sampling_panel.settings.replace(brief=self.brief_row.brief)
 
     def on_mount(self) -> None:
         prefs = self.slm.prefs
@@ -164,6 +176,7 @@ class WriteScreen(Screen[None]):
         self.refresh_history()
         self.token_view.display = False
         self.story_view.display = False
+        self.brief_row.display = False
         self.story_view.border_title = "story"
         self.token_view.border_title = "tokens · ←/→ select · red = unlikely"
         self.prompt.border_title = "seed sentence"
@@ -236,6 +249,7 @@ class WriteScreen(Screen[None]):
         info, device = message.loaded.info, message.loaded.location
         self.card.loading = False
         self.card.show(info, device, remote=slm.server is not None)
+        self.brief_row.set_tokenizer(message.loaded.tokenizer)
         self.status_bar.set_checkpoint(info.name, device)
         self.status_bar.set_note(f"loaded {info.name}", "$text-success")
         if self.empty_state.display:
@@ -282,8 +296,9 @@ class WriteScreen(Screen[None]):
     # -- writing -----------------------------------------------------------------------
     @on(PromptArea.Submitted)
     def _submitted(self, event: PromptArea.Submitted) -> None:
-        if not event.text.strip():
-            self.app.bell()
+        row = self.brief_row
+        if not event.text.strip() and row.brief is None and row.problem is None:
+            self.app.bell()  # a brief alone writes a story; nothing at all does not
             return
         if self.write(event.text):
             event.prompt_area.clear()
@@ -295,10 +310,16 @@ class WriteScreen(Screen[None]):
             self.notify("No checkpoint loaded: press F2 to pick one.", severity="warning")
             return False
         try:
+            if self.brief_row.problem is not None:
+                raise GenerationError(self.brief_row.problem)
             settings = self.settings.validate(loaded.vocab_size)  # a server checks its own
         except GenerationError as exc:
             self.notify(str(exc), severity="error", markup=False)
             return False
+        for line in model_notes(loaded, settings.brief):
+            if (loaded.identity, line) not in self._brief_said:
+                self._brief_said.add((loaded.identity, line))
+                self.notify(line, title="Brief", severity="warning", timeout=8, markup=False)
         if story is None:
             story = Story(prompt=prompt, checkpoint=loaded.info.name, settings=settings.to_dict())
             slm.history.add(story)
@@ -485,6 +506,13 @@ class WriteScreen(Screen[None]):
             tokens.focus()
         else:
             self.prompt.focus()
+
+    def action_toggle_brief(self) -> None:
+        """Show the brief row (its brief applies to the stories written) or hide it (none
+        does; its text is kept)."""
+        row = self.brief_row
+        row.display = not row.display
+        (row.input if row.display else self.prompt).focus()
 
     def action_toggle_side(self) -> None:
         side = self.side_panel

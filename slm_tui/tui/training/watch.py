@@ -240,7 +240,7 @@ class RunHistory:
         """Tokens seen at max_steps: max_steps x tokens per step (the start event's, else
         what the latest train record says of one step, for runs logged before events
         carried it); None while either is unknown."""
-        per_step = self.tokens_per_step
+        per_step: float | None = self.tokens_per_step
         t = self.last_train
         if not per_step and t is not None and t.step > 0:
             per_step = t.tokens / t.step

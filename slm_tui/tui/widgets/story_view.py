@@ -11,6 +11,12 @@ story grows, its new height reaches the scrollbar without a screen-wide layout p
 The view follows the end while the reader is at the end, stops following as soon as they
 scroll up, and follows again once they scroll back to the bottom. On a wide terminal the
 lines are at most `READING_WIDTH` cells, centred: a line of 150 characters is hard to read.
+
+A story written with a brief has the brief's words (in any inflected form) and name marked
+as they appear (`tui.brief.BriefMarks`): a line is marked once, when it is finished, and the
+unfinished last line on each flush, its last word only once the word is whole. The bottom
+border tallies the brief: each word and the name found or not yet, the features once the
+story is done.
 """
 
 from __future__ import annotations
@@ -24,12 +30,14 @@ from textual.geometry import Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from slm_tui.tui.brief import BriefMarks
 from slm_tui.tui.story import FINISH_LABELS, Story
 
 CURSOR = "▌"
 READING_WIDTH = 100  # cells of text at most in a line, however wide the view
 SEED_STYLE = "bold $text-accent"
 TEXT_STYLE = "$foreground"
+MARK_STYLE = "bold underline $text-success"  # a brief's word or name in the story
 # C0 control characters (a young model emits them) drawn as their Unicode control pictures,
 # so they neither vanish nor move the terminal's cursor; newline and tab stay as they are.
 _CONTROL_PICTURES = {c: 0x2400 + c for c in range(32) if chr(c) not in "\n\t"} | {127: 0x2421}
@@ -104,12 +112,14 @@ class StoryView(ScrollView, can_focus=True):
         self._partial = Content("")  # the unfinished last line, trailing spaces kept
         self._tail: list[Content] = [suffix_content(None)]  # partial + suffix, wrapped
         self._follow = True
+        self.marks: BriefMarks | None = None  # the shown story's brief, when it has one
+        self._tally: tuple = ()
 
     # -- building lines ----------------------------------------------------------------
     def _append(self, text: str, style: str) -> None:
         for i, piece in enumerate(text.split("\n")):
             if i:
-                self._lines.append(self._partial)
+                self._lines.append(self._mark(self._partial))
                 self._partial = Content("")
             if not piece:
                 continue
@@ -119,11 +129,13 @@ class StoryView(ScrollView, can_focus=True):
             offsets = wrap_offsets(self._partial.plain, self._width)
             if offsets:
                 parts = self._partial.divide(offsets)
-                self._lines.extend(parts[:-1])
+                self._lines.extend(self._mark(p) for p in parts[:-1])
                 self._partial = parts[-1]
 
     def _rebuild(self, story: Story | None) -> None:
         self._lines, self._partial, self._consumed = [], Content(""), 0
+        brief = story.brief if story is not None else None
+        self.marks = BriefMarks(brief) if brief is not None else None
         if story is not None:
             self._append(story.prompt, SEED_STYLE)
             self._append(story.text, TEXT_STYLE)
@@ -149,13 +161,43 @@ class StoryView(ScrollView, can_focus=True):
             self._append(story.text[self._consumed :], TEXT_STYLE)
             self._consumed = len(story.text)
         self.story = story
-        tail = self._partial + suffix_content(story)
+        whole = story is None or not story.streaming
+        tail = self._mark(self._partial, complete=whole) + suffix_content(story)
         offsets = wrap_offsets(tail.plain, width)
         self._tail = tail.divide(offsets) if offsets else [tail]
         self._set_virtual_size(Size(region, len(self._lines) + len(self._tail)))
         if self._follow:
             self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True)
+        self._show_tally(story)
         self.refresh()
+
+    def _mark(self, line: Content, complete: bool = True) -> Content:
+        if self.marks is None:
+            return line
+        for start, end in self.marks.spans(line.plain, complete):
+            line = line.stylize(MARK_STYLE, start, end)
+        return line
+
+    def _show_tally(self, story: Story | None) -> None:
+        """The brief's tally on the bottom border (set only when it changes)."""
+        marks = self.marks
+        done = story is not None and not story.streaming
+        tally = () if marks is None or story is None else tuple(
+            marks.tally(story.prompt + story.text if done else None)
+        )  # fmt: skip
+        if tally == self._tally:
+            return
+        self._tally = tally
+        parts: list = ["brief "] if tally else []
+        signs: dict[bool | None, tuple[str, str]] = {
+            True: (" ✓", "$text-success"),
+            False: (" ✗", "$text-error"),
+            None: ("", "$foreground"),  # not judged yet
+        }
+        for n, (item, ok) in enumerate(tally):
+            sign, style = signs[ok]
+            parts += [" · " if n else "", (item + sign, style)]
+        self.border_subtitle = Content.assemble(*parts) if parts else None
 
     def _set_virtual_size(self, size: Size) -> None:
         """Set the scrollable size; while a story grows, without a layout pass.
