@@ -232,6 +232,7 @@ def test_hooks_get_the_records_metrics_jsonl_holds(corpus, tmp_path):
     assert start.tokenizer == "byte" and not start.resumed and start.device == "cpu"
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     start_line = {"kind": "event", "event": "start", "step": 0, "tokens": 0, "max_steps": 4}
+    start_line["tokens_per_step"] = 8 * 32  # the run's planned length in tokens, for watchers
     # ... and how the run computes, decided once (a resume keeps it; tests/test_exactness.py)
     bf16 = start.dtype == "bfloat16"
     start_line |= {"dtype": start.dtype, "compile": False, "math_attention": bf16}

@@ -121,12 +121,21 @@ class EventRecord:
 
     KIND: ClassVar[str] = "event"
     # left out of the line when None
-    OPTIONAL: ClassVar[tuple[str, ...]] = ("max_steps", "dtype", "compile", "math_attention")
+    OPTIONAL: ClassVar[tuple[str, ...]] = (
+        "max_steps",
+        "tokens_per_step",
+        "dtype",
+        "compile",
+        "math_attention",
+    )
 
     event: str
     step: int
     tokens: int
     max_steps: int | None = None  # on "start" and "resume": where the run is going
+    # On "start" and "resume": tokens one step trains on (all ranks), so a watcher knows the
+    # run's planned length in tokens (max_steps x tokens_per_step) before it has trained.
+    tokens_per_step: int | None = None
     # On "start" and "resume": how the run computes, decided once (speed.SpeedChoice) and
     # kept by every resume: the autocast dtype, torch.compile, SDPA's math kernel.
     dtype: str | None = None

@@ -281,6 +281,7 @@ def start_run(plan: RunPlan, dist: D.DistInfo, rep: Reporter, resume: bool) -> t
                 step=state.step,
                 tokens=state.tokens_seen,
                 max_steps=tc.max_steps,
+                tokens_per_step=run.tokens_per_step,
                 dtype=speed.dtype,
                 compile=speed.compile,
                 math_attention=speed.math_attention,

@@ -13,13 +13,16 @@ outlives any one screen:
   (`training.state.Training`: the watched run folder, the process started here) with the
   CPU share. What is loaded is named by a target (`checkpoint_loader.Target`): a folder, or
   a server model's whole id.
-- The app-wide keys: F1 help, Ctrl+Q quit (it asks first while a run started here trains;
-  the sampling settings the user changed are remembered), Ctrl+P the palette (every
-  binding, every checkpoint, every preset), and the Train screen (Ctrl+T on the writing
-  view, or `--watch` at start), which is given the training state and two callbacks: write
-  with a checkpoint of the run, compare two of them.
-- The session's dialogs, opened by the writing view's keys: the picker (F2), compare (F8)
-  and export (F9) are given what they need in their constructors; none reaches back here.
+- The app-wide keys: F1 (or `?`) help for the screen on top (`HelpScreen.over`: its own
+  keys, in words), Ctrl+Q quit (it asks first while a run started here trains; the
+  sampling settings the user changed are remembered), Ctrl+P the palette (the bindings of
+  the screen it is opened on, every checkpoint, every preset), and the Train screen
+  (Ctrl+T on the writing view, or `--watch` at start), which is given the training state
+  and two callbacks: write with a checkpoint of the run, compare two of them (from the
+  Train screen: on one run, where one step is one set of weights).
+- The session's dialogs, opened by the writing view's keys: the picker (F2), compare (F8),
+  export (F9) and the history browser (F10) are given what they need in their
+  constructors; none reaches back here.
 Every binding has an id (remap in keys.yaml, see `keys`). Tests and benchmarks reach the
 writing view through `write_screen`, or the thin forwards `write`, `current` and
 `applied_log`.
@@ -33,7 +36,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from textual.app import App, SystemCommand
-from textual.binding import BindingType
+from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.signal import Signal
 
@@ -42,11 +45,12 @@ from slm_tui.generation import DEFAULTS as SAMPLING_DEFAULTS
 from slm_tui.generation import PRESETS
 from slm_tui.handle import ModelHandle
 from slm_tui.tui import checkpoint_loader as ckpt
-from slm_tui.tui.keys import APP_KEYS, BINDING_IDS, KEYS, binding_commands
+from slm_tui.tui.keys import APP_KEYS, BINDING_IDS, binding_commands
 from slm_tui.tui.screens.checkpoint_picker import CheckpointPicker
 from slm_tui.tui.screens.compare import CompareScreen
 from slm_tui.tui.screens.export import ExportScreen
 from slm_tui.tui.screens.help import HelpScreen
+from slm_tui.tui.screens.history import HistoryScreen
 from slm_tui.tui.screens.write import WriteScreen
 from slm_tui.tui.store import History, Preferences, keymap_path, load_keymap
 from slm_tui.tui.story import Story
@@ -180,7 +184,7 @@ class SlmApp(App[None]):
         if isinstance(self.screen, HelpScreen):
             self.pop_screen()
             return
-        self.push_screen(HelpScreen(list(KEYS), self.keymap, str(keymap_path())))
+        self.push_screen(HelpScreen.over(self.screen, self.keymap, str(keymap_path())))
 
     async def action_quit(self) -> None:
         process = self.training.process
@@ -231,8 +235,17 @@ class SlmApp(App[None]):
 
         self.push_screen(ExportScreen(self.current, list(self.session)), done)
 
-    def action_compare(self, checkpoints: list[CheckpointInfo] | None = None) -> None:
-        """Compare the loaded model with another of `checkpoints` (the list by default)."""
+    def action_history(self) -> None:
+        """The history browser (F10): search, open, rename, delete, copy."""
+        current = self.current.id if self.current is not None else None
+        browser = HistoryScreen(self.history, self.session, current)
+        self.push_screen(browser, self.write_screen.show_story)
+
+    def action_compare(
+        self, checkpoints: list[CheckpointInfo] | None = None, same_run: bool = False
+    ) -> None:
+        """Compare the loaded model with another of `checkpoints` (the list by default;
+        `same_run`: all of one run, where one step means the same weights)."""
         if self.loaded is None:
             self.notify("No checkpoint loaded: press F2 to pick one.", severity="warning")
             return
@@ -240,7 +253,9 @@ class SlmApp(App[None]):
         seed_text = writer.prompt.text or (self.current.prompt if self.current else "")
         others = self.checkpoints if checkpoints is None else checkpoints
         self.push_screen(
-            CompareScreen(self.loaded, writer.settings, others, self.source, seed_text)
+            CompareScreen(
+                self.loaded, writer.settings, others, self.source, seed_text, same_run=same_run
+            )
         )
 
     # -- training --------------------------------------------------------------------------
@@ -263,17 +278,18 @@ class SlmApp(App[None]):
         others (best/, evals/step-*) to choose from for side B."""
         infos = [i for i in ckpt.scan_checkpoints(folder, demo=False) if not i.error]
         if infos:
-            then = partial(self.action_compare, infos)
+            then = partial(self.action_compare, infos, same_run=True)
             self.write_screen.load_checkpoint(Path(infos[0].path), then=then)
 
     def get_system_commands(self, screen: Screen) -> Iterator[SystemCommand]:
-        """The palette: Textual's commands, every binding (the writing view's only when the
-        palette was opened there: they act on it), and the session's commands."""
+        """The palette: Textual's commands, the bindings of the screen it was opened on
+        (they act on it) and the App's, and the session's commands."""
         yield from super().get_system_commands(screen)
         writer = self.write_screen
-        bindings = KEYS if screen is writer else APP_KEYS
+        own = [b for b in type(screen).BINDINGS if isinstance(b, Binding)]
+        bindings = list({b.id: b for b in (*APP_KEYS, *own) if b.id}.values())
         yield from binding_commands(
-            bindings, self.keymap, partial(self.run_action, default_namespace=writer)
+            bindings, self.keymap, partial(self.run_action, default_namespace=screen)
         )
         yield SystemCommand("Clear history", "Forget every stored story", self.action_clear_history)
         yield SystemCommand(

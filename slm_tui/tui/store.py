@@ -5,15 +5,18 @@ Locations follow the platform convention (platformdirs): history and preferences
 `SLM_TUI_DATA_DIR` and `SLM_TUI_CONFIG_DIR` override them (tests, portable installs).
 
 History is append-only JSONL: a story is appended when it finishes (again after a
-"continue"; the last line for an id wins), so a crash can tear at most the last line,
-which loading skips. A story keeps at most `STORED_TEXT_LIMIT` characters of text there
-(marked `truncated`): a server that floods one story cannot write a line of hundreds of MB.
-Exports say which sampling settings wrote which tokens: the start's, then each change with
-the token it applied from; and a story's brief (Markdown: a line with what of it the story
-has; JSONL: a "brief" object, as slm-generate's rows). Clearing and preference writes are atomic (temp sibling + fsync +
-os.replace). Nothing here raises for a damaged file: the app starts with what it can read
-and reports the rest (undecodable bytes, lines that are not story objects, a key map with
-YAML aliases or over 1 MiB).
+"continue" or a rename; the last line for an id wins), so a crash can tear at most the last
+line, which loading skips. Deleting one story rewrites the file without its lines
+(atomically): what the user deleted is gone from disk, not only hidden. A story keeps at
+most `STORED_TEXT_LIMIT` characters of text there (marked `truncated`): a server that
+floods one story cannot write a line of hundreds of MB. Exports go to the data folder's
+`exports/` unless told otherwise, and say which sampling settings wrote which tokens: the
+start's, then each change with the token it applied from; and a story's brief (Markdown: a
+line with what of it the story has; JSONL: a "brief" object, as slm-generate's rows).
+Clearing and preference writes are atomic (temp sibling + fsync + os.replace). Nothing
+here raises for a damaged file: the app starts with what it can read and reports the rest
+(undecodable bytes, lines that are not story objects, a key map with YAML aliases or over
+1 MiB).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from platformdirs import user_config_dir, user_data_dir
 
 from slm_tui.briefs import satisfies
 from slm_tui.errors import ConfigError
-from slm_tui.fileio import atomic_write_text
+from slm_tui.fileio import atomic_write_bytes, atomic_write_text
 from slm_tui.tui.brief import brief_text, stored_brief
 from slm_tui.tui.story import Story
 from slm_tui.untrusted import YAML_LIMIT, decode_text, load_yaml, read_bounded
@@ -38,6 +41,7 @@ HISTORY_LIMIT = (
     500  # stories kept in memory and in the list; the file keeps its lines until cleared
 )
 STORED_TEXT_LIMIT = 1 << 20  # characters of a story's text (and its tokens') history keeps
+NAME_LIMIT = 200  # characters of a story's name
 
 
 def data_dir() -> Path:
@@ -52,6 +56,12 @@ def config_dir() -> Path:
 
 def keymap_path() -> Path:
     return config_dir() / "keys.yaml"
+
+
+def exports_dir() -> Path:
+    """Where F9 exports go by default: the user data folder's `exports/` (never the folder
+    the app was started in, which may be a git clone)."""
+    return data_dir() / "exports"
 
 
 class History:
@@ -102,6 +112,33 @@ class History:
     def clear(self) -> None:
         self.stories.clear()
         atomic_write_text(self.path, "", make_parents=True)
+
+    def rename(self, story: Story, name: str) -> None:
+        """Give `story` a name ("" goes back to its opening words); saved at once, unless it
+        is still being written (it is saved, name and all, when it finishes)."""
+        story.name = " ".join(name.split())[:NAME_LIMIT]
+        if not story.streaming:
+            self.save(story)
+
+    def delete(self, story_id: str) -> None:
+        """Forget one story: from the list, and from the file (rewritten without its lines,
+        atomically; lines that are not stories are kept as they are)."""
+        self.stories = [s for s in self.stories if s.id != story_id]
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return
+        kept = [line for line in data.splitlines(keepends=True) if _line_id(line) != story_id]
+        atomic_write_bytes(self.path, b"".join(kept))
+
+
+def _line_id(line: bytes) -> str | None:
+    """The id of the story a history line holds (None: no story line)."""
+    try:
+        data = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    return str(data.get("id")) if isinstance(data, dict) else None
 
 
 class Preferences:
@@ -210,7 +247,7 @@ def stories_to_markdown(stories: list[Story]) -> str:
     parts = ["# slm-tui stories", ""]
     for n, s in enumerate(stories, 1):
         parts += [
-            f"## {n}. {s.title}",
+            f"## {n}. {s.name or s.title}",
             "",
             f"*{s.checkpoint or 'unknown checkpoint'} · seed {s.seed} · {s.created}*",
             "",

@@ -65,6 +65,7 @@ class Story:
     # Sampling changes after the start: {"from_token": first token using it, "settings": {...}}
     changes: list[dict[str, Any]] = field(default_factory=list)
     truncated: bool = False  # the text was cut to what history stores
+    name: str = ""  # the user's title for it (history's rename); "" until renamed
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     created: str = field(
         default_factory=lambda: (
@@ -161,6 +162,8 @@ class Story:
         }
         if truncated:
             d["truncated"] = True
+        if self.name:
+            d["name"] = self.name
         if tokens:
             # [id, text, prob, piece]: enough to redraw the token view after a restart.
             d["tokens"] = [
@@ -187,6 +190,7 @@ class Story:
             ttft=d.get("ttft"),
             changes=_changes(d.get("settings_changes")),
             truncated=d.get("truncated") is True,
+            name=str(d.get("name") or ""),
         )
         story.id = str(d.get("id") or story.id)
         story.created = str(d.get("created") or story.created)

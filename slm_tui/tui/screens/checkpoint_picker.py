@@ -6,7 +6,11 @@ saves while the picker is open appears in it. Enter returns the highlighted entr
 (a checkpoint's folder, or a server model's whole id; the app loads it in a worker); a
 folder that cannot be read is listed with the reason instead of being hidden. Rows are
 keyed by position, not by name: a server may list two models under one id, or ids that
-are no valid path (a NUL), and neither may break the table.
+are no valid path (a NUL), and neither may break the table. Each column is as wide as its
+widest cell (`column_widths`; the table cannot measure the `Content` cells itself and would
+clip them to their header); when the screen is too narrow for all of them the names give
+way first, then the date, tokenizer and tokens columns go (the detail line under the
+table says them all).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
+from rich.cells import cell_len
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -35,6 +40,36 @@ from slm_tui.tui.checkpoint_loader import (
 from slm_tui.tui.widgets.checkpoint_card import human, info_lines
 
 COLUMNS = ("", "checkpoint", "params", "steps", "tokens", "bits/byte", "tokenizer", "date")
+NAME_COLUMN = 1
+NAME_MIN = 12  # the names give way to no less than this
+CELL_PADDING = 2  # the table's padding around each cell (one each side)
+DROPPED_FIRST = (7, 6, 4)  # then these columns go: date, tokenizer, tokens
+
+
+def cell_width(cell: str | Content) -> int:
+    return cell.cell_length if isinstance(cell, Content) else cell_len(cell)
+
+
+def column_widths(rows: list[tuple], available: int) -> dict[int, int]:
+    """{column: width} of the columns shown: each as wide as its widest cell or header;
+    when they are wider than `available`, the names give way (to NAME_MIN), then the
+    columns of DROPPED_FIRST go, one at a time, until the rest fit."""
+    widths = {
+        i: max([cell_len(header), *(cell_width(row[i]) for row in rows)])
+        for i, header in enumerate(COLUMNS)
+    }
+
+    natural = widths[NAME_COLUMN]
+    least = min(NAME_MIN, natural)
+    dropped = iter(DROPPED_FIRST)
+    while True:
+        others = sum(w + CELL_PADDING for i, w in widths.items() if i != NAME_COLUMN)
+        room = available - others - CELL_PADDING  # what the names may take
+        column = next(dropped, None) if room < least else None
+        if column is None:
+            widths[NAME_COLUMN] = max(least, min(natural, room))
+            return widths
+        del widths[column]
 
 
 def row_for(info: CheckpointInfo, current: Path | str | None) -> tuple:
@@ -105,10 +140,21 @@ class CheckpointPicker(ModalScreen[Target | None]):
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        table.add_columns(*COLUMNS)
         self._fill(self.checkpoints)
         self.updates.subscribe(self, self._fill)
         table.focus()
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self._fill, self.checkpoints)
+
+    def _available(self) -> int:
+        """Cells the table's columns may take: its width, or (before the first layout) the
+        box's share of the screen (app.tcss: 96%, at most 120, border and padding 4), less
+        room for the scrollbar."""
+        width = self.query_one(DataTable).scrollable_content_region.width
+        if width <= 0:
+            width = min(self.app.size.width * 96 // 100, 120) - 4
+        return width - 2
 
     def _fill(self, checkpoints: CheckpointList) -> None:
         self.checkpoints = checkpoints
@@ -118,9 +164,13 @@ class CheckpointPicker(ModalScreen[Target | None]):
             keep = target_of(self.infos[table.cursor_row])
         current = checkpoints.loaded
         self.infos = list(checkpoints.infos)
-        table.clear()
-        for n, info in enumerate(self.infos):
-            table.add_row(*row_for(info, current), key=str(n))
+        rows = [row_for(info, current) for info in self.infos]
+        table.clear(columns=True)
+        widths = column_widths(rows, self._available())
+        for column, width in widths.items():
+            table.add_column(COLUMNS[column], width=width)
+        for n, row in enumerate(rows):
+            table.add_row(*(row[column] for column in widths), key=str(n))
         targets = [target_of(i) for i in self.infos]
         if keep in targets:
             table.move_cursor(row=targets.index(keep))

@@ -6,7 +6,14 @@ is either the same checkpoint under a preset (greedy / balanced / wild) or anoth
 checkpoint with the same settings, loaded here in a worker. Both sides share one seed (the
 pinned one, else a fresh one drawn here), so the only difference between them is the thing
 being compared. Each side has its own `Streamer` (thread worker + 30 Hz flush); Esc stops
-both, a second Esc closes the screen.
+both, a second Esc closes the screen (back to the screen it was opened from: the writing
+screen, or the Train screen). Each side's header names its checkpoint with its step.
+
+Opened on one run's checkpoints (the Train screen's `c`: `same_run`), a checkpoint at the
+step of side A holds A's weights (latest/ and best/ are one checkpoint when the last
+evaluation was the best): side B then starts on the newest one at another step, the same
+ones are marked "same weights as A", and when every one is, B starts on a preset and its
+status line says why.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from typing import Any, ClassVar
 
 from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding, BindingType
+from textual.binding import BindingType
 from textual.containers import Horizontal, Vertical
 from textual.content import Content
 from textual.screen import Screen
@@ -26,20 +33,24 @@ from textual.widgets import Footer, Input, Label, Select
 from slm_tui.checkpoint.format import CheckpointInfo
 from slm_tui.errors import GenerationError
 from slm_tui.generation import PRESETS, Event, SamplingSettings
-from slm_tui.handle import ModelHandle
+from slm_tui.handle import ModelHandle, ServerModelInfo
 from slm_tui.tui import checkpoint_loader as ckpt
+from slm_tui.tui.keys import COMPARE_KEYS
 from slm_tui.tui.story import Story
 from slm_tui.tui.streamer import Streamer
 from slm_tui.tui.widgets.status_bar import StatusBar
 from slm_tui.tui.widgets.story_view import StoryView
 
 
+def step_of(info: CheckpointInfo) -> str:
+    """ "step 1,200" for a checkpoint ("" for a server's model: a server does not say)."""
+    return "" if isinstance(info, ServerModelInfo) else f"step {info.step:,}"
+
+
 class CompareScreen(Screen[None]):
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "stop_or_close", "stop / close", id="compare_close"),
-        Binding("ctrl+r", "run", "again", id="compare_again", priority=True),
-        Binding("f8", "app.pop_screen", "close", show=False),
-    ]
+    BINDINGS: ClassVar[list[BindingType]] = list(COMPARE_KEYS)
+    HELP_TITLE = "the compare screen"
+    HELP_EXTRA = (("Enter", "write the seed sentence on both sides"),)
 
     def __init__(
         self,
@@ -48,6 +59,7 @@ class CompareScreen(Screen[None]):
         checkpoints: list[CheckpointInfo],
         source: ckpt.Source,
         seed_text: str = "",
+        same_run: bool = False,
     ) -> None:
         super().__init__()
         self.loaded = loaded  # side A's checkpoint (side B's too, under a preset)
@@ -68,15 +80,25 @@ class CompareScreen(Screen[None]):
             for info in checkpoints
             if not info.error and ckpt.identity(ckpt.target_of(info)) != current
         ]
+        # One run: a checkpoint at A's step holds A's weights (so would a matching hash).
+        a = loaded.info
+        self.same_as_a = [
+            (same_run and info.step == a.step)
+            or (info.weights_sha256 is not None and info.weights_sha256 == a.weights_sha256)
+            for info in self.others
+        ] if same_run else [False] * len(self.others)  # fmt: skip
 
     def compose(self) -> ComposeResult:
         others = [  # Content: a checkpoint's name is text, never markup
-            (Content(f"{info.name} · same settings"), f"ckpt:{n}")
-            for n, info in enumerate(self.others)
+            (Content(self._choice_label(info, same)), f"ckpt:{n}")
+            for n, (info, same) in enumerate(zip(self.others, self.same_as_a, strict=True))
         ]
         choices = [(f"same model · {name}", f"preset:{name}") for name in PRESETS] + others
-        # Another checkpoint when there is one (the usual question), else the wildest preset.
-        default = others[0][1] if others else f"preset:{list(PRESETS)[-1]}"
+        # Another checkpoint when there is one (the usual question; on one run, one at
+        # another step), else the wildest preset.
+        differ = [value for (_, value), same in zip(others, self.same_as_a, strict=True)
+                  if not same]  # fmt: skip
+        default = differ[0] if differ else f"preset:{list(PRESETS)[-1]}"
         with Horizontal(id="compare-top"):
             yield Input(
                 self.seed_text, placeholder="seed sentence, Enter writes both", id="compare-seed"
@@ -88,12 +110,25 @@ class CompareScreen(Screen[None]):
                     yield Label("", classes="compare-title", id=f"title-{side}")
                     yield StoryView(id=f"story-{side}")
                     yield StatusBar(id=f"status-{side}")
-        yield Footer()
+        yield Footer(compact=True)
+
+    @staticmethod
+    def _choice_label(info: CheckpointInfo, same: bool) -> str:
+        step = step_of(info)
+        return f"{info.name}{f' · {step}' if step else ''} · " + (
+            "same weights as A" if same else "same settings"
+        )
 
     def on_mount(self) -> None:
         self._titles()
         self.query_one("#compare-seed", Input).focus()
         self._choose_b(self.query_one(Select).value)
+        if self.others and all(self.same_as_a):
+            self.query_one("#status-b", StatusBar).set_note(
+                f"every other checkpoint of this run is at {step_of(self.loaded.info)}, as A: "
+                "the same weights · comparing settings instead",
+                "$text-warning",
+            )
 
     # -- side B ------------------------------------------------------------------------
     @on(Select.Changed, "#compare-b-choice")
@@ -140,10 +175,11 @@ class CompareScreen(Screen[None]):
                 label.update(Content(f"{side.upper()} · loading…"))
                 continue
             loaded, s = setup
+            step = step_of(loaded.info)
             label.update(  # Content: a checkpoint's name is text, never markup
                 Content(
-                    f"{side.upper()} · {loaded.info.name} · T {s.temperature:g} top-k {s.top_k} "
-                    f"top-p {s.top_p:g} min-p {s.min_p:g}"
+                    f"{side.upper()} · {loaded.info.name}{f' · {step}' if step else ''} · "
+                    f"T {s.temperature:g} top-k {s.top_k} top-p {s.top_p:g} min-p {s.min_p:g}"
                 )
             )
             self.query_one(f"#status-{side}", StatusBar).set_checkpoint(
@@ -198,6 +234,11 @@ class CompareScreen(Screen[None]):
             for streamer in self.sides.values():
                 streamer.cancel()
         else:
+            self.action_close()
+
+    def action_close(self) -> None:
+        """Back to the screen this one was opened from."""
+        if self.app.screen is self:
             self.app.pop_screen()
 
     def on_unmount(self) -> None:

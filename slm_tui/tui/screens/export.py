@@ -1,4 +1,9 @@
-"""Export the current story or the whole session to Markdown or JSON lines, to a path you give."""
+"""Export the current story or the whole session to Markdown or JSON lines, to a path you give.
+
+The path starts in the user data folder's `exports/` (`store.exports_dir`), never in the
+folder the app was started from (a clone, where it landed untracked); a relative path is
+taken from there too. The line under the field shows the whole path that will be written.
+"""
 
 from __future__ import annotations
 
@@ -13,13 +18,19 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, RadioButton, RadioSet, Static
 
-from slm_tui.tui.store import export_stories
+from slm_tui.tui.store import export_stories, exports_dir
 from slm_tui.tui.story import Story
 
 
 def default_export_path(scope: str, fmt: str) -> str:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return str(Path.cwd() / f"slm-tui-{scope}-{stamp}.{fmt}")
+    return str(exports_dir() / f"slm-tui-{scope}-{stamp}.{fmt}")
+
+
+def resolve_export_path(raw: str) -> Path:
+    """The file a typed path names: absolute as given, else under the exports folder."""
+    path = Path(raw).expanduser()
+    return (path if path.is_absolute() else exports_dir() / path).absolute()
 
 
 class ExportScreen(ModalScreen[Path | None]):
@@ -46,6 +57,7 @@ class ExportScreen(ModalScreen[Path | None]):
                     yield RadioButton("Markdown", value=True, id="fmt-md")
                     yield RadioButton("JSON lines", id="fmt-jsonl")
             yield Input(self._path(), id="export-path")
+            yield Static("", id="export-where", markup=False)
             yield Static("", id="export-error", markup=False)
             with Horizontal(classes="buttons"):
                 yield Button("Export", id="export-go", variant="primary", compact=True)
@@ -53,6 +65,13 @@ class ExportScreen(ModalScreen[Path | None]):
 
     def on_mount(self) -> None:
         self.query_one("#export-path", Input).focus()
+        self._where()
+
+    @on(Input.Changed, "#export-path")
+    def _where(self) -> None:
+        raw = self.query_one("#export-path", Input).value.strip()
+        where = f"writes {resolve_export_path(raw)}" if raw else ""
+        self.query_one("#export-where", Static).update(where)
 
     def _scope(self) -> str:
         return "session" if self.query_one("#scope-session", RadioButton).value else "story"
@@ -90,7 +109,7 @@ class ExportScreen(ModalScreen[Path | None]):
             error.update("give a file name")
             return
         try:
-            written = export_stories(stories, Path(raw))
+            written = export_stories(stories, resolve_export_path(raw))
         except OSError as exc:
             error.update(f"cannot write {raw}: {exc.strerror or exc}")
             return

@@ -23,6 +23,9 @@ drives it:
   tokenizer splits badly) is notified once per model.
 - The prompt is inspected once per burst of edits (a 50 KB paste typed in as keys queues
   one inspection) and holds what the model can read (`prompt_area.prompt_limit`).
+- Continue (Ctrl+O) goes on from where a story stopped (max tokens, Esc); a story the model
+  ended itself is not continued, and the status line says why. Ctrl+S copies the story.
+  The story is wrapped again when the side panel is hidden or shown (F4).
 - Dialogs get what they need in their constructors; a path or a model's text is never
   markup. While a local run trains, generation uses one thread and the status line says
   so (`check_training`).
@@ -45,7 +48,8 @@ from textual.widgets import Footer, TextArea
 from slm_tui.errors import GenerationError
 from slm_tui.generation import Event, SamplingSettings
 from slm_tui.tui import checkpoint_loader as ckpt
-from slm_tui.tui.keys import HELP, WRITE_KEYS
+from slm_tui.tui.keys import HELP, QUIT_SHOWN, WRITE_KEYS
+from slm_tui.tui.screens.help import EDITING_KEYS
 from slm_tui.tui.story import Story
 from slm_tui.tui.streamer import Streamer
 from slm_tui.tui.widgets.brief_row import BriefRow, model_notes
@@ -67,10 +71,12 @@ SERVER_RESCAN_SECONDS = 30.0  # a server that answered: its list is asked for th
 
 
 class WriteScreen(Screen[None]):
-    # F1 is the App's (every screen answers it); it is listed here too, first, because a
-    # footer shows its screen's keys before the App's and at 80 columns only the first
-    # eight fit. The App's binding is checked first, so this one never runs on its own.
-    BINDINGS: ClassVar[list[BindingType]] = [HELP, *WRITE_KEYS]
+    # F1 and Ctrl+Q are the App's (every screen answers them); they are listed here too
+    # because a footer shows its screen's keys before the App's and at 80 columns only the
+    # first ones fit. The App's binding is checked first, so these never run on their own.
+    BINDINGS: ClassVar[list[BindingType]] = [HELP, *WRITE_KEYS, QUIT_SHOWN]
+    HELP_TITLE = "the writing screen"
+    HELP_EXTRA = EDITING_KEYS
 
     def __init__(self, checkpoints_dir: Path) -> None:
         super().__init__()
@@ -110,7 +116,7 @@ class WriteScreen(Screen[None]):
                 yield CheckpointCard(id="card")
                 yield SamplingPanel(id="sampling")
                 yield HistoryList(id="history")
-        yield Footer(show_command_palette=False)
+        yield Footer(compact=True)
 
     @property
     def story_view(self) -> StoryView:
@@ -174,6 +180,7 @@ class WriteScreen(Screen[None]):
         self.story_view.border_title = "story"
         self.token_view.border_title = "tokens · ←/→ select · red = unlikely"
         self.prompt.border_title = "seed sentence"
+        self.prompt.border_subtitle = "Enter: write · Ctrl+J: new line"
         self.prompt.focus()
         self.rescan()
         if self.slm.rescan_enabled:
@@ -330,6 +337,7 @@ class WriteScreen(Screen[None]):
         self.streamer.start(loaded, story, text, settings)
         self._stream_update(story, [])
         self.refresh_history()
+        self.refresh_bindings()  # Esc stops it now; continue waits for its end
         return True
 
     def _stream_update(self, story: Story, events: list[Event]) -> None:
@@ -340,6 +348,7 @@ class WriteScreen(Screen[None]):
                 self.status_bar.set_note("")
             self.slm.history.save(story)
             self.refresh_history()
+            self.refresh_bindings()
             if story.finish_reason == "error":
                 self.notify(
                     story.error or "generation failed",
@@ -366,12 +375,23 @@ class WriteScreen(Screen[None]):
 
     @on(HistoryList.Picked)
     def _picked(self, event: HistoryList.Picked) -> None:
-        story = next((s for s in self.slm.history.stories if s.id == event.story_id), None)
+        self.show_story(event.story_id)
+
+    def show_story(self, story_id: str | None) -> None:
+        """Show a story of the history (one the list or the history browser picked); a
+        current story the browser deleted leaves the view."""
+        stories = self.slm.history.stories
+        current = self.current
+        if current is not None and not current.streaming and current not in stories:
+            self.current = None
+            self._draw(None)
+        story = next((s for s in stories if s.id == story_id), None)
         if story is not None:
             self.status_bar.set_note("")  # a note on another story's settings
             self.current = story
             self._draw(story)
             self.story_view.follow()
+        self.refresh_history()
 
     @on(SamplingPanel.Changed)
     def _sampling_changed(self, event: SamplingPanel.Changed) -> None:
@@ -411,8 +431,13 @@ class WriteScreen(Screen[None]):
 
     # -- actions -----------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Esc stops a story: shown and bound only while one streams."""
-        return self.streamer.running if action == "cancel" else True
+        """Esc stops a story: shown and bound only while one streams; continue is shown
+        (and its key the palette's) only while none does."""
+        if action == "cancel":
+            return self.streamer.running
+        if action == "continue_story":
+            return not self.streamer.running
+        return True
 
     def action_cancel(self) -> None:
         if self.streamer.cancel():
@@ -433,7 +458,26 @@ class WriteScreen(Screen[None]):
         if self.current.streaming:
             self.notify("The story is still being written.")
             return
+        if self.current.finish_reason == "eos":
+            # The model chose to end it: what it writes when made to go on is a new story,
+            # not more of this one (it learned that from the end-of-text token).
+            self.status_bar.set_note(
+                "the model ended this story: nothing to continue · Ctrl+R writes another",
+                "$text-warning",
+            )
+            return
         self.write(self.current.prompt, story=self.current)
+
+    def action_copy_story(self) -> None:
+        """The shown story, seed sentence and continuation, to the clipboard (OSC 52)."""
+        story = self.current
+        if story is None:
+            self.notify("Nothing to copy yet: write a seed sentence first.")
+            return
+        text = story.prompt + story.text
+        self.app.copy_to_clipboard(text)
+        self.status_bar.set_note(f"copied the story to the clipboard ({len(text):,} characters)",
+                                 "$text-success")  # fmt: skip
 
     def action_pin_seed(self) -> None:
         panel = self.sampling_panel
@@ -474,10 +518,8 @@ class WriteScreen(Screen[None]):
         side = self.side_panel
         side.display = not side.display
         self.slm.prefs.set("side_panel", bool(side.display))
-
-    def action_focus_history(self) -> None:
-        self.side_panel.display = True
-        self.history_list.focus()
+        # Rewrap the story at its new width once the layout has it (not only on a Resize).
+        self.call_after_refresh(self.story_view.show, self.current)
 
     # -- training ----------------------------------------------------------------------
     def check_training(self) -> None:

@@ -2,9 +2,12 @@
 
 The form asks for what `slm-train model` takes: a preset, data files and validation files
 (globs and quotes allowed; no validation files: a held-out fraction of the data), the
-output folder, `--set` overrides and a device. The form only checks what it can know (an
-empty output folder, unbalanced quotes); everything else is the trainer's to refuse, and
-its one-line refusal is shown on the Train screen.
+output folder, `--set` overrides and a device. The overrides start as real values, not a
+placeholder that looks like one (Start once ran a 1,500-step run on every core while the
+field seemed to say 300 steps on one thread): a short first run on all cores but one
+(`state.first_run_overrides`), said under the field. The form only checks what it can know
+(an empty output folder, unbalanced quotes); everything else is the trainer's to refuse,
+and its one-line refusal is shown on the Train screen.
 """
 
 from __future__ import annotations
@@ -20,9 +23,12 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static
 
 from slm_tui.tui.training.process import DEVICES, TrainRequest
-from slm_tui.tui.training.state import split_words
+from slm_tui.tui.training.state import first_run_overrides, split_words
 
 VALIDATION_NOTE = "empty: every 200th story of the data files is held out for validation"
+FIRST_RUN_NOTE = "a short first run, one core left for writing while it trains"
+LAST_RUN_NOTE = "the last run's overrides"
+PRESET_NOTE = "; empty: the preset's own values (tiny: 1,500 steps)"
 
 
 class StartForm(ModalScreen[TrainRequest | None]):
@@ -54,8 +60,11 @@ class StartForm(ModalScreen[TrainRequest | None]):
             yield Static(VALIDATION_NOTE, classes="form-note", markup=False)
             yield from self._row("output", "f-output", str(r.output), "runs/my-run")
             yield from self._row(
-                "--set", "f-set", " ".join(r.overrides), "train.max_steps=300 train.threads=1"
+                "--set", "f-set", " ".join(r.overrides), "none: the preset's values"
             )
+            first = r.overrides == first_run_overrides()
+            note = (FIRST_RUN_NOTE if first else LAST_RUN_NOTE) + PRESET_NOTE
+            yield Static(note, classes="form-note", markup=False)
             with Horizontal(classes="form-row"):
                 yield Label("device", classes="form-label")
                 yield Select(

@@ -3,12 +3,14 @@
 Live while a process trains (this app's child, or a run started from another terminal),
 or finished (the whole history at once). Every half second it reads what was appended to
 the run's metrics.jsonl (`watch`) and redraws only what changed: the loss chart
-(train and validation against tokens; `l` log y, `b` bits per byte), the figures (step /
-max steps, tokens, tokens/s, ETA, lr, best validation, MFU on a GPU) and the samples of
-every evaluation, newest first. `n` opens the start form, `x` stops the run (SIGTERM: it
-saves and exits), `r` resumes it, `w` loads its newest checkpoint into the story screen,
-`c` compares two of its checkpoints. The screen is given a `Training` (the run folder and
-process) and the two callbacks that reach the story side; it never reaches into the app.
+(train and validation against tokens, over the run's planned length; `l` log y, `b` bits
+per byte; `o` draws a second run's curves over them), the figures (step / max steps,
+tokens, tokens/s, ETA, lr, best validation, MFU on a GPU) and the samples of every
+evaluation, newest first. `n` opens the start form, `x` stops the run (SIGTERM: it saves
+and exits), `r` resumes it, `w` loads its newest checkpoint into the story screen, `c`
+compares two of its checkpoints. The screen is given a `Training` (the run folder and
+process, the overlaid run) and the two callbacks that reach the story side; it never
+reaches into the app.
 A poll reads a bounded slice (`watch.READ_LIMIT`); when more waits, the next poll comes
 at once, so a huge history arrives in slices with frames between them. A metrics.jsonl
 that is not a regular file (a FIFO) is never opened for reading: the title says so.
@@ -21,19 +23,22 @@ from pathlib import Path
 from typing import ClassVar
 
 from textual.app import ComposeResult
-from textual.binding import Binding, BindingType
+from textual.binding import BindingType
 from textual.containers import Horizontal
 from textual.content import Content
 from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Footer
 
-from slm_tui.tui.training.chart import LossChart
+from slm_tui.tui.keys import TRAIN_KEYS
+from slm_tui.tui.training.chart import LossChart, curves_of
 from slm_tui.tui.training.form import StartForm
 from slm_tui.tui.training.process import TrainRequest
+from slm_tui.tui.training.run_picker import RunPicker
 from slm_tui.tui.training.samples import TrainSamples
 from slm_tui.tui.training.state import Training, default_request
 from slm_tui.tui.training.stats import TrainStats
+from slm_tui.tui.training.watch import RunWatch
 
 POLL_SECONDS = 0.5
 CATCH_UP_SECONDS = 0.02  # the next poll, when the last one left bytes to read
@@ -56,16 +61,13 @@ class Line(Widget):
 
 
 class TrainScreen(Screen[None]):
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("n", "start", "new run", id="train_start"),
-        Binding("x", "stop", "stop", id="train_stop"),
-        Binding("r", "resume", "resume", id="train_resume"),
-        Binding("w", "write_newest", "write with newest", id="train_write"),
-        Binding("c", "compare", "compare", id="train_compare"),
-        Binding("l", "toggle_log", "log y", id="train_log_y"),
-        Binding("b", "toggle_bits", "bits/byte", id="train_bits"),
-        Binding("escape,ctrl+t", "app.pop_screen", "back", id="train_close"),
-    ]
+    BINDINGS: ClassVar[list[BindingType]] = list(TRAIN_KEYS)
+    HELP_TITLE = "the Train screen"
+    HELP_EXTRA_TITLE = "What it shows"
+    HELP_EXTRA = (
+        ("the chart", "train loss (a line) and validation (a dot per evaluation) against "
+         "tokens seen, across the run's planned length"),
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -93,7 +95,7 @@ class TrainScreen(Screen[None]):
             yield TrainStats(id="train-stats")
         yield TrainSamples(id="train-samples")
         yield Line(id="train-message")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#train-samples").border_title = "samples at each evaluation, newest first"
@@ -108,6 +110,9 @@ class TrainScreen(Screen[None]):
         self.polls += 1
         watch = self.training.watch
         changed = watch.poll() if watch is not None else set()
+        overlay = self.training.overlay
+        if overlay is not None and overlay.poll() & {"train", "eval", "event", "reset"}:
+            changed.add("overlay")
         outcome = self.training.outcome()
         pid = self.training.trainer_pid()
         if pid != self.pid:
@@ -121,7 +126,7 @@ class TrainScreen(Screen[None]):
         elif outcome is not None:
             ending = watch.history.ending() if watch is not None else None
             self.say(ending or outcome, "$text-success")
-        behind = watch is not None and watch.tail.behind
+        behind = any(w is not None and w.tail.behind for w in (watch, overlay))
         if behind and self.poll_enabled and not self._catching_up:
             self._catching_up = True
             self.set_timer(CATCH_UP_SECONDS, self._catch_up)
@@ -138,13 +143,11 @@ class TrainScreen(Screen[None]):
             return
         history = watch.history
         self.query_one(TrainStats).show(history, live=self.pid is not None)
-        if full or changed & {"train", "eval"}:
-            evals = history.evals
+        if full or changed & {"train", "eval", "event", "overlay"}:
+            overlay = self.training.overlay
             self.query_one(LossChart).show(
-                history.train.points(),
-                [float(e.tokens) for e in evals],
-                [e.val_loss for e in evals],
-                [e.val_bpb for e in evals],
+                curves_of(history),
+                curves_of(overlay.history, overlay.folder.name) if overlay is not None else None,
             )
         if full or "samples" in changed:
             self.query_one(TrainSamples).show(history.samples)
@@ -227,6 +230,23 @@ class TrainScreen(Screen[None]):
             )
             return
         self.compare(watch.folder)
+
+    def action_overlay(self) -> None:
+        """Pick a second run to draw over this one; with one drawn, take it away."""
+        if self.training.overlay is not None:
+            name = self.training.overlay.folder.name
+            self.training.overlay = None
+            self.refresh_all(full=True)
+            self.say(f"{name} is no longer drawn: o picks another run")
+            return
+        self.app.push_screen(RunPicker(self.training.other_runs()), self._overlay)
+
+    def _overlay(self, folder: Path | None) -> None:
+        if folder is None:
+            return
+        self.training.overlay = RunWatch(folder)
+        self.say(f"drawing {folder} over this run: o again takes it away")
+        self.poll()  # its history arrives in bounded slices, as the watched run's does
 
     def action_toggle_log(self) -> None:
         chart = self.query_one(LossChart)

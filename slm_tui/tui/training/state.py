@@ -12,18 +12,30 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
+import psutil
+
 from slm_tui.presets import list_presets
 from slm_tui.tui.training.process import TrainProcess, TrainRequest, stop_pid
-from slm_tui.tui.training.watch import RunWatch
+from slm_tui.tui.training.watch import RunWatch, find_runs
 
 SHARED_TEXT = Path("../shared/data/tinystories/train.txt")  # this project's development text
+FIRST_RUN_STEPS = 300  # `tiny` writes readable stories by ~300 steps (its full 1,500: ~10 min)
+
+
+def first_run_overrides(cores: int | None = None) -> list[str]:
+    """The start form's `--set` values for a first run, as real values the user sees and
+    edits: a short run (FIRST_RUN_STEPS), and training on all physical cores but one, which
+    is left to this app's own generation (one thread while a run trains: `cpu_share`), so
+    writing while it trains takes no core from it."""
+    cores = cores or psutil.cpu_count(logical=False) or 2
+    return [f"train.max_steps={FIRST_RUN_STEPS}", f"train.threads={max(1, cores - 1)}"]
 
 
 def default_request(checkpoints_dir: Path, preset: str = "tiny") -> TrainRequest:
     """The start form's first values: the preset, the shared TinyStories text when it is
     there (train.txt, and dev.txt to validate on: the file choices are made on, so valid.txt
     stays untouched for reporting; else nothing: the trainer reads the Hugging Face
-    dataset), a fresh folder."""
+    dataset), a fresh folder, and a short first run (`first_run_overrides`)."""
     n, output = 1, checkpoints_dir / preset
     while output.exists():
         n += 1
@@ -35,6 +47,7 @@ def default_request(checkpoints_dir: Path, preset: str = "tiny") -> TrainRequest
         preset=preset,
         data_files=[str(SHARED_TEXT)] if shared else [],
         val_files=[str(val)] if shared and val.is_file() else [],
+        overrides=first_run_overrides(),
     )
 
 
@@ -49,6 +62,7 @@ class Training:
     def __init__(self, run_dir: Path | None, checkpoints_dir: Path) -> None:
         self.checkpoints_dir = Path(checkpoints_dir)
         self.watch: RunWatch | None = RunWatch(run_dir) if run_dir is not None else None
+        self.overlay: RunWatch | None = None  # a second run the chart draws over this one
         self.process: TrainProcess | None = None
         self.request: TrainRequest | None = None  # the last run started here
         self.presets = list_presets()
@@ -61,6 +75,13 @@ class Training:
     def watch_folder(self, folder: Path) -> None:
         if self.folder is None or Path(folder).resolve() != self.folder.resolve():
             self.watch = RunWatch(Path(folder))
+
+    def other_runs(self) -> list[Path]:
+        """Run folders to overlay: beside the watched one, and in the checkpoints folder."""
+        roots = [self.checkpoints_dir]
+        if self.folder is not None:
+            roots.insert(0, self.folder.parent)
+        return find_runs(roots, exclude=self.folder)
 
     # -- the trainer process ----------------------------------------------------------
     def start(self, request: TrainRequest, resume: bool = False) -> str | None:

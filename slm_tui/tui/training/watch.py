@@ -14,14 +14,14 @@ the Train screen shows. Torch-free.
 - `RunHistory` folds the records: the train and validation curves (kept downsampled as
   they arrive, `Curve`: the chart never sees more than ~2x its target points, so a long run
   redraws as fast as a short one), the latest train record, the best validation figure,
-  the samples of every evaluation, `max_steps` (from the start/resume events), the moving
-  step rate that gives the ETA (`trainer.pace.Pace`, as the trainer computes it: the
-  warm-up left out, unknown until it settles), and how the run ended (finished,
-  interrupted, diverged). Each object is read by `trainer.report.parse_record` into the
-  trainer's own record dataclasses, every field checked (no NaN, no Infinity, no string
-  where a number belongs, no 1e308: such an object is no record, or the optional field is
-  None), so the screen reads attributes the trainer's tests and the type checker know;
-  samples are cut to what is shown (`shown`).
+  the samples of every evaluation, `max_steps` and tokens per step (from the start/resume
+  events: the chart's x axis spans the planned run), the moving step rate that gives the
+  ETA (`trainer.pace.Pace`, as the trainer computes it: the warm-up left out, unknown
+  until it settles), and how the run ended (finished, interrupted, diverged). Each object
+  is read by `trainer.report.parse_record` into the trainer's own record dataclasses, every
+  field checked (no NaN, no Infinity, no string where a number belongs, no 1e308: such an
+  object is no record, or the optional field is None), so the screen reads attributes the
+  trainer's tests and the type checker know; samples are cut to what is shown (`shown`).
 - `RunWatch` is one run folder: the tail, the history, the process holding the folder's
   lock (`trainer.lock.lock_holder`: a run started from another terminal), its checkpoints.
 """
@@ -187,6 +187,7 @@ class RunHistory:
     last_train: TrainRecord | None = None
     best: EvalRecord | None = None  # the evaluation with the lowest val_loss
     max_steps: int | None = None
+    tokens_per_step: int | None = None  # from the start/resume events
     last_event: EventRecord | DivergedRecord | None = None  # start / resume / interrupted / ...
     pace: Pace = field(default_factory=Pace)  # the moving step rate, for the ETA
     records: int = 0  # objects read, records or not
@@ -219,6 +220,8 @@ class RunHistory:
                         self.pace.restart()  # a (re)start: its warm-up is no part of the rate
                     if r.max_steps is not None:
                         self.max_steps = r.max_steps
+                    if r.tokens_per_step:
+                        self.tokens_per_step = r.tokens_per_step
                 changed.add("event")
         return changed
 
@@ -231,6 +234,17 @@ class RunHistory:
         if self.last_train is not None:
             return self.last_train.tokens
         return self.last_event.tokens if isinstance(self.last_event, EventRecord) else 0
+
+    @property
+    def planned_tokens(self) -> float | None:
+        """Tokens seen at max_steps: max_steps x tokens per step (the start event's, else
+        what the latest train record says of one step, for runs logged before events
+        carried it); None while either is unknown."""
+        per_step: float | None = self.tokens_per_step
+        t = self.last_train
+        if not per_step and t is not None and t.step > 0:
+            per_step = t.tokens / t.step
+        return None if not (self.max_steps and per_step) else float(self.max_steps * per_step)
 
     def eta_s(self) -> float | None:
         """Seconds left at the moving step rate (`trainer.pace`: the warm-up left out); None
@@ -250,6 +264,24 @@ class RunHistory:
         if self.max_steps is not None and self.evals and self.evals[-1].step == self.max_steps:
             return f"finished at step {self.max_steps}"  # the last step always evaluates
         return None
+
+
+def find_runs(roots: list[Path], exclude: Path | None = None) -> list[Path]:
+    """Run folders (a metrics.jsonl inside) in `roots` or right under them, the most
+    recently written first, each once (as first found), `exclude` left out; a folder that
+    cannot be read is skipped."""
+    seen = {exclude.resolve()} if exclude is not None else set()
+    found: list[tuple[float, Path]] = []
+    for root in roots:
+        for metrics in (root / METRICS_FILE, *sorted(root.glob(f"*/{METRICS_FILE}"))):
+            try:
+                mtime, real = metrics.stat().st_mtime, metrics.parent.resolve()
+            except OSError:
+                continue
+            if real not in seen:
+                seen.add(real)
+                found.append((mtime, metrics.parent))
+    return [folder for _, folder in sorted(found, key=lambda f: -f[0])]
 
 
 class RunWatch:

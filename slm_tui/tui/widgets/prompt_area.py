@@ -44,9 +44,9 @@ class PromptArea(TextArea):
             return self.prompt_area
 
     def __init__(self, **kwargs) -> None:
-        kwargs.setdefault(
-            "placeholder", "Once upon a time…  (Enter: write · Shift+Enter/Ctrl+J: new line)"
-        )
+        # The keys are in the border (the screen sets it): a hint in the placeholder was cut
+        # at 80 columns, and it went away with the first character typed.
+        kwargs.setdefault("placeholder", "Once upon a time…")
         super().__init__(soft_wrap=True, show_line_numbers=False, tab_behavior="focus", **kwargs)
 
     def on_key(self, event: events.Key) -> None:

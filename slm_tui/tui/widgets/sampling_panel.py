@@ -3,9 +3,11 @@
 Each value is checked by the engine's own rules (`SamplingSettings.replace`, which raises
 `GenerationError`), so the panel can never hold a setting the engine would refuse. Up/Down
 (PageUp/PageDown for ten steps) step the focused value, the `−`/`+` buttons do the same
-with the mouse, and the preset buttons (also F5/F6/F7) set several values at once. Every
-accepted change is posted as `SamplingPanel.Changed`; the app forwards it to a running
-story through `LiveSettings.update`.
+with the mouse (they are no Tab stops: Tab goes from field to field), and the preset
+buttons (also F5/F6/F7) set several values at once. The border title names the preset the
+values are (`active_preset`), or says "custom". Every accepted change is posted as
+`SamplingPanel.Changed`; the app forwards it to a running story through
+`LiveSettings.update`.
 """
 
 from __future__ import annotations
@@ -109,6 +111,18 @@ class SettingInput(Input):
         self.panel.step(self.field, times)
 
 
+class StepButton(Button, can_focus=False):
+    """`−` or `+` for the mouse; the keyboard steps the focused field with Up/Down."""
+
+
+def active_preset(settings: SamplingSettings) -> str | None:
+    """The preset whose every value `settings` holds, if any."""
+    for name, values in PRESETS.items():
+        if all(getattr(settings, k) == v for k, v in values.items()):
+            return name
+    return None
+
+
 class SamplingPanel(Vertical):
     """The sampling settings, always valid; `settings` is the current SamplingSettings."""
 
@@ -125,15 +139,15 @@ class SamplingPanel(Vertical):
     def __init__(self, settings: SamplingSettings | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.settings = settings or SamplingSettings()
-        self.border_title = "sampling"
+        self._show_preset()
 
     def compose(self) -> ComposeResult:
         for name, label, _, _ in CONTROLS:
             with Horizontal(classes="setting-row"):
                 yield Label(label, classes="setting-label")
                 yield SettingInput(self, name, format_value(getattr(self.settings, name)))
-                yield Button("−", id=f"dec-{name}", classes="step", compact=True)
-                yield Button("+", id=f"inc-{name}", classes="step", compact=True)
+                yield StepButton("−", id=f"dec-{name}", classes="step", compact=True)
+                yield StepButton("+", id=f"inc-{name}", classes="step", compact=True)
         with Horizontal(id="presets"):
             for i, preset in enumerate(PRESETS):
                 yield Button(
@@ -207,9 +221,20 @@ class SamplingPanel(Vertical):
         error.update(message)
         error.set_class(bool(message), "-shown")
 
+    def _show_preset(self) -> None:
+        active = active_preset(self.settings)
+        self.border_title = f"sampling · {active or 'custom'}"
+        if self.is_mounted:
+            for name in PRESETS:
+                self.query_one(f"#preset-{name}", Button).set_class(name == active, "-active")
+
+    def on_mount(self) -> None:
+        self._show_preset()
+
     def _accept(self, changes: dict[str, Any], refresh_inputs: bool = False) -> None:
         self.settings = self.settings.replace(**changes)
         self._error("")
+        self._show_preset()
         if refresh_inputs:
             with self.prevent(Input.Changed):
                 for field in changes:

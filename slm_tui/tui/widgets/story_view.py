@@ -9,7 +9,8 @@ story grows, its new height reaches the scrollbar without a screen-wide layout p
 `_set_virtual_size`); only public Textual API is used.
 
 The view follows the end while the reader is at the end, stops following as soon as they
-scroll up, and follows again once they scroll back to the bottom.
+scroll up, and follows again once they scroll back to the bottom. On a wide terminal the
+lines are at most `READING_WIDTH` cells, centred: a line of 150 characters is hard to read.
 
 A story written with a brief has the brief's words (in any inflected form) and name marked
 as they appear (`tui.brief.BriefMarks`): a line is marked once, when it is finished, and the
@@ -33,6 +34,7 @@ from slm_tui.tui.brief import BriefMarks
 from slm_tui.tui.story import FINISH_LABELS, Story
 
 CURSOR = "▌"
+READING_WIDTH = 100  # cells of text at most in a line, however wide the view
 SEED_STYLE = "bold $text-accent"
 TEXT_STYLE = "$foreground"
 MARK_STYLE = "bold underline $text-success"  # a brief's word or name in the story
@@ -103,7 +105,8 @@ class StoryView(ScrollView, can_focus=True):
         super().__init__(**kwargs)
         self.story: Story | None = None  # the story the lines below were built from
         self.latest: Story | None = None  # the story to show (drawn once the view is on screen)
-        self._width = 0
+        self._width = 0  # the width the lines are wrapped at
+        self._margin = 0  # blank cells left of them (the text block is centred)
         self._consumed = 0  # characters of story.text already wrapped
         self._lines: list[Content] = []  # finished lines
         self._partial = Content("")  # the unfinished last line, trailing spaces kept
@@ -141,9 +144,11 @@ class StoryView(ScrollView, can_focus=True):
     def show(self, story: Story | None) -> None:
         """Draw `story` (cheap when it is the same story with more text)."""
         self.latest = story
-        width = self.scrollable_content_region.width
-        if width <= 0:
+        region = self.scrollable_content_region.width
+        if region <= 0:
             return  # not on screen (the token view is up): drawn when it is shown again
+        width = min(region, READING_WIDTH)
+        self._margin = (region - width) // 2
         if (
             story is not self.story
             or width != self._width
@@ -160,7 +165,7 @@ class StoryView(ScrollView, can_focus=True):
         tail = self._mark(self._partial, complete=whole) + suffix_content(story)
         offsets = wrap_offsets(tail.plain, width)
         self._tail = tail.divide(offsets) if offsets else [tail]
-        self._set_virtual_size(Size(width, len(self._lines) + len(self._tail)))
+        self._set_virtual_size(Size(region, len(self._lines) + len(self._tail)))
         if self._follow:
             self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True)
         self._show_tally(story)
@@ -248,7 +253,8 @@ class StoryView(ScrollView, can_focus=True):
         if line is None:
             return Strip.blank(width, base.rich_style)
         parse = self.app.stylesheet.parse_style
-        segments = [
+        segments = [Segment(" " * self._margin, base.rich_style)] if self._margin else []
+        segments += [
             Segment(text, (base + style).rich_style)
             for text, style in line.render(base, end="", parse_style=parse)
         ]
