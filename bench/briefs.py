@@ -23,7 +23,13 @@ with a brief block of its own (a model trained with briefs, given no brief) is c
 after that block. Words count in any inflected form (dog/dogs, run/ran). Default sampling
 (`SamplingSettings()`), fixed seeds (`--seed`), `generate_batch` on the CPU.
 
-Run: `.venv/bin/python bench/briefs.py [--checkpoint DIR] [--n 200] [--baseline]`; writes
+`--baseline-checkpoint DIR` runs a model trained without briefs (the v2 demo) in the same
+process on the brief and plain prompts, beside the model under test; the valid.txt bits per
+byte each checkpoint recorded (`slm-train eval --record`, plain stories: no briefs) are
+printed beside the table.
+
+Run: `.venv/bin/python bench/briefs.py [--checkpoint DIR] [--n 200] [--baseline]
+[--baseline-checkpoint DIR]`; writes
 bench/results/briefs.json (or `--output`). Skips (exit 0) when dev.txt is absent.
 """
 
@@ -125,12 +131,26 @@ def score(rows: list[tuple[str, int, Brief]], texts: list[str]) -> dict[str, dic
     return out
 
 
+def recorded_figures(checkpoint: str) -> dict[str, float]:
+    """Bits per byte `slm-train eval --record` wrote into the checkpoint's meta.json, by
+    corpus name (valid.txt: plain stories, no briefs)."""
+    meta = Path(checkpoint) / "meta.json"
+    if not meta.is_file():
+        return {}
+    evals = json.loads(meta.read_text()).get("evaluations") or []
+    return {e["name"]: e["bpb"] for e in evals if "bpb" in e}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default=str(ROOT / "checkpoints" / "tinystories-demo"))
     ap.add_argument("--dev", type=Path, default=TEXT / "dev.txt", help="stories to brief")
     ap.add_argument("--n", type=int, default=200, help="dev.txt stories (briefs: ~2.6 each)")
     ap.add_argument("--baseline", action="store_true", help="also plain and no-request prompts")
+    ap.add_argument(
+        "--baseline-checkpoint", default=None,
+        help="a model trained without briefs, run in the same process: brief and plain prompts",
+    )  # fmt: skip
     ap.add_argument("--seed-sentence", default="", help='text after the brief, e.g. "Once"')
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=16)
@@ -149,52 +169,65 @@ def main() -> None:
     from slm_tui.generation import SamplingSettings, generate_batch
 
     torch.set_num_threads(args.threads)
-    loaded = load_checkpoint(args.checkpoint, "cpu")
     rows = make_briefs(read_stories(args.dev, args.n), args.seed)
     settings = SamplingSettings()
     seeds = [args.seed + i for _, i, _ in rows]
-    conditions = ["brief", *(["plain", "none"] if args.baseline else [])]
-    results, examples, timings = {}, {}, {}
-    for condition in conditions:
-        prompts = [prompt_for(condition, b, args.seed_sentence) for _, _, b in rows]
-        print(f"{condition}: {len(prompts)} stories ...", file=sys.stderr)
-        start = time.perf_counter()
-        out = generate_batch(loaded.model, loaded.tokenizer, prompts, settings,
-                             args.batch_size, seeds=seeds)  # fmt: skip
-        timings[condition] = round(time.perf_counter() - start, 1)
-        texts = [r.text for r in out]
-        results[condition] = score(rows, texts)
-        results[condition]["_stories"] = {
-            "mean_tokens": sum(r.num_tokens for r in out) / len(out),
-            "ended": sum(r.finish_reason == "eos" for r in out) / len(out),
-        }
-        examples[condition] = [
-            {"variant": v, "brief": b.to_dict(), "prompt": p, "story": t, "check": satisfies(
-                split_brief(t)[1], b)}
-            for (v, _, b), p, t in list(zip(rows, prompts, texts, strict=True))[:4]
-        ]  # fmt: skip
+    extra = ["plain", "none"] if args.baseline else []
+    # (label, checkpoint, conditions): the model under test, then the model without briefs.
+    runs = [("model", args.checkpoint, ["brief", *extra])]
+    if args.baseline_checkpoint:
+        runs.append(("baseline", args.baseline_checkpoint, ["brief", "plain", *extra[1:]]))
+    results: dict[str, dict] = {}
+    examples, timings, recorded = {}, {}, {}
+    for label, checkpoint, conditions in runs:
+        loaded = load_checkpoint(checkpoint, "cpu")
+        recorded[label] = recorded_figures(checkpoint)
+        for condition in conditions:
+            key = condition if label == "model" else f"{label}:{condition}"
+            prompts = [prompt_for(condition, b, args.seed_sentence) for _, _, b in rows]
+            print(f"{key}: {len(prompts)} stories ...", file=sys.stderr)
+            start = time.perf_counter()
+            out = generate_batch(loaded.model, loaded.tokenizer, prompts, settings,
+                                 args.batch_size, seeds=seeds)  # fmt: skip
+            timings[key] = round(time.perf_counter() - start, 1)
+            texts = [r.text for r in out]
+            results[key] = score(rows, texts)
+            results[key]["_stories"] = {
+                "mean_tokens": sum(r.num_tokens for r in out) / len(out),
+                "ended": sum(r.finish_reason == "eos" for r in out) / len(out),
+            }
+            examples[key] = [
+                {"variant": v, "brief": b.to_dict(), "prompt": p, "story": t, "check": satisfies(
+                    split_brief(t)[1], b)}
+                for (v, _, b), p, t in list(zip(rows, prompts, texts, strict=True))[:4]
+            ]  # fmt: skip
 
     pct = lambda x: "-" if x is None else f"{100 * x:.0f}%"  # noqa: E731
-    title = (f"briefs followed: {Path(args.checkpoint).name}, {args.n} dev.txt stories, "
-             f"{cpu_name()}")  # fmt: skip
+    names = " vs ".join(Path(c).name for _, c, _ in runs)
+    title = f"briefs followed: {names}, {args.n} dev.txt stories, {cpu_name()}"
     table = Table(title=title)
     for col in ("condition", "variant", "n", "all 3 words", "each word", "name", "feature"):
         table.add_column(col, justify="left" if col in ("condition", "variant") else "right")
-    for condition in conditions:
-        for variant, r in results[condition].items():
+    for key, by_variant in results.items():
+        for variant, r in by_variant.items():
             if not variant.startswith("_"):
-                table.add_row(condition, variant, str(r["n"]), pct(r["all_words"]),
+                table.add_row(key, variant, str(r["n"]), pct(r["all_words"]),
                               pct(r["each_word"]), pct(r["name"]), pct(r["feature"]))  # fmt: skip
     Console().print(table)
-    for condition in conditions:
-        s = results[condition]["_stories"]
-        print(f"{condition}: {s['mean_tokens']:.0f} tokens a story, {pct(s['ended'])} ended "
-              f"before the limit, {timings[condition]} s")  # fmt: skip
+    for key in results:
+        s = results[key]["_stories"]
+        print(f"{key}: {s['mean_tokens']:.0f} tokens a story, {pct(s['ended'])} ended "
+              f"before the limit, {timings[key]} s")  # fmt: skip
+    for label, checkpoint, _ in runs:
+        figures = ", ".join(f"{k} {v:.3f} bits/byte" for k, v in recorded[label].items())
+        figures = figures or "no figures recorded (slm-train eval --record)"
+        print(f"{label} ({checkpoint}): {figures}")
     record = {
         "bench": "briefs", "cpu": cpu_name(), "cores": os.cpu_count(), "threads": args.threads,
-        "checkpoint": str(args.checkpoint), "dev": str(args.dev), "n_stories": args.n,
+        "checkpoint": str(args.checkpoint), "baseline_checkpoint": args.baseline_checkpoint,
+        "dev": str(args.dev), "n_stories": args.n, "n_briefs": len(rows),
         "seed": args.seed, "seed_sentence": args.seed_sentence,
-        "settings": settings.to_dict(),
+        "settings": settings.to_dict(), "recorded_bits_per_byte": recorded,
         "results": results, "seconds": timings, "examples": examples,
         "targets": {"all_words": 0.90, "name": 0.95, "dialogue": 0.90},
     }  # fmt: skip
