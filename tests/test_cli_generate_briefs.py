@@ -131,3 +131,17 @@ def test_slm_generate_on_a_server_sends_the_brief(tiny_checkpoint):
         assert "trained without briefs" not in remote.stderr  # a server does not say
     finally:
         served.close()
+
+
+def test_a_brief_alone_writes_a_story_without_a_prompt(tiny_checkpoint):
+    """The README's `slm-generate --words dragon,cake --name Max ...`: no prompt anywhere
+    (nothing piped) writes the story from the brief alone, as `--prompt ""` does; without
+    a brief, no prompt stays an error."""
+    args = ["--checkpoint", tiny_checkpoint, "--format", "jsonl", *FAST, *FLAGS]
+    alone = run(*args, input="")
+    assert alone.exit_code == 0, alone.output
+    given = run(*args, "--prompt", "")
+    assert _rows(alone.stdout) == _rows(given.stdout)
+    assert _rows(alone.stdout)[0]["prompt"] == ""
+    none = run("--checkpoint", tiny_checkpoint, *FAST, input="")
+    assert none.exit_code == 2 and "holds no prompts" in none.output

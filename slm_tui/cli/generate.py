@@ -212,7 +212,7 @@ def main_command(
                 f"--num-samples {samples:,} is more than the {MAX_STORIES:,} stories one run "
                 "writes; split the job into several runs"
             )
-        rows = _collect_prompts(prompt, prompts)
+        rows = _collect_prompts(prompt, prompts, alone=settings.brief is not None)
         texts = [row.prompt for row in rows]
         # A row's own brief overrides the flags' (an empty one: no brief for that row).
         per_prompt = [settings if r.brief is None else settings.replace(brief=r.brief)
@@ -320,12 +320,19 @@ def _warn_briefs(handle: ModelHandle, settings: list[SamplingSettings]) -> None:
         warn(f"... and {len(lines) - MAX_WORD_WARNINGS} more brief words like these")
 
 
-def _collect_prompts(prompt: list[str] | None, prompts: Path | None) -> list[PromptRow]:
+def _collect_prompts(
+    prompt: list[str] | None, prompts: Path | None, *, alone: bool = False
+) -> list[PromptRow]:
+    """The prompts of --prompt, --prompts, else stdin. `alone` (a brief was given): with no
+    prompt anywhere (a terminal, or nothing piped), one empty prompt: the story is written
+    from the brief alone."""
     texts = [PromptRow(p) for p in prompt or []]
     if prompts is not None:
         texts += read_prompt_rows(prompts)
     if prompt is None and prompts is None:
         if sys.stdin is None or sys.stdin.isatty():
+            if alone:
+                return [PromptRow("")]
             raise GenerationError(
                 "no prompts: give --prompt TEXT, --prompts FILE, or pipe prompts on stdin"
             )
@@ -334,6 +341,8 @@ def _collect_prompts(prompt: list[str] | None, prompts: Path | None) -> list[Pro
             raise GenerationError(
                 f"stdin holds more than {PROMPTS_LIMIT >> 20} MiB of prompts; give fewer"
             )
+        if alone and not data.strip():
+            return [PromptRow("")]
         texts = parse_prompt_rows(data, "stdin")
     return texts
 
