@@ -11,8 +11,11 @@ up to four variants per story:
 
 Conditions (one generation per brief each; the same seed per story in every condition):
 
-- brief: the prompt is `format_brief(brief)` (+ `--seed-sentence`): what a model trained
-  with briefs (`data.briefs`) reads;
+- brief: the brief in the settings (`SamplingSettings(brief=...)`, as slm-generate --words,
+  the TUI's brief row and the server's `brief` give it): its block before `--seed-sentence`
+  and the brief guide on (generation/guide.py, default strength);
+- brief-alone: the model alone: the prompt is `format_brief(brief)` (+ `--seed-sentence`),
+  the block a model trained with briefs (`data.briefs`) reads, and no guide;
 - with `--baseline`, two more: plain, the same request as a plain sentence ("A story with
   the words dog, cake and happy, about Max, with dialogue.") before the seed sentence, as
   someone would ask a model trained without briefs; none, no request at all (the seed
@@ -24,7 +27,7 @@ after that block. Words count in any inflected form (dog/dogs, run/ran). Default
 (`SamplingSettings()`), fixed seeds (`--seed`), `generate_batch` on the CPU.
 
 `--baseline-checkpoint DIR` runs a model trained without briefs (the v2 demo) in the same
-process on the brief and plain prompts, beside the model under test; the valid.txt bits per
+process on the brief, brief-alone and plain prompts, beside the model under test; the valid.txt bits per
 byte each checkpoint recorded (`slm-train eval --record`, plain stories: no briefs) are
 printed beside the table.
 
@@ -94,8 +97,10 @@ def plain_request(brief: Brief) -> str:
 
 
 def prompt_for(condition: str, brief: Brief, seed_sentence: str) -> str:
+    if condition == "brief-alone":
+        return format_brief(brief) + seed_sentence  # the block by hand: no guide
     if condition == "brief":
-        return format_brief(brief) + seed_sentence
+        return seed_sentence  # the brief goes in the settings (block and guide)
     if condition == "plain":
         return plain_request(brief) + seed_sentence
     return seed_sentence
@@ -174,9 +179,9 @@ def main() -> None:
     seeds = [args.seed + i for _, i, _ in rows]
     extra = ["plain", "none"] if args.baseline else []
     # (label, checkpoint, conditions): the model under test, then the model without briefs.
-    runs = [("model", args.checkpoint, ["brief", *extra])]
+    runs = [("model", args.checkpoint, ["brief", "brief-alone", *extra])]
     if args.baseline_checkpoint:
-        runs.append(("baseline", args.baseline_checkpoint, ["brief", "plain", *extra[1:]]))
+        runs.append(("baseline", args.baseline_checkpoint, ["brief", "brief-alone", "plain"]))
     results: dict[str, dict] = {}
     examples, timings, recorded = {}, {}, {}
     for label, checkpoint, conditions in runs:
@@ -187,7 +192,9 @@ def main() -> None:
             prompts = [prompt_for(condition, b, args.seed_sentence) for _, _, b in rows]
             print(f"{key}: {len(prompts)} stories ...", file=sys.stderr)
             start = time.perf_counter()
-            out = generate_batch(loaded.model, loaded.tokenizer, prompts, settings,
+            per_row = [settings.replace(brief=b) if condition == "brief" else settings
+                       for _, _, b in rows]  # fmt: skip
+            out = generate_batch(loaded.model, loaded.tokenizer, prompts, per_row,
                                  args.batch_size, seeds=seeds)  # fmt: skip
             timings[key] = round(time.perf_counter() - start, 1)
             texts = [r.text for r in out]

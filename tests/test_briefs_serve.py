@@ -28,17 +28,21 @@ def served(tiny_checkpoint):
     running.close()
 
 
-def _complete(client, prompt: str, brief=None, **kw):
+def _complete(client, prompt: str, brief=None, strength=None, **kw):
     extra = {**NO_EOS, **({"brief": brief} if brief is not None else {})}
+    if strength is not None:
+        extra["brief_strength"] = strength
     args = {"model": MODEL, "max_tokens": 12, "seed": 7, **kw}
     return client.completions.create(prompt=prompt, extra_body=extra, **args)
 
 
 def test_a_completion_with_a_brief_reads_its_block_and_returns_the_story(served, tiny_checkpoint):
     client = served.client()
-    done = _complete(client, "Once upon a time", BRIEF)
+    done = _complete(client, "Once upon a time", BRIEF, strength=0)  # the model alone
     by_hand = _complete(client, format_brief(Brief.from_dict(BRIEF)) + "Once upon a time")
     assert done.choices[0].text == by_hand.choices[0].text  # the story only: no block
+    guided = _complete(client, "Once upon a time", BRIEF)  # the guide on (the default)
+    assert guided.choices[0].text != done.choices[0].text
     tok = load_tokenizer(tiny_checkpoint / "tokenizer")
     ids, _ = prepare_prompt(tok, "Once upon a time", 64, brief=Brief.from_dict(BRIEF))
     assert done.usage.prompt_tokens == len(ids)
@@ -55,7 +59,7 @@ def test_a_completion_with_a_brief_reads_its_block_and_returns_the_story(served,
         )
         if c.choices
     )
-    assert streamed == done.choices[0].text
+    assert streamed == guided.choices[0].text
     # a list of prompts and n > 1: every choice has the brief
     many = _complete(client, ["Once", "The dog"], BRIEF, n=2, seed=20)
     for k, choice in enumerate(many.choices):
@@ -148,7 +152,8 @@ def test_a_server_handle_sends_the_brief(served):
     (result,) = handle.generate_batch(["Once upon a time"], settings, seeds=[7])
     assert result.text == _complete(client, "Once upon a time", BRIEF).choices[0].text
     assert result.prompt == "Once upon a time"
-    streamed = "".join(e.text for e in handle.stream("Once upon a time", settings))
+    alone = settings.replace(brief_strength=0)  # sent as brief_strength: the guide off
+    streamed = "".join(e.text for e in handle.stream("Once upon a time", alone))
     block = format_brief(Brief.from_dict(BRIEF))
     plain = settings.replace(brief=None)
     assert streamed == "".join(e.text for e in handle.stream(block + "Once upon a time", plain))

@@ -38,7 +38,9 @@ def test_brief_flags_reach_the_model_and_the_output_carries_them(tiny_checkpoint
     for r in rows:
         assert r["brief"] == BRIEF.to_dict() == r["settings"]["brief"]
     by_hand = run(*args, "--prompt", format_brief(BRIEF) + "Once")
-    assert _rows(by_hand.stdout)[0]["text"] == rows[0]["text"]
+    alone = run(*args, "--prompt", "Once", *FLAGS, "--brief-strength", "0")  # the guide off
+    assert _rows(by_hand.stdout)[0]["text"] == _rows(alone.stdout)[0]["text"]
+    assert _rows(alone.stdout)[0]["settings"]["brief_strength"] == 0
     # said once, not per story: this model was trained without briefs
     assert done.stderr.count("trained without briefs") == 1
     said = [line for line in done.stderr.splitlines() if line.strip()]  # (the bar's blank)

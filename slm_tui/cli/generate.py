@@ -156,6 +156,10 @@ def main_command(
     features: Annotated[
         str | None, _opt("Brief: features, comma-separated (dialogue, moral)")
     ] = None,
+    brief_strength: Annotated[
+        float | None,
+        _opt("How hard sampling steers toward brief words not yet written (default 1; 0: off)"),
+    ] = None,
     num_samples: Annotated[int, typer.Option(help="Stories per prompt.")] = 1,
     batch_size: Annotated[int, typer.Option(help="Stories decoded together.")] = 8,
     format: Annotated[Format, typer.Option(help="Output format.")] = Format.text,
@@ -199,6 +203,7 @@ def main_command(
             "seed": seed,
             "stop": tuple(stop) if stop else None,
             "ignore_eos": ignore_eos or None,
+            "brief_strength": brief_strength,
         }
         changes["brief"] = _flag_brief(words, name, features)
         settings = DEFAULTS.replace(**{k: v for k, v in changes.items() if v is not None})

@@ -28,6 +28,7 @@ import torch
 from slm_tui.errors import GenerationError
 from slm_tui.generation.engine import prepare_prompt, row_seeds
 from slm_tui.generation.events import GenerationResult
+from slm_tui.generation.guide import make_guide
 from slm_tui.generation.rows import Row, Rows
 from slm_tui.generation.settings import SamplingSettings
 
@@ -75,7 +76,8 @@ def generate_batch(
     context = model.cfg.context_length
     prepared = [prepare_prompt(tokenizer, p, context, brief=s.brief)
                 for p, s in zip(prompts, per_row, strict=True)]  # fmt: skip
-    jobs = [Row(ids=ids, settings=sampling[r], seed=int(s), probs=False)
+    jobs = [Row(ids=ids, settings=sampling[r], seed=int(s), probs=False,
+                guide=make_guide(r, tokenizer))
             for (ids, _), r, s in zip(prepared, per_row, seeds, strict=True)]  # fmt: skip
     index = {id(row): i for i, row in enumerate(jobs)}
     texts: list[list[str]] = [[] for _ in range(n)]

@@ -93,6 +93,8 @@ def request_body(prompt: str, settings: SamplingSettings, model: str) -> dict[st
         body["ignore_eos"] = True  # vLLM's and llama.cpp's name, and ours
     if settings.brief is not None:
         body["brief"] = settings.brief.to_dict()  # slm-serve's; other servers ignore it
+        if settings.brief_strength != 1.0:
+            body["brief_strength"] = settings.brief_strength
     return body
 
 

@@ -39,6 +39,7 @@ import torch
 
 from slm_tui.generation.engine import Decoder, read_choices
 from slm_tui.generation.events import Event, TokenAlt
+from slm_tui.generation.guide import BriefGuide
 from slm_tui.generation.settings import SamplingSettings
 from slm_tui.generation.text import TextStream
 
@@ -59,6 +60,7 @@ class Row:
     cancelled: threading.Event = field(default_factory=threading.Event)
     settings_version: int = 0  # stamped on its events (LiveSettings.version)
     started: float = field(default_factory=time.perf_counter)
+    guide: BriefGuide | None = None  # nudges sampling toward the brief's words (guide.py)
     # Filled in by the driver.
     stream: TextStream = field(default_factory=TextStream)
     token_ids: list[int] = field(default_factory=list)  # generated ids (EOS not included)
@@ -131,6 +133,7 @@ class Rows(Generic[R]):
             return events
         decoder, tokenizer = self.decoder, self.tokenizer
         rows = self.active
+        self._guide(rows)
         first = rows[0].settings
         same = all(r.settings is first for r in rows)  # one job's rows: one sampler call
         next_ids = decoder.sample(first if same else [r.settings for r in rows])  # (B,)
@@ -150,6 +153,8 @@ class Rows(Generic[R]):
                 continue
             row.token_ids.append(tok)
             row.index += 1
+            if row.guide is not None:
+                row.guide.wrote(tok, tokenizer.token_bytes(tok))
             if row.ttft is None:
                 row.ttft = now - row.started
             if self.tokens:
@@ -166,6 +171,20 @@ class Rows(Generic[R]):
         if ended:
             self._leave(ended)
         return events
+
+    def _guide(self, rows: list[R]) -> None:
+        """Add each guided row's bonuses to its logits before sampling (guide.py)."""
+        guided = [(i, row.guide) for i, row in enumerate(rows) if row.guide is not None]
+        if not guided:
+            return
+        logits = self.decoder.logits
+        with torch.inference_mode():
+            for i, guide in guided:
+                bias = guide.bias()
+                if bias:
+                    ids = torch.tensor(list(bias), dtype=torch.long, device=logits.device)
+                    values = torch.tensor(list(bias.values()), dtype=logits.dtype)
+                    logits[i, ids] += values.to(logits.device)
 
     def _token_event(
         self, row: R, tok: int, prob: float | None, top: Sequence[tuple[int, float]], now: float

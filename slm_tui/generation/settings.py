@@ -21,6 +21,8 @@ more. (Demo v1 read best at temperature 1.0 / min-p 0.1; v2, re-checked, at 0.9 
 before the prompt (`prepare_prompt`, `briefing.brief_prompt`). It is read once, when the story
 starts (like the seed): a change while a story streams applies to the next story. A dict
 (the JSON brief) is taken too and becomes a `Brief`; an empty brief is None.
+`brief_strength` scales the brief guide (`generation/guide.py`: sampling nudged toward the
+brief's words not yet written; 1 the default, 0 off: the model alone, reading the block).
 
 `LiveSettings` is shared between a UI and a running story: the engine reads it before every
 token, so a change applies to the next token; `version` bumps on each update and is reported
@@ -85,6 +87,7 @@ class SamplingSettings:
     ignore_eos: the end-of-story token is written like any other and the story goes on to
     max_new_tokens (a stop string still ends it).
     brief: what the story must contain (module docstring); None: nothing asked.
+    brief_strength: how hard sampling is nudged toward the brief's missing words (0: off).
     """
 
     temperature: float = 0.9
@@ -98,6 +101,7 @@ class SamplingSettings:
     seed: int | None = None
     ignore_eos: bool = False  # go on past the end-of-story token (vLLM's name): for benchmarks
     brief: Brief | None = None
+    brief_strength: float = 1.0
 
     def __post_init__(self) -> None:
         # Accept any sequence of stop strings (a list from JSON, one string) but store a tuple.
@@ -107,7 +111,7 @@ class SamplingSettings:
         if not isinstance(stop, (tuple, list)):
             raise GenerationError(f"stop must be a list of strings, got {stop!r}")
         object.__setattr__(self, "stop", tuple(stop))
-        for name in ("temperature", "top_p", "min_p", "repetition_penalty"):
+        for name in ("temperature", "top_p", "min_p", "repetition_penalty", "brief_strength"):
             object.__setattr__(self, name, _number(name, getattr(self, name)))
         for name in ("top_k", "repetition_window", "max_new_tokens"):
             object.__setattr__(self, name, _integer(name, getattr(self, name)))
@@ -135,6 +139,7 @@ class SamplingSettings:
             "1 turns it off",
             low_open=True,
         )
+        _in_range("brief_strength", self.brief_strength, 0.0, 10.0, "0 turns the guide off")
         _in_range("top_k", self.top_k, 0, None, "0 turns it off")
         _in_range("repetition_window", self.repetition_window, 0, None, "0 turns it off")
         _in_range("max_new_tokens", self.max_new_tokens, 1, None, "at least one token")

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from slm_tui.generation.engine import fresh_seed, prepare_prompt
 from slm_tui.generation.events import Event
+from slm_tui.generation.guide import make_guide
 from slm_tui.generation.rows import Row, Rows
 from slm_tui.generation.settings import LiveSettings, SamplingSettings
 
@@ -78,6 +79,7 @@ def generate(
         cancelled=cancel if cancel is not None else threading.Event(),
         settings_version=version,
         started=start,
+        guide=make_guide(first, tokenizer),
     )
     rows = Rows[Row](model, tokenizer, capacity=1)
     rows.join([row])

@@ -45,6 +45,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from slm_tui.briefs import Brief
 from slm_tui.generation.engine import fresh_seed, prepare_prompt
 from slm_tui.generation.events import Event
+from slm_tui.generation.guide import make_guide
 from slm_tui.generation.settings import MAX_SEED
 from slm_tui.serve.connections import quiet_accept_errors
 from slm_tui.serve.middleware import Gatekeeper, LimitBody
@@ -161,9 +162,10 @@ class Server:
         else:
             encoded = self._encode(prompts, param, settings.brief)
         base_seed = settings.seed if settings.seed is not None else fresh_seed()
-        # Each row's seed is its own (below); the brief is in the prompt's ids now, so rows
-        # of requests that differ only in their briefs share one sampler call.
-        settings = settings.replace(seed=None, brief=None)
+        guided = settings  # each row's brief guide (generation/guide.py) is made from it
+        # Each row's seed is its own (below); the brief is in the prompt's ids and the rows'
+        # guides now, so rows of requests that differ only in their briefs share one sampler.
+        settings = settings.replace(seed=None, brief=None, brief_strength=1.0)
         self._loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[int, Event | None]] = asyncio.Queue()
         rows, prompt_tokens = [], sum(len(ids) for ids in encoded)
@@ -178,6 +180,7 @@ class Server:
                         seed=seed,
                         sink=self._sink(queue, k),
                         top_n=top_n,
+                        guide=make_guide(guided, self.tokenizer),
                     )
                 )
         try:

@@ -140,6 +140,7 @@ class Sampling(BaseModel):
     frequency_penalty: Float | None = None
     ignore_eos: Bool = False  # vLLM's: write past the end-of-story token, to max_tokens
     brief: dict[str, Any] | None = None  # ours: what the story must contain
+    brief_strength: Float | None = None  # ours: the brief guide's strength (0: off)
 
     def the_brief(self) -> Brief | None:
         """The request's `brief`, validated (a 400 naming `brief`)."""
@@ -200,6 +201,7 @@ class Sampling(BaseModel):
             "stop": stop,
             "ignore_eos": self.ignore_eos,
             "brief": self.the_brief(),
+            "brief_strength": self.brief_strength,
         }
         try:
             chosen = {k: v for k, v in changes.items() if v is not None}
