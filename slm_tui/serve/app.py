@@ -136,9 +136,13 @@ class Server:
         top_n: int,
         param: str,
         brief: Brief | None = None,
+        *,
+        probs: bool = True,
     ) -> tuple[asyncio.Queue, list[Row], int]:
         """Queue one row per prompt × n; (the events queue, the rows, prompt tokens).
-        `brief`: one the request implies (a chat request), in place of the body's."""
+        `brief`: one the request implies (a chat request), in place of the body's. `probs`:
+        the request reads each token's probability (logprobs); without, the engine reads
+        the chosen ids alone (no softmax over the vocabulary a step)."""
         self.check_model(body.model)
         settings = body.settings(self.max_tokens_cap, self.model.vocab_size)
         if brief is not None:
@@ -180,6 +184,7 @@ class Server:
                         seed=seed,
                         sink=self._sink(queue, k),
                         top_n=top_n,
+                        probs=probs,
                         guide=make_guide(guided, self.tokenizer),
                     )
                 )
@@ -368,7 +373,9 @@ def create_app(
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request):
         top_n = body.logprobs or 0
-        queue, rows, prompt_tokens = await server.start_rows(body.prompts(), body, top_n, "prompt")
+        queue, rows, prompt_tokens = await server.start_rows(
+            body.prompts(), body, top_n, "prompt", probs=body.logprobs is not None
+        )
         meta = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion",
                 "created": int(time.time()), "model": server.model_name}  # fmt: skip
         want_logprobs = body.logprobs is not None
@@ -393,7 +400,12 @@ def create_app(
         prompt = body.story_prompt()
         brief = body.requested_brief()  # a request for a story: written from its brief alone
         queue, rows, prompt_tokens = await server.start_rows(
-            ["" if brief is not None else prompt], body, top_n, "messages", brief
+            ["" if brief is not None else prompt],
+            body,
+            top_n,
+            "messages",
+            brief,
+            probs=bool(body.logprobs),
         )
         meta = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion",
                 "created": int(time.time()), "model": server.model_name}  # fmt: skip
