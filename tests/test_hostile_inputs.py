@@ -126,6 +126,8 @@ while True:
     save(1)
     pid = os.fork()
     if pid == 0:
+        # A shell's background job inherits SIGINT ignored: the signal must interrupt here.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         count = 0
         def hook(event, args):
             global count
