@@ -409,6 +409,8 @@ async def _story_with_a_brief(pilot) -> None:
     await pilot.press(*"Max had a dog and a cake", "enter")
     await until(pilot, lambda: app.current is not None and not app.current.streaming)
     app.current.tokens_per_s, app.current.ttft = 1234.0, 0.012  # timing varies run to run
+    app.current.created = "2025-03-14T09:30:00+00:00"  # the history list shows its time
+    app.write_screen.refresh_history()
     app.query_one(StatusBar).set_story(app.current)
     app.query_one(StatusBar).set_note("")
     app.clear_notifications()  # the untrained model's note: a toast that times out
