@@ -28,6 +28,7 @@ reported probability is the one it was drawn with.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -70,7 +71,7 @@ class BriefGuide:
         for word in words:
             self.missing[word] = (
                 spell(f" {word}", f" {word.capitalize()}"),
-                lambda text, w=word: uses_word(text, w),
+                functools.partial(_uses, word),
             )
         if name:
             whole = re.compile(rf"\b{re.escape(name)}\b")
@@ -118,6 +119,10 @@ class BriefGuide:
         complete = self._tail[: _LAST_WORD.search(self._tail).start()]  # type: ignore[union-attr]
         for key in [k for k, (_, written) in self.missing.items() if written(complete)]:
             del self.missing[key]
+
+
+def _uses(word: str, text: str) -> bool:
+    return uses_word(text, word)
 
 
 def make_guide(settings: SamplingSettings, tokenizer: Tokenizer) -> BriefGuide | None:
