@@ -204,7 +204,9 @@ def main() -> None:
                 "ended": sum(r.finish_reason == "eos" for r in out) / len(out),
             }
             examples[key] = [
-                {"variant": v, "brief": b.to_dict(), "prompt": p, "story": t, "check": satisfies(
+                # (no story text: a generated story can open as a shared training story
+                # does, and shared text stays out of the project; samples: the model card)
+                {"variant": v, "brief": b.to_dict(), "prompt": p, "check": satisfies(
                     split_brief(t)[1], b)}
                 for (v, _, b), p, t in list(zip(rows, prompts, texts, strict=True))[:4]
             ]  # fmt: skip
