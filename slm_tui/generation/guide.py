@@ -80,6 +80,7 @@ class BriefGuide:
             self.missing["dialogue"] = (spell(' "'), lambda t: '"' in t or "\u201c" in t)
         self._ids: list[int] = []  # the story's tokens so far
         self._tail = ""  # the end of the story's text
+        self._checked = ""  # the complete part of the tail the checks last saw
         self._pending = b""  # bytes of a character not yet complete
 
     @property
@@ -117,6 +118,9 @@ class BriefGuide:
         if not self.missing:
             return
         complete = self._tail[: _LAST_WORD.search(self._tail).start()]  # type: ignore[union-attr]
+        if complete == self._checked:
+            return  # inside a word: nothing new is complete (most tokens)
+        self._checked = complete
         for key in [k for k, (_, written) in self.missing.items() if written(complete)]:
             del self.missing[key]
 
