@@ -6,6 +6,9 @@ small ops and ~12 module calls per layer for one token). `FusedDecoder` reads th
 once, rotates q and k with one small matmul (`rotary_matrices`), fuses residual adds into
 the output projections (`addmm`) and shares the mask rule and `attend` with `GPT.forward`;
 a one-row step goes to the C step (one call, no per-op dispatch) where a compiler built it.
+Several rows on one CPU thread attend in C too (`native.batch_attention`), each over its
+own slots: a masked SDPA reads every slot the rows share, and rows that joined at other
+steps (a server's continuous batching) share many more slots than each one holds.
 tests/test_model.py checks the torch path and tests/test_native.py the C path against
 `forward` for every `ModelConfig` switch. A `torch.compile`d static-shape step was measured
 instead and is slower at batch 1 and 16 (bench/decode_step.py).
@@ -13,6 +16,7 @@ instead and is slower at batch 1 and 16 (bench/decode_step.py).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -23,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from slm_tui.model import GPT, KVCache, RMSNorm, attend
+from slm_tui.native import batch_attention
 
 if TYPE_CHECKING:
     from slm_tui.native import NativeStep
@@ -70,6 +75,9 @@ class FusedDecoder:
         # One row: the whole step in C where it can run (slm_tui/native), looked up on first use.
         self._native: NativeStep | None = None
         self._look_native = native
+        # Several rows: attention in C over each row's own slots (`_own_slots`), where the
+        # library is here (None: not looked up yet; `native=False` never).
+        self._batch_c: bool | None = None if native else False
         self.n_head, self.n_kv_head, self.head_dim = cfg.n_head, model.n_kv_head, model.head_dim
         self.swiglu = cfg.mlp == "swiglu"
         self.approximate = "tanh" if cfg.mlp == "gelu_tanh" else "none"
@@ -131,14 +139,19 @@ class FusedDecoder:
         else:
             assert self.rot is not None
             rot = self.rot[pos].unsqueeze(1)  # (B, 1, hd, hd)
-        mask, _ = GPT._attn_mask(B, 1, slot, key_mask, idx.device)
-        masks = {w: GPT._window_mask(mask, False, 1, slot, w, idx.device)[0]
-                 for w in set(self.windows)}  # fmt: skip
+        first = self._own_slots(idx, cache, key_mask, slot)
+        if first is None:
+            mask, _ = GPT._attn_mask(B, 1, slot, key_mask, idx.device)
+            masks = {w: GPT._window_mask(mask, False, 1, slot, w, idx.device)[0]
+                     for w in set(self.windows)}  # fmt: skip
+        else:
+            masks = {}  # (the C attention reads each row's own slots: no mask)
 
         def write(t: Tensor, new: Tensor) -> None:  # (B, Hkv, max_len, hd) <- (B, Hkv, 1, hd)
             t[:, :, slot : slot + 1] = new
 
-        logits = self._blocks(x, rot, cache.k, cache.v, write, lambda t: t[:, :, : slot + 1], masks)
+        logits = self._blocks(x, rot, cache.k, cache.v, write, lambda t: t[:, :, : slot + 1], masks,
+                              first=first, slot=slot)  # fmt: skip
         cache.length = slot + 1
         return logits
 
@@ -170,6 +183,35 @@ class FusedDecoder:
 
         return self._blocks(x, rot, k, v, write, lambda t: t, masks)
 
+    def _own_slots(
+        self, idx: Tensor, cache: KVCache, key_mask: Tensor | None, slot: int
+    ) -> Tensor | None:
+        """Each row's first visible slot (B,) int32, where the batched step's attention can
+        run in C over each row's own slots (`native.batch_attention`): several rows on a CPU,
+        float32, one torch thread (the C loop is single-threaded; with more threads the
+        torch attention runs on all of them), and every row's visible slots one contiguous
+        run ending at `slot` (as the engine's `Decoder` keeps them). Else None: the masked
+        torch attention."""
+        B = idx.size(0)
+        k = cache.k
+        if (B < 2 or idx.device.type != "cpu" or k.dtype != torch.float32
+                or torch.get_num_threads() != 1 or k.stride() != cache.v.stride()
+                or k.stride(-1) != 1 or k.stride(-2) != self.head_dim):  # fmt: skip
+            return None
+        if self._batch_c is None:  # looked up once: the library is built on first use
+            from slm_tui.native import library
+
+            self._batch_c = library() is not None and os.environ.get("SLM_TUI_BATCH_C") != "0"
+        if not self._batch_c:
+            return None
+        if key_mask is None:
+            return torch.zeros(B, dtype=torch.int32)
+        visible = key_mask[:, : slot + 1]
+        first = visible.int().argmax(1).int()
+        if not bool((visible.sum(1) == slot + 1 - first).all()):
+            return None  # a row with holes in its slots: the mask says which
+        return first.contiguous()
+
     def _blocks(
         self,
         x: Tensor,
@@ -179,9 +221,13 @@ class FusedDecoder:
         write: Callable[[Tensor, Tensor], None],
         keys: Callable[[Tensor], Tensor],
         masks: dict[int, Tensor | None],
+        *,
+        first: Tensor | None = None,
+        slot: int = 0,
     ) -> Tensor:
         """The blocks and the head for x (B, C): each layer's new key and value go in with
-        `write`, attention reads `keys(cache slice)` under `masks[window]`."""
+        `write`, attention reads `keys(cache slice)` under `masks[window]`, or, with `first`
+        (each row's first visible slot), each row's slots `first` .. `slot` in C."""
         B = x.size(0)
         H, Hkv, hd = self.n_head, self.n_kv_head, self.head_dim
         for i, (norm1, wqkv, bqkv, wo_t, bo, norm2, wfc, bfc, wp_t, bp) in enumerate(self.layers):
@@ -190,8 +236,14 @@ class FusedDecoder:
             ck, cv = cache_k[i], cache_v[i]  # (B, Hkv, max_len, hd)
             write(ck, qk[:, H:])
             write(cv, qkv[:, H + Hkv :])
-            y = attend(qk[:, :H], keys(ck), keys(cv), masks[self.windows[i]],
-                       scale=self.scale)  # fmt: skip  # (B, H, 1, hd)
+            if first is not None:
+                y = batch_attention(qk[:, :H], ck, cv, first, slot, self.windows[i],
+                                    self.scale or hd**-0.5)  # fmt: skip
+                if y is None:  # (`_own_slots` checked what it reads)
+                    raise RuntimeError("the C batch attention refused its inputs")
+            else:
+                y = attend(qk[:, :H], keys(ck), keys(cv), masks[self.windows[i]],
+                           scale=self.scale)  # fmt: skip  # (B, H, 1, hd)
             x = torch.addmm(x, y.view(B, -1), wo_t)  # x + proj(y)
             if bo is not None:
                 x = x + bo

@@ -127,3 +127,70 @@ def test_without_a_compiler_the_torch_path_writes_the_same_story(tiny_checkpoint
     step = FusedDecoder(model)
     assert _greedy(model, tok, "Once upon") == want
     assert step._look_native and step._native is None  # not looked up until a one-row step
+
+
+@pytest.mark.parametrize(
+    "switch",
+    ["defaults", "n_kv_head", "rope-gqa", "gpt-neo", "attention_windows", "scale_attention"],
+)
+def test_batched_step_attends_in_c_over_each_rows_own_slots(switch: str, monkeypatch) -> None:
+    """Several rows of different lengths (the server's continuous batching): the batched
+    step's attention in C reads each row's own slots and gives `GPT.forward`'s logits; the
+    masked torch attention (SLM_TUI_BATCH_C=0) gives the same."""
+    if switch in VARIANTS:
+        changes = VARIANTS[switch]
+    else:
+        changes = {} if switch == "defaults" else {switch: SWITCHES[switch]}
+    model = randomized(make(**changes)).eval()
+    vocab = model.cfg.vocab_size
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # the C loop's condition
+    lengths = [9, 4, 1, 7]  # left-padded, right-aligned in shared slots, as Decoder keeps them
+    width = max(lengths)
+    ids = torch.randint(0, vocab, (len(lengths), width))
+    mask = torch.zeros(len(lengths), width, dtype=torch.bool)
+    for r, n in enumerate(lengths):
+        mask[r, width - n :] = True
+    pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    results = {}
+    for use_c in ("1", "0"):
+        monkeypatch.setenv("SLM_TUI_BATCH_C", use_c)
+        step = FusedDecoder(model)
+        with torch.no_grad():
+            a, b = model.new_cache(len(lengths)), model.new_cache(6).rows(len(lengths))
+            for cache in (a, b):
+                model(ids, cache=cache, positions=pos, key_mask=mask)
+            km, p = mask, pos[:, -1:]
+            got = []
+            for tok in (7, 3, 11):
+                km = torch.cat([km, torch.ones(len(lengths), 1, dtype=torch.bool)], dim=1)
+                p = p + 1
+                idx = torch.full((len(lengths), 1), tok)
+                want, _ = model(idx, cache=a, positions=p, key_mask=km, last_only=True)
+                out = step(idx, b, p, km)
+                torch.testing.assert_close(out, want[:, -1], rtol=1e-4, atol=1e-4)
+                got.append(out)
+        assert step._batch_c is (use_c == "1")
+        results[use_c] = torch.stack(got)
+    torch.testing.assert_close(results["1"], results["0"], rtol=1e-4, atol=1e-4)
+
+
+def test_batched_step_keeps_the_masked_attention_for_rows_with_holes(monkeypatch) -> None:
+    """A key mask with a hole inside a row (not the engine's layout) is not read as a run of
+    slots: the masked torch attention answers, as `forward` does."""
+    model = randomized(make()).eval()
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    ids = torch.randint(0, model.cfg.vocab_size, (2, 6))
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    mask[1, 2] = False  # a hole
+    a, b = model.new_cache(2), model.new_cache(2)
+    step = FusedDecoder(model)
+    with torch.no_grad():
+        for cache in (a, b):
+            model(ids, cache=cache, key_mask=mask)
+        km = torch.cat([mask, torch.ones(2, 1, dtype=torch.bool)], dim=1)
+        p = torch.tensor([[6], [5]])
+        assert step._own_slots(torch.zeros(2, 1, dtype=torch.long), b, km, 6) is None
+        want, _ = model(torch.tensor([[4], [4]]), cache=a, positions=p, key_mask=km,
+                        last_only=True)  # fmt: skip
+        torch.testing.assert_close(step(torch.tensor([[4], [4]]), b, p, km), want[:, -1],
+                                   rtol=1e-4, atol=1e-4)  # fmt: skip

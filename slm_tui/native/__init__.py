@@ -16,8 +16,11 @@ keep the torch path (`FusedDecoder`), which computes the same function.
   copies are bf16 (half the bytes; widened to float32 in registers: the same products),
   else float32. The copies are made once per model object and remade when a parameter
   changes (`native_step`).
+- `batch_attention`: the same attention loop for several rows at once, each over its own
+  slots, for the batched torch step (`decode.FusedDecoder`, one torch thread).
 - tests/test_native.py checks logits and cache entries against `GPT.forward` for every
-  model switch, and that greedy stories are identical.
+  model switch (and the batched attention for ragged rows, GQA, windows, unscaled scores),
+  and that greedy stories are identical.
 """
 
 from __future__ import annotations
@@ -150,7 +153,42 @@ def _build() -> ctypes.CDLL:
         ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_long,
         ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
     ]  # fmt: skip
+    lib.slm_batch_attention.restype = ctypes.c_int
+    lib.slm_batch_attention.argtypes = [
+        ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long,
+        ctypes.c_long, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+        ctypes.c_int, ctypes.c_int, ctypes.c_float, ctypes.c_void_p,
+    ]  # fmt: skip
     return lib
+
+
+def batch_attention(
+    q: Tensor, k: Tensor, v: Tensor, first: Tensor, slot: int, window: int, scale: float
+) -> Tensor | None:
+    """One decode step's attention for B rows, each over its own slots `first[b]` .. `slot`
+    (`window` > 0: the newest `window` of them) of `k`, `v` (B, Hkv, S, hd), in C; q (B, H, 1,
+    hd) -> (B, H, 1, hd), as `attend` with the mask of those slots computes it. None where
+    the C library is not here or the tensors are not float32 CPU tensors in the layouts it
+    reads (callers then use `attend`)."""
+    lib = library()
+    if lib is None:
+        return None
+    B, H, _, hd = q.shape
+    Hkv = k.size(1)
+    ok = (
+        q.dtype == k.dtype == v.dtype == torch.float32 and q.device.type == "cpu"
+        and k.stride() == v.stride() and k.stride(3) == 1 and k.stride(2) == hd
+        and q.stride(3) == 1 and q.stride(1) == hd and first.dtype == torch.int32
+        and first.is_contiguous() and slot < k.size(2)
+    )  # fmt: skip
+    if not ok:
+        return None
+    out = torch.empty(B, H, 1, hd)
+    code = lib.slm_batch_attention(
+        q.data_ptr(), q.stride(0), k.data_ptr(), v.data_ptr(), k.stride(0), k.stride(1),
+        first.data_ptr(), slot, B, H, Hkv, hd, window, scale, out.data_ptr(),
+    )  # fmt: skip
+    return out if code == 0 else None
 
 
 def library() -> ctypes.CDLL | None:

@@ -155,6 +155,36 @@ static float dot(const float *a, const float *b, int n) {
     return s;
 }
 
+/* One head of one row: softmax(q . k_s * scale) over slots first..slot (a slot before
+   `slot` with key_mask[s] == 0 left out; key_mask may be NULL), y = the weighted sum of the
+   v_s. kh, vh: the head's keys and values, hd floats a slot; scores: slot + 1 floats. */
+static void head_attention(const float *q, const float *kh, const float *vh,
+                           const uint8_t *key_mask, int first, int slot, int hd, float scale,
+                           float *scores, float *y) {
+    float top = -INFINITY;
+    for (int s = first; s <= slot; s++) {
+        if (key_mask && s < slot && !key_mask[s]) {
+            scores[s] = -INFINITY;
+            continue;
+        }
+        scores[s] = dot(q, kh + (long)s * hd, hd) * scale;
+        if (scores[s] > top) top = scores[s];
+    }
+    float total = 0.0f;
+    for (int s = first; s <= slot; s++) {
+        float e = scores[s] == -INFINITY ? 0.0f : expf(scores[s] - top);
+        scores[s] = e;
+        total += e;
+    }
+    for (int i = 0; i < hd; i++) y[i] = 0.0f;
+    for (int s = first; s <= slot; s++) {
+        float p = scores[s] / total;
+        if (p == 0.0f) continue;
+        const float *v = vh + (long)s * hd;
+        for (int i = 0; i < hd; i++) y[i] += p * v[i];
+    }
+}
+
 static void norm(float *out, const float *x, const float *w, const float *b, int d,
                  int layernorm, float eps) {
     if (layernorm) {
@@ -217,33 +247,10 @@ int slm_decode_step(const Model *m, int token, int pos, int slot, float *k_cache
         }
         int first = 0;
         if (L->window > 0 && slot + 1 > L->window) first = slot + 1 - L->window;
-        for (int j = 0; j < H; j++) {
-            const float *q = qkv + j * hd;
-            const float *kh = kc + (j / group) * head_stride, *vh = vc + (j / group) * head_stride;
-            float top = -INFINITY;
-            for (int s = first; s <= slot; s++) {
-                if (key_mask && s < slot && !key_mask[s]) {
-                    scores[s] = -INFINITY;
-                    continue;
-                }
-                scores[s] = dot(q, kh + (long)s * hd, hd) * m->attn_scale;
-                if (scores[s] > top) top = scores[s];
-            }
-            float total = 0.0f;
-            for (int s = first; s <= slot; s++) {
-                float e = scores[s] == -INFINITY ? 0.0f : expf(scores[s] - top);
-                scores[s] = e;
-                total += e;
-            }
-            float *y = attn + j * hd;
-            for (int i = 0; i < hd; i++) y[i] = 0.0f;
-            for (int s = first; s <= slot; s++) {
-                float p = scores[s] / total;
-                if (p == 0.0f) continue;
-                const float *v = vh + (long)s * hd;
-                for (int i = 0; i < hd; i++) y[i] += p * v[i];
-            }
-        }
+        for (int j = 0; j < H; j++)
+            head_attention(qkv + j * hd, kc + (j / group) * head_stride,
+                           vc + (j / group) * head_stride, key_mask, first, slot, hd,
+                           m->attn_scale, scores, attn + j * hd);
         matvec(x, &L->wo, attn, L->bo, d, d, 1);
         norm(xn, x, L->norm2_w, L->norm2_b, d, m->layernorm, m->norm_eps);
         int hidden = m->hidden;
@@ -274,3 +281,29 @@ int slm_decode_step(const Model *m, int token, int pos, int slot, float *k_cache
 /* The sizes the Python side checks its ctypes structs against. */
 int slm_sizeof_model(void) { return (int)sizeof(Model); }
 int slm_sizeof_layer(void) { return (int)sizeof(Layer); }
+
+/* Attention of one decode step for B rows (the batched torch step's attention, where a row
+   attends to its own slots only): row b, head j reads its keys and values at slots
+   first[b] .. slot of its cache rows (layout (rows, Hkv, S, hd): `row_stride`, `head_stride`
+   floats), `window` > 0 narrowing that to the newest `window` slots. The arithmetic is the
+   one-row step's (`head_attention`), so a row gets the numbers it gets alone. q: (B, H, hd) rows `q_row` floats apart, heads hd apart; out: (B, H, hd). The
+   cost follows each row's own length, not the longest row's (a masked SDPA over the shared
+   slots reads them all). */
+int slm_batch_attention(const float *q, long q_row, const float *k_cache, const float *v_cache,
+                        long row_stride, long head_stride, const int *first, int slot, int B,
+                        int H, int Hkv, int hd, int window, float scale, float *out) {
+    if (B < 1 || H < 1 || Hkv < 1 || H % Hkv != 0 || slot < 0) return 1;
+    int group = H / Hkv;
+    float scores[slot + 1];
+    for (int b = 0; b < B; b++) {
+        int lo = first[b];
+        if (window > 0 && slot + 1 - window > lo) lo = slot + 1 - window;
+        if (lo < 0 || lo > slot) return 2;
+        for (int j = 0; j < H; j++) {
+            long head = (long)b * row_stride + (long)(j / group) * head_stride;
+            head_attention(q + (long)b * q_row + (long)j * hd, k_cache + head, v_cache + head,
+                           0, lo, slot, hd, scale, scores, out + ((long)b * H + j) * hd);
+        }
+    }
+    return 0;
+}
