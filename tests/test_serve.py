@@ -73,16 +73,26 @@ class Running:
         self.thread.join(30)
 
 
+# The contract fixtures run the engine as `slm-serve` does, in a process of its own.
 @pytest.fixture(scope="module")
 def served(tiny_checkpoint):
-    running = Running(tiny_checkpoint, max_batch=16, max_queue=64, max_tokens_cap=400)
+    running = Running(tiny_checkpoint, max_batch=16, max_queue=64, max_tokens_cap=400,
+                      engine="process")  # fmt: skip
     yield running
     running.close()
 
 
 @pytest.fixture(scope="module")
 def served_no_eos(tiny_checkpoint):
-    running = Running(tiny_checkpoint, max_batch=16, max_tokens_cap=100_000)
+    running = Running(tiny_checkpoint, max_batch=16, max_tokens_cap=100_000, engine="process")
+    yield running
+    running.close()
+
+
+@pytest.fixture(scope="module")
+def served_in_thread(tiny_checkpoint):
+    """The engine in the server's own process (`--engine thread`): a test can pace its steps."""
+    running = Running(tiny_checkpoint, max_batch=16, max_tokens_cap=100_000, engine="thread")
     yield running
     running.close()
 
@@ -318,8 +328,10 @@ def test_api_key_is_required_and_checked(tiny_checkpoint):
         running.close()
 
 
-def test_full_queue_is_429_with_retry_after(tiny_checkpoint):
-    running = Running(tiny_checkpoint, max_batch=1, max_queue=1, max_tokens_cap=100_000)
+@pytest.mark.parametrize("engine", ["thread", "process"])
+def test_full_queue_is_429_with_retry_after(tiny_checkpoint, engine):
+    running = Running(tiny_checkpoint, max_batch=1, max_queue=1, max_tokens_cap=100_000,
+                      engine=engine)  # fmt: skip
     try:
         slow = {"model": MODEL, "prompt": "a", "max_tokens": 3000, **NO_EOS}
 
@@ -431,18 +443,18 @@ async def _until(pilot, condition, timeout: float = 30.0) -> None:
         await pilot.pause(0.05)
 
 
-async def test_the_tui_writes_stories_on_a_server(served_no_eos, tui_env, monkeypatch):
+async def test_the_tui_writes_stories_on_a_server(served_in_thread, tui_env, monkeypatch):
     from slm_tui.generation import SamplingSettings
     from slm_tui.generation.remote import Remote
     from slm_tui.tui.app import SlmApp
     from slm_tui.tui.widgets.sampling_panel import SamplingPanel
     from slm_tui.tui.widgets.status_bar import StatusBar
 
-    app = SlmApp(server=served_no_eos.url, rescan=False, demo=False)
+    app = SlmApp(server=served_in_thread.url, rescan=False, demo=False)
     async with app.run_test(size=(100, 30)) as pilot:
         await _until(pilot, lambda: app.loaded is not None)
         assert app.loaded.info.name == MODEL
-        assert served_no_eos.url in app.query_one(StatusBar).plain_text
+        assert served_in_thread.url in app.query_one(StatusBar).plain_text
         assert "on the server" in str(app.query_one("#inspector").render())
         panel = app.query_one(SamplingPanel)
         panel.settings = panel.settings.replace(ignore_eos=True)  # stories run to max tokens
@@ -451,7 +463,7 @@ async def test_the_tui_writes_stories_on_a_server(served_no_eos, tui_env, monkey
         app.write("Once upon a time")
         await _until(pilot, lambda: not app.current.streaming)
         story = app.current
-        want = Remote(served_no_eos.url).complete(
+        want = Remote(served_in_thread.url).complete(
             MODEL, "Once upon a time", SamplingSettings(seed=21, max_new_tokens=20, ignore_eos=True)
         )
         assert story.text == want.text and story.num_tokens == 20
@@ -461,7 +473,7 @@ async def test_the_tui_writes_stories_on_a_server(served_no_eos, tui_env, monkey
         # The tiny model's 64-token context ends a story within ~60 steps, which a fast engine
         # finishes before a slow machine's UI has made the change: pace the engine (20 ms a
         # step) so the story is still running when the change arrives.
-        scheduler = served_no_eos.server.scheduler
+        scheduler = served_in_thread.server.scheduler
         step = scheduler._step
 
         def paced(joining):

@@ -138,6 +138,13 @@ def serve(
             "is left to HTTP)."
         ),
     ] = 0,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="process: the model runs in a process of its own, beside the HTTP one (the "
+            "two never wait on each other's interpreter lock); thread: in the HTTP process."
+        ),
+    ] = "process",
 ) -> None:
     """Serve a checkpoint over the OpenAI HTTP API."""
     with cli_errors():
@@ -170,26 +177,43 @@ def serve(
             fail("no --checkpoint given and no bundled demo model found")
         if threads < 0:
             fail(f"--threads must be 0 (automatic) or more, got {threads}")
-        loaded = load_checkpoint(path, device)
+        if engine not in ("process", "thread"):
+            fail(f"--engine must be process or thread, got {engine!r}")
+        if engine == "process" and os.name != "posix":  # (a socket pair handed to a child)
+            warn("--engine process needs a POSIX system; the engine runs in this process")
+            engine = "thread"
+        import psutil
         import torch
 
-        if loaded.device.type == "cpu":
-            import psutil
-
-            # The engine's OpenMP threads must not fight the event loop for the cores: a
-            # contended thread spin-waits (a 2-thread engine beside a busy HTTP thread ran
-            # ~30x slower here).
-            cores = psutil.cpu_count(logical=False) or os.cpu_count() or 1
-            torch.set_num_threads(threads or max(1, cores - 1))
+        # The engine's OpenMP threads must not fight the event loop for the cores: a
+        # contended thread spin-waits (a 2-thread engine beside a busy HTTP thread ran
+        # ~30x slower here).
+        cores = psutil.cpu_count(logical=False) or os.cpu_count() or 1
+        engine_threads = threads or max(1, cores - 1)
+        # With the engine in its own process, this one reads the folder (checks, tokenizer)
+        # on the CPU and runs no model: the child loads it on --device.
+        loaded = load_checkpoint(path, "cpu" if engine == "process" else device)
+        if engine == "process":
+            torch.set_num_threads(1)
+        elif loaded.device.type == "cpu":
+            torch.set_num_threads(engine_threads)
         name = model_name or loaded.info.name
-        server = Server(
-            loaded,
-            model_name=name,
-            max_batch=max_batch,
-            max_queue=max_queue,
-            max_tokens_cap=max_tokens_cap,
-            api_key=api_key,
-        )
+        from slm_tui.serve.engine_process import EngineFailed, EngineProcess
+
+        try:
+            server = Server(
+                loaded,
+                model_name=name,
+                max_batch=max_batch,
+                max_queue=max_queue,
+                max_tokens_cap=max_tokens_cap,
+                api_key=api_key,
+                engine=engine,
+                device=device,
+                threads=engine_threads,
+            )
+        except EngineFailed as exc:
+            fail(str(exc))
         fastapi_app = create_app(server, body_timeout=body_timeout, cors=list(cors or []))
         if not _loopback(host) and api_key is None:
             warn(f"serving on {host} without an API key: anyone who can reach it may use it "
@@ -207,10 +231,13 @@ def serve(
             fitted = limits.max_connections
             warn(f"the open-file limit (ulimit -n) holds {fitted} connections, not "
                  f"{max_connections}: --max-connections is {fitted}")  # fmt: skip
+        where = f"{loaded.device}, torch threads {torch.get_num_threads()}"
+        if isinstance(server.scheduler, EngineProcess):
+            where = (f"{server.scheduler.device}, torch threads {server.scheduler.threads}, "
+                     f"engine process {server.scheduler.pid}")  # fmt: skip
         err.print(
-            f"serving {name} ({loaded.model.num_params() / 1e6:.1f}M parameters, "
-            f"{loaded.device}, torch threads {torch.get_num_threads()}) on http://{host}:{port}/v1 · max batch {max_batch} · "
-            f"pid {os.getpid()}",
+            f"serving {name} ({loaded.model.num_params() / 1e6:.1f}M parameters, {where}) "
+            f"on http://{host}:{port}/v1 · max batch {max_batch} · pid {os.getpid()}",
             highlight=False,
             markup=False,
         )

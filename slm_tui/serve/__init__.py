@@ -2,6 +2,8 @@
 
 - `scheduler`: the engine loop: one thread owns the model; every step decodes all active
   request rows as one batch; rows join at step boundaries and leave as soon as they end.
+- `engine_process`: the same engine loop in a child process (the default of `slm-serve`):
+  the HTTP process and the engine never wait on each other's interpreter lock.
 - `protocol`: the request shapes (pydantic) and how they become sampling settings.
 - `app`: the FastAPI app: endpoints, OpenAI-shaped errors, metrics.
 - `responses`: the OpenAI response shapes built from engine events: server-sent events,

@@ -45,9 +45,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from slm_tui.briefs import Brief
 from slm_tui.generation.engine import fresh_seed, prepare_prompt
 from slm_tui.generation.events import Event
-from slm_tui.generation.guide import make_guide
 from slm_tui.generation.settings import MAX_SEED
 from slm_tui.serve.connections import quiet_accept_errors
+from slm_tui.serve.engine_process import EngineProcess, Setup
 from slm_tui.serve.middleware import Gatekeeper, LimitBody
 from slm_tui.serve.protocol import (
     ApiError,
@@ -102,7 +102,14 @@ class Server:
         max_queue: int = 64,
         max_tokens_cap: int = 1024,
         api_key: str | None = None,
+        engine: str = "thread",
+        device: str | None = None,
+        threads: int = 1,
     ) -> None:
+        """`engine`: "thread" (the engine loop in this process: the model here is the one
+        served) or "process" (engine_process.py: a child process loads the checkpoint's
+        folder on `device`, default the checkpoint's, with `threads` torch threads; this
+        process keeps the tokenizer and the limits)."""
         self.model, self.tokenizer = checkpoint.model, checkpoint.tokenizer
         self.model_name = model_name
         self.context = self.model.cfg.context_length
@@ -113,10 +120,19 @@ class Server:
         # row and token: at 16 rows that is 16 cross-thread wake-ups a step).
         self._outbox: list[tuple[asyncio.Queue, int, Event]] = []  # the engine thread's
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.scheduler = Scheduler(
-            self.model, self.tokenizer, max_batch=max_batch, max_queue=max_queue,
-            on_step=self._flush,
-        )  # fmt: skip
+        self.scheduler: Scheduler | EngineProcess
+        if engine == "process":
+            setup = Setup(path=str(checkpoint.path), device=device or str(checkpoint.device),
+                          threads=threads, max_batch=max_batch, max_queue=max_queue,
+                          weights_sha256=checkpoint.info.weights_sha256)  # fmt: skip
+            self.scheduler = EngineProcess(setup, on_step=self._flush)
+        elif engine == "thread":
+            self.scheduler = Scheduler(
+                self.model, self.tokenizer, max_batch=max_batch, max_queue=max_queue,
+                on_step=self._flush,
+            )  # fmt: skip
+        else:
+            raise ValueError(f"engine must be 'thread' or 'process', not {engine!r}")
         self.requests: Counter[tuple[str, int]] = Counter()
 
     # --- requests -> rows ---------------------------------------------------------------------
@@ -185,7 +201,7 @@ class Server:
                         sink=self._sink(queue, k),
                         top_n=top_n,
                         probs=probs,
-                        guide=make_guide(guided, self.tokenizer),
+                        guided=guided,
                     )
                 )
         try:

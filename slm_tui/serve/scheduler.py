@@ -30,8 +30,10 @@ from typing import TYPE_CHECKING
 
 from slm_tui.generation import rows as row_driver
 from slm_tui.generation.events import Event
+from slm_tui.generation.guide import make_guide
 
 if TYPE_CHECKING:
+    from slm_tui.generation.settings import SamplingSettings
     from slm_tui.model import GPT
     from slm_tui.tokenizers.base import Tokenizer
 
@@ -43,10 +45,12 @@ class QueueFull(Exception):
 @dataclass(eq=False)
 class Row(row_driver.Row):
     """One choice of one request (the row driver's `Row`), and where its events go: `sink`,
-    called on the engine thread. Its settings carry no seed (the row's seed is its own), so
-    rows of one request share one sampler call."""
+    called on the engine thread. Its settings carry no seed (the row's seed is its own) and
+    no brief, so rows of one request share one sampler call; `guided` are the settings with
+    the brief, which the engine makes the row's brief guide from (`guide.make_guide`)."""
 
     sink: Callable[[Event], None] = lambda event: None
+    guided: SamplingSettings | None = None
 
 
 @dataclass
@@ -89,6 +93,9 @@ class Scheduler:
     # --- the public side (any thread) -------------------------------------------------------
     def submit(self, rows: list[Row]) -> None:
         """Queue rows; QueueFull when they do not fit, RuntimeError once stopping."""
+        for row in rows:
+            if row.guide is None and row.guided is not None:
+                row.guide = make_guide(row.guided, self.tokenizer)
         with self._cond:
             if self._stopping:
                 raise RuntimeError("the server is shutting down")
