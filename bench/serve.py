@@ -23,6 +23,11 @@ Soak: 64 clients, `--soak-requests` requests in all; every request must end with
 `data: [DONE]` or a clear error (an OpenAI-shaped JSON error), none lost; RSS must grow
 under 10%.
 
+The server runs as `slm-serve` does by default, its engine in a process of its own
+(`--engine thread`: in the HTTP process, for a before/after); RSS counts both processes,
+and each level reports the cores each used over its wall time (HTTP: the HTTP process,
+the engine thread included with `--engine thread`; engine: the engine process).
+
 Run: `.venv/bin/python bench/serve.py` (`--quick`: smaller levels); writes
 bench/results/serve.json.
 """
@@ -57,10 +62,24 @@ def pct(values: list[float], q: float) -> float:
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """The server's resident memory, its engine process (a child) included."""
+    import psutil
+
+    proc = psutil.Process(pid)
+    return sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)]) / 2**20
+
+
+def cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) so far of the server's HTTP process and of its engine
+    process (its children; none with --engine thread)."""
+    import psutil
+
+    def used(p: psutil.Process) -> float:
+        times = p.cpu_times()
+        return times.user + times.system
+
+    proc = psutil.Process(pid)
+    return {"http": used(proc), "engine": sum(used(c) for c in proc.children(recursive=True))}
 
 
 def free_port() -> int:
@@ -250,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-batch", type=int, default=64, help="the server's --max-batch")
     ap.add_argument("--client", choices=("raw", "httpx"), default="raw")
     ap.add_argument("--device", default="cpu", help="the server's and the baseline's device")
+    ap.add_argument("--engine", choices=("process", "thread"), default="process",
+                    help="the server's --engine")  # fmt: skip
     ap.add_argument("--output", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     if args.quick:
@@ -266,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     url = f"http://127.0.0.1:{port}/v1/completions"
     command = [sys.executable, "-m", "slm_tui.cli.serve", "--checkpoint", args.checkpoint,
                "--port", str(port), "--model-name", "bench", "--max-batch", str(args.max_batch),
-               "--max-queue", "1024", "--device", args.device]  # fmt: skip
+               "--max-queue", "1024", "--device", args.device,
+               "--engine", args.engine]  # fmt: skip
     if args.threads and args.device == "cpu":
         command += ["--threads", str(args.threads)]
     server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=REPO)
@@ -284,9 +306,11 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(level(url, 1, 1, 8, args.client))  # warm-up
         rows = []
         for clients in levels:
-            before = rss_mb(server.pid)
+            before, cpu = rss_mb(server.pid), cpu_seconds(server.pid)
             row = asyncio.run(level(url, clients, args.requests_each, args.max_tokens, args.client))
+            cpu = {k: (v - cpu[k]) / row["wall_s"] for k, v in cpu_seconds(server.pid).items()}
             row.update(rss_mb_before=before, rss_mb_after=rss_mb(server.pid),
+                       cores_http=cpu["http"], cores_engine=cpu["engine"],
                        engine_tokens_per_s=engine[clients],
                        vs_engine=row["tokens_per_s"] / engine[clients])  # fmt: skip
             rows.append(row)
@@ -300,9 +324,11 @@ def main(argv: list[str] | None = None) -> int:
         server.wait(60)
     base = rows[0]["tokens_per_s"]
     cpu = cpu_name()
-    table = Table(title=f"slm-serve, demo model, {args.max_tokens} tokens a request, {cpu}")
+    table = Table(title=f"slm-serve (--engine {args.engine}), demo model, "
+                        f"{args.max_tokens} tokens a request, {cpu}")  # fmt: skip
     for col in ("clients", "requests", "tok/s", "engine tok/s", "vs engine", "x 1 client",
-                "TTFT p50/p95 ms", "ITL p50/p95 ms", "errors", "RSS MB before→after"):  # fmt: skip
+                "TTFT p50/p95 ms", "ITL p50/p95 ms", "cores HTTP / engine", "errors",
+                "RSS MB before→after"):  # fmt: skip
         table.add_column(col, justify="right")
     for r in [*rows, soak]:
         table.add_row(
@@ -314,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['tokens_per_s'] / base:.1f}x",
             f"{r['ttft_ms_p50']:.0f} / {r['ttft_ms_p95']:.0f}",
             f"{r['itl_ms_p50']:.1f} / {r['itl_ms_p95']:.1f}",
+            f"{r['cores_http']:.2f} / {r['cores_engine']:.2f}" if "cores_http" in r else "",
             f"{r['errors']} ({r['lost']} lost)",
             f"{r['rss_mb_before']:.0f} → {r['rss_mb_after']:.0f}",
         )
@@ -351,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"bench": "serve", "cpu": cpu, "checkpoint": args.checkpoint,
               "max_tokens": args.max_tokens, "levels": rows, "soak": soak,
               "server_threads": args.threads or "default", "quick": args.quick,
-              "client": args.client, "max_batch": args.max_batch,
+              "client": args.client, "max_batch": args.max_batch, "engine": args.engine,
               "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "headline": headline}  # fmt: skip
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
