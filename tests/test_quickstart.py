@@ -141,7 +141,10 @@ def test_quick_start_commands_run_as_typed(quick_start):
     assert re.search(r"corpus\s+[│|]\s+my-held-out\.txt\s", evaluation.stdout), evaluation.stdout
 
     story = results["slm-generate"].stdout
-    assert story.startswith("Once upon a time") and len(story.strip()) > len("Once upon a time")
+    # The story is printed after its prompt. Its continuation may be empty: the README's
+    # command draws a fresh seed each run, and a 12-step model ends a story at its first
+    # token (EOS) now and then (seen once in a full run of the suite).
+    assert story.startswith("Once upon a time") and story.endswith("\n")
 
 
 async def test_quick_start_opens_the_model_in_the_tui(quick_start, tui_env, monkeypatch):
