@@ -161,7 +161,7 @@ class Attention(nn.Module):
         self.n_kv_head = cfg.n_kv_head or cfg.n_head
         self.head_dim = cfg.d_model // cfg.n_head
         self.rope = cfg.positions == "rope"
-        self.dropout = cfg.dropout
+        self.dropout = cfg.attn_dropout
         self.scale = None if cfg.scale_attention else 1.0
         qkv_out = (self.n_head + 2 * self.n_kv_head) * self.head_dim
         self.qkv = nn.Linear(cfg.d_model, qkv_out, bias=cfg.bias)

@@ -608,3 +608,21 @@ def test_help_imports_neither_torch_nor_transformers(command):
                 if line.startswith("import time:")}  # fmt: skip
     assert "typer" in imported  # the listing is real
     assert not imported & {"torch", "transformers", "gguf", "safetensors", "sentencepiece"}
+
+
+@pytest.mark.parametrize("shape", [{}, {"positions": "learned", "norm": "layernorm",
+                                        "mlp": "gelu", "bias": True}])  # fmt: skip
+def test_hf_config_carries_the_attention_dropout_apart(tiny_checkpoint, shape):
+    """transformers reads dropout on attention probabilities from its own field: ours goes
+    there (model.attention_dropout, or model.dropout when that is unset)."""
+    from slm_tui.interop.hf_export import hf_config
+
+    tok = load_tokenizer(tiny_checkpoint / "tokenizer")
+    cfg = ModelConfig(vocab_size=tok.vocab_size, dropout=0.1, attention_dropout=0.0, **shape)
+    got = hf_config(cfg, tok, "float32")
+    if got["model_type"] == "llama":
+        assert got["attention_dropout"] == 0.0
+    else:
+        assert (got["attn_pdrop"], got["resid_pdrop"]) == (0.0, 0.1)
+    follows = hf_config(dataclasses.replace(cfg, attention_dropout=None), tok, "float32")
+    assert follows.get("attention_dropout", follows.get("attn_pdrop")) == 0.1

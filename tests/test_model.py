@@ -349,3 +349,26 @@ def test_dropout_only_in_training() -> None:
     torch.testing.assert_close(a, b)
     model.train()
     assert not torch.allclose(model(idx)[0], model(idx)[0])
+
+
+def test_attention_dropout_is_its_own_knob() -> None:
+    """model.attention_dropout: None follows model.dropout; 0 keeps residual dropout on and
+    the attention probabilities whole (on a CPU the costly part); alone it still drops."""
+    idx = torch.randint(0, V, (2, 10))
+    follows = make(dropout=0.1)
+    assert all(b.attn.dropout == 0.1 for b in follows.layers)
+    resid_only = make(dropout=0.1, attention_dropout=0.0).train()
+    assert all(b.attn.dropout == 0.0 for b in resid_only.layers)
+    assert not torch.allclose(resid_only(idx)[0], resid_only(idx)[0])  # residuals still drop
+    attn_only = make(dropout=0.0, attention_dropout=0.5).train()
+    assert not torch.allclose(attn_only(idx)[0], attn_only(idx)[0])
+    attn_only.eval()
+    torch.testing.assert_close(attn_only(idx)[0], attn_only(idx)[0])
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.0, float("nan")])
+def test_attention_dropout_out_of_range_is_refused(value: float) -> None:
+    from slm_tui.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"model\.attention_dropout"):
+        ModelConfig(vocab_size=V, attention_dropout=value).validate()

@@ -72,7 +72,7 @@ def hf_config(cfg: ModelConfig, tok: Tokenizer, dtype: str) -> dict[str, Any]:
             "rope_scaling": None,
             "attention_bias": cfg.bias,
             "mlp_bias": cfg.bias,
-            "attention_dropout": cfg.dropout,
+            "attention_dropout": cfg.attn_dropout,
             "pretraining_tp": 1,
             **common,
         }
@@ -91,7 +91,7 @@ def hf_config(cfg: ModelConfig, tok: Tokenizer, dtype: str) -> dict[str, Any]:
         "layer_norm_epsilon": 1e-5,
         "resid_pdrop": cfg.dropout,
         "embd_pdrop": cfg.dropout,
-        "attn_pdrop": cfg.dropout,
+        "attn_pdrop": cfg.attn_dropout,
         "scale_attn_weights": True,
         "scale_attn_by_inverse_layer_idx": False,
         "reorder_and_upcast_attn": False,
@@ -117,7 +117,7 @@ def gpt_neo_config(cfg: ModelConfig, act: str, common: dict[str, Any]) -> dict[s
         "layer_norm_epsilon": 1e-5,
         "resid_dropout": cfg.dropout,
         "embed_dropout": cfg.dropout,
-        "attention_dropout": cfg.dropout,
+        "attention_dropout": cfg.attn_dropout,
         "classifier_dropout": 0.1,
         **common,
     }
