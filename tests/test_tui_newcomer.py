@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from textual.widgets import TextArea
 
 from slm_tui.tui.app import SlmApp
 from slm_tui.tui.screens.compare import CompareScreen
@@ -52,10 +53,17 @@ async def ready(pilot) -> None:
     await until(pilot, lambda: pilot.app.loaded is not None and pilot.app.scanned)
 
 
-async def write(pilot, prompt: str = "Once upon a time") -> Story:
+async def write(pilot, prompt: str = "Once upon a time", *, typed: bool = True) -> Story:
+    """Write a story from `prompt`: typed key by key, or (`typed=False`, for long prompts
+    whose typing is not what a test is about: ~80 ms a key) put in the box whole."""
     app = pilot.app
-    app.query_one("#prompt").focus()
+    box = app.query_one("#prompt", TextArea)
+    box.focus()
     before = app.current
+    if not typed:
+        box.load_text(prompt)
+        box.move_cursor(box.document.end)
+        prompt = ""
     await pilot.press(*prompt, "enter")
     await until(pilot, lambda: app.current is not before and not app.current.streaming)
     return app.current
@@ -204,7 +212,9 @@ async def test_the_story_rewraps_when_the_side_panel_comes_back(tui_checkpoints,
     app = make_app(tui_checkpoints)
     async with app.run_test(size=(100, 30)) as pilot:
         await ready(pilot)
-        await write(pilot, "A little girl named Sue went to the park with her dog " * 3)
+        await write(
+            pilot, "A little girl named Sue went to the park with her dog " * 3, typed=False
+        )
         view = app.query_one(StoryView)
         narrow = view.scrollable_content_region.width
         await pilot.press("f4")
@@ -220,7 +230,9 @@ async def test_a_wide_terminal_keeps_a_reading_width(tui_checkpoints, tui_env):
     app = make_app(tui_checkpoints)
     async with app.run_test(size=(200, 40)) as pilot:
         await ready(pilot)
-        await write(pilot, "A little girl named Sue went to the park with her dog " * 4)
+        await write(
+            pilot, "A little girl named Sue went to the park with her dog " * 4, typed=False
+        )
         view = app.query_one(StoryView)
         region = view.scrollable_content_region.width
         assert region > READING_WIDTH + 20
