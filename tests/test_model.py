@@ -199,6 +199,7 @@ SWITCHES = {
     "bias": True,
     "tie_embeddings": False,
     "dropout": 0.1,
+    "attention_dropout": 0.2,
     "scale_attention": False,
     # make() builds 2 layers: the first local with a window shorter than the test's
     # sequences (9-12 tokens), the second global
