@@ -85,7 +85,8 @@ class ModelConfig:
     dropout: float = 0.0
     # Dropout on the attention probabilities; None: model.dropout (GPT-2's attn_pdrop). On a
     # CPU it is the costly part: at the demo's shape, dropout 0.1 everywhere halved training
-    # speed (2,750 vs 5,300 tok/s on 2 AMD EPYC cores), on the residuals alone it costs ~4%.
+    # speed (2,750 vs 5,300 tok/s on 2 AMD EPYC cores); on the residuals alone the run
+    # trained at ~4,500 tok/s (docs/demo-model.md).
     attention_dropout: float | None = None
     # Attention scores q.k / sqrt(head_dim); false: q.k unscaled (GPT-Neo's attention).
     scale_attention: bool = True

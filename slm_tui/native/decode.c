@@ -20,6 +20,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef float v16f __attribute__((vector_size(64)));
@@ -294,16 +295,23 @@ int slm_batch_attention(const float *q, long q_row, const float *k_cache, const 
                         int H, int Hkv, int hd, int window, float scale, float *out) {
     if (B < 1 || H < 1 || Hkv < 1 || H % Hkv != 0 || slot < 0) return 1;
     int group = H / Hkv;
-    float scores[slot + 1];
-    for (int b = 0; b < B; b++) {
+    /* On the heap: a context may be 131,072 slots (512 KB), more than some threads' stacks. */
+    float *scores = malloc(sizeof(float) * ((size_t)slot + 1));
+    if (!scores) return 3;
+    int code = 0;
+    for (int b = 0; b < B && code == 0; b++) {
         int lo = first[b];
         if (window > 0 && slot + 1 - window > lo) lo = slot + 1 - window;
-        if (lo < 0 || lo > slot) return 2;
+        if (lo < 0 || lo > slot) {
+            code = 2;
+            break;
+        }
         for (int j = 0; j < H; j++) {
             long head = (long)b * row_stride + (long)(j / group) * head_stride;
             head_attention(q + (long)b * q_row + (long)j * hd, k_cache + head, v_cache + head,
                            0, lo, slot, hd, scale, scores, out + ((long)b * H + j) * hd);
         }
     }
-    return 0;
+    free(scores);
+    return code;
 }

@@ -134,6 +134,7 @@ class EngineProcess:
         self._conn.send_bytes(pickle.dumps(setup))
         if not self._conn.poll(READY_TIMEOUT):
             self._proc.kill()
+            self._proc.wait()
             raise EngineFailed(f"the engine process did not start within {READY_TIMEOUT:g} s")
         try:
             kind, detail = pickle.loads(self._conn.recv_bytes())
