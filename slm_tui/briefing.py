@@ -14,6 +14,10 @@ briefs themselves: deriving, formatting, checking).
   count. `key` names the settings and `briefs.FORMAT_VERSION` for the shard cache.
   Validation text never gets briefs, so bits per byte on it compares with models trained
   without them.
+- `data.blank_lines` (same object, same generator rule): the fraction of training stories
+  written with a blank line between paragraphs. TinyStories comes in both layouts (the V1
+  validation split's dump separates paragraphs with blank lines; the train-split text here
+  almost never does), and a model that never saw a blank line pays ~14 nats for each.
 - `trained_with_briefs(config)`: whether a run's config trained with briefs (`data.briefs`
   above 0); `CheckpointInfo.briefs` carries it for front ends.
 - `request_brief(message)`: the brief of a chat message that asks for a story ("a story
@@ -60,38 +64,67 @@ def trained_with_briefs(config: Any) -> bool:
 # ---- training text ------------------------------------------------------------------------
 
 
+_LINE_BREAK = re.compile(r"(?<=[^\n])\n(?=[^\n])")  # one line break between two lines
+
+
+def with_blank_lines(story: str) -> str:
+    """The story with a blank line between its paragraphs: each single line break doubled
+    (breaks that are already blank lines, and the story's ends, stay as they are)."""
+    return _LINE_BREAK.sub("\n\n", story)
+
+
 @dataclass(frozen=True)
 class TrainingBriefs:
-    """Which training stories get their brief, and which brief (module docstring)."""
+    """How training stories are written into shards (module docstring): after their brief
+    (`fraction`, `n_words`), and with blank lines between paragraphs (`blank_lines`)."""
 
     fraction: float
     n_words: int = 3
     seed: int = 0
+    blank_lines: float = 0.0
 
     def __post_init__(self) -> None:
-        f = self.fraction
-        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 < f <= 1.0:
+        f, b = self.fraction, self.blank_lines
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 <= f <= 1.0:
             raise ConfigError(f"data.briefs must be a fraction in (0, 1], got {f!r}")
+        if isinstance(b, bool) or not isinstance(b, (int, float)) or not 0.0 <= b <= 1.0:
+            raise ConfigError(f"data.blank_lines must be a fraction in [0, 1], got {b!r}")
+        if f == 0.0 and b == 0.0:
+            raise ConfigError("data.briefs must be a fraction in (0, 1], got 0.0")
         n = self.n_words
         if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_WORDS:
             raise ConfigError(f"data.brief_words must be from 0 to {MAX_WORDS}, got {n!r}")
         object.__setattr__(self, "fraction", float(f))
+        object.__setattr__(self, "blank_lines", float(b))
 
     @classmethod
     def of(cls, config: Any) -> TrainingBriefs | None:
-        """The briefs a run config asks for; None when `data.briefs` is 0."""
-        if not trained_with_briefs(config):
+        """How a run config writes its training stories; None when they go in as they are
+        (`data.briefs` and `data.blank_lines` both 0)."""
+        d = config.data
+        if not trained_with_briefs(config) and not d.blank_lines:
             return None
-        return cls(config.data.briefs, config.data.brief_words, config.train.seed)
+        return cls(d.briefs, d.brief_words, config.train.seed, d.blank_lines)
 
     @property
     def key(self) -> str:
-        """What shards built with these briefs are cached under (the format version too)."""
-        return f"v{FORMAT_VERSION} fraction={self.fraction!r} words={self.n_words} seed={self.seed}"
+        """What shards built with these settings are cached under (the format version too;
+        without blank lines, the key shards had before that setting existed)."""
+        key = f"v{FORMAT_VERSION} fraction={self.fraction!r} words={self.n_words} seed={self.seed}"
+        return key + (f" blank_lines={self.blank_lines!r}" if self.blank_lines else "")
 
     def apply(self, story: str) -> str:
-        """The training text of one story: its brief block and the story, or the story."""
-        return with_brief(story, story_rng(story, self.seed), self.fraction, self.n_words)
+        """The training text of one story: its brief block and the story, or the story; the
+        story part with blank lines between paragraphs for a `blank_lines` share of stories
+        (drawn apart from the brief's generator, so each story's brief is the same as
+        without the setting)."""
+        text = story
+        if self.fraction:
+            text = with_brief(story, story_rng(story, self.seed), self.fraction, self.n_words)
+        if self.blank_lines and story_rng(story, self.seed, "layout").random() < self.blank_lines:
+            head = text[: len(text) - len(story.lstrip())]  # the brief block, or nothing
+            text = head + with_blank_lines(text[len(head) :])
+        return text
 
 
 def training_text(story: str, is_val: bool, briefs: TrainingBriefs | None) -> str:

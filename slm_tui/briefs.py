@@ -417,10 +417,11 @@ def satisfies(story: str, brief: Brief) -> dict[str, Any]:
 # ---- training text --------------------------------------------------------------------
 
 
-def story_rng(story: str, seed: int) -> random.Random:
+def story_rng(story: str, seed: int, purpose: str = "") -> random.Random:
     """A generator fixed by the story's text and a seed: the same story gets the same brief
-    whatever order or worker it is processed in (str seeds hash with sha512, not hash())."""
-    return random.Random(f"{seed}:{story}")
+    whatever order or worker it is processed in (str seeds hash with sha512, not hash()).
+    A `purpose` gives another, independent generator for the same story."""
+    return random.Random(f"{purpose}:{seed}:{story}" if purpose else f"{seed}:{story}")
 
 
 def with_brief(story: str, rng: random.Random, fraction: float, n_words: int = 3) -> str:

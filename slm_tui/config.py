@@ -191,6 +191,11 @@ class DataConfig:
     # whole brief names. Validation text stays plain. 0: no briefs.
     briefs: float = 0.0
     brief_words: int = 3
+    # The fraction of training stories written with a blank line between paragraphs (each
+    # single line break doubled), so a model knows both layouts TinyStories comes in: the V1
+    # validation split separates paragraphs with blank lines, the train-split dumps with one
+    # line break. Validation text stays as written. 0: stories as written.
+    blank_lines: float = 0.0
 
     def validate(self) -> None:
         _finite(self, "data.")
@@ -203,6 +208,10 @@ class DataConfig:
             )
         if not 0.0 <= self.briefs <= 1.0:
             raise ConfigError(f"data.briefs must be a fraction in [0, 1], got {self.briefs}")
+        if not 0.0 <= self.blank_lines <= 1.0:
+            raise ConfigError(
+                f"data.blank_lines must be a fraction in [0, 1], got {self.blank_lines}"
+            )
         if not 0 <= self.brief_words <= MAX_BRIEF_WORDS:
             raise ConfigError(
                 f"data.brief_words must be from 0 to {MAX_BRIEF_WORDS}, got {self.brief_words}"

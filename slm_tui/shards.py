@@ -23,7 +23,8 @@ Notable:
   fixed by its own text and the seed, so the shards are the same for any worker count.
   Validation stories are always plain. Shards with briefs live in a cache folder of their
   own and record the setting (`briefs` in the sidecars; `bytes` counts the text written,
-  blocks included).
+  blocks included). `data.blank_lines` (a share of training stories with a blank line
+  between paragraphs) travels in the same object and key, by the same rules.
 - `BatchSampler` draws (T+1)-token windows at random offsets from a generator seeded by
   (seed, cursor), so a run resumes exactly from a saved cursor, and every rank takes its
   slice of the same global draw (DDP with N ranks sees what one process would).

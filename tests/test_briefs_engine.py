@@ -23,6 +23,7 @@ from slm_tui.briefing import (
     is_story_request,
     request_brief,
     trained_with_briefs,
+    with_blank_lines,
     word_warnings,
 )
 from slm_tui.briefs import FORMAT_VERSION, Brief, format_brief, split_brief, story_rng, with_brief
@@ -149,11 +150,59 @@ def test_training_briefs_are_fixed_by_the_story_and_seed():
     assert block and rest == story.lstrip()
     assert TrainingBriefs(0.5, 3, 7).key == f"v{FORMAT_VERSION} fraction=0.5 words=3 seed=7"
     assert TrainingBriefs(1, 3, 7).key != TrainingBriefs(1.0, 3, 8).key
-    for bad in (0.0, 1.5, True, "half"):
+    for bad in (0.0, -0.5, 1.5, True, "half"):
         with pytest.raises(ConfigError, match=r"data\.briefs"):
             TrainingBriefs(bad)
     with pytest.raises(ConfigError, match=r"data\.brief_words"):
         TrainingBriefs(0.5, 7)
+
+
+def test_blank_lines_double_single_line_breaks_only():
+    story = 'Once upon a time.\nTom ran.\n\nHe said, "Hi!"\nThe end.\n'
+    assert with_blank_lines(story) == (
+        'Once upon a time.\n\nTom ran.\n\nHe said, "Hi!"\n\nThe end.\n'
+    )
+    assert with_blank_lines("one line") == "one line"
+    assert with_blank_lines(with_blank_lines(story)) == with_blank_lines(story)
+
+
+def test_blank_lines_leave_the_brief_block_and_the_brief_as_they_were():
+    stories = _synthetic_stories(40, seed=3)
+    both = TrainingBriefs(0.5, 3, seed=7, blank_lines=0.5)
+    plain_layout = TrainingBriefs(0.5, 3, seed=7)
+    laid_out = 0
+    for story in stories:
+        text, before = both.apply(story), plain_layout.apply(story)
+        block, rest = split_brief(text)
+        assert block == split_brief(before)[0]  # the same brief, its block untouched
+        assert rest in (story.lstrip(), with_blank_lines(story.lstrip()))
+        laid_out += rest != story.lstrip()
+    assert 10 < laid_out < 30  # about half, as asked
+    # blank lines alone: no brief anywhere; the key of a plain brief setting is unchanged
+    alone = TrainingBriefs(0.0, blank_lines=1.0, seed=7)
+    assert all(alone.apply(s) == with_blank_lines(s) for s in stories)
+    assert plain_layout.key == f"v{FORMAT_VERSION} fraction=0.5 words=3 seed=7"
+    assert both.key == plain_layout.key + " blank_lines=0.5"
+    for bad in (-0.1, 1.5, True, "half"):
+        with pytest.raises(ConfigError, match=r"data\.blank_lines"):
+            TrainingBriefs(0.5, blank_lines=bad)
+
+
+def test_a_run_with_blank_lines_writes_them_into_training_shards_only(corpus, tmp_path):
+    _, path = corpus
+    cfg = load_config("tiny", ["tokenizer.kind=byte", "data.blank_lines=1"])
+    cfg.data.data_files = [str(path)]
+    tb = TrainingBriefs.of(cfg)
+    assert tb is not None and tb.fraction == 0.0 and not trained_with_briefs(cfg)
+    tok = ByteTokenizer()
+    shards = prepare_shards(corpus_source(None, [str(path)]), tok, tmp_path / "s",
+                            val_fraction=0.1, briefs=tb)  # fmt: skip
+    train, val = _decoded(shards.train, tok), _decoded(shards.val, tok)
+    assert train and all("\n\n" in t and not split_brief(t)[0] for t in train)
+    assert val and all("\n\n" not in t for t in val)  # validation text as written
+    assert shards.train.meta["briefs"] == tb.key
+    with pytest.raises(ConfigError, match=r"data\.blank_lines"):
+        load_config("tiny", ["data.blank_lines=2"])
 
 
 def _decoded(shard, tok) -> list[str]:
