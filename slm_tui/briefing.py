@@ -86,11 +86,11 @@ class TrainingBriefs:
     def __post_init__(self) -> None:
         f, b = self.fraction, self.blank_lines
         if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 <= f <= 1.0:
-            raise ConfigError(f"data.briefs must be a fraction in (0, 1], got {f!r}")
+            raise ConfigError(f"data.briefs must be a fraction in [0, 1], got {f!r}")
         if isinstance(b, bool) or not isinstance(b, (int, float)) or not 0.0 <= b <= 1.0:
             raise ConfigError(f"data.blank_lines must be a fraction in [0, 1], got {b!r}")
         if f == 0.0 and b == 0.0:
-            raise ConfigError("data.briefs must be a fraction in (0, 1], got 0.0")
+            raise ConfigError("data.briefs or data.blank_lines must be above 0 (both are 0)")
         n = self.n_words
         if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_WORDS:
             raise ConfigError(f"data.brief_words must be from 0 to {MAX_WORDS}, got {n!r}")
